@@ -1,0 +1,75 @@
+"""Small HDF5 helpers: atomic writes of named arrays with attributes, checked reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import MicrovaeError
+
+
+def encode_attr(value: Any) -> Any:
+    """HDF5 attributes hold numbers, strings and arrays; everything else goes in as JSON."""
+    if isinstance(value, (str, int, float, bool, np.generic, np.ndarray)):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                 attrs: Mapping[str, Any] | None = None,
+                 dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+                 image_chunks: bool = True) -> None:
+    """Write ``arrays`` (name -> array, names may contain '/') to ``path`` atomically.
+
+    Image stacks (3-D arrays) are stored chunked one image per chunk row and compressed.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            kwargs: dict[str, Any] = {}
+            if image_chunks and array.ndim == 3 and array.shape[0] > 0:
+                kwargs = dict(chunks=(min(16, array.shape[0]),) + array.shape[1:],
+                              compression="gzip", compression_opts=4, shuffle=True)
+            dset = h5.create_dataset(name, data=array, **kwargs)
+            for key, value in (dataset_attrs or {}).get(name, {}).items():
+                dset.attrs[key] = encode_attr(value)
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = encode_attr(value)
+
+
+def open_h5(path: str | os.PathLike, required: tuple[str, ...] = ()) -> h5py.File:
+    """Open an HDF5 file for reading; a clear error if it is missing, corrupt or incomplete."""
+    path = Path(path)
+    if not path.exists():
+        raise MicrovaeError(f"{path}: file not found")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise MicrovaeError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    for name in required:
+        if name not in h5:
+            h5.close()
+            raise MicrovaeError(f"{path}: dataset '{name}' is missing")
+    return h5
+
+
+def read_json_attr(h5: h5py.File | h5py.Dataset, key: str, default: Any = None) -> Any:
+    """Read an attribute written by :func:`encode_attr` (JSON strings decoded)."""
+    if key not in h5.attrs:
+        return default
+    value = h5.attrs[key]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

@@ -1,0 +1,130 @@
+"""File-level stages of the data path: synthesize, ingest, segment, pack.
+
+Each function reads its inputs, calls the science in the other modules and writes its
+outputs atomically; the command line (``microvae.cli``) and the Snakemake rules call these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, save_figure, write_json
+from .dataset import SourceTiles, pack
+from .errors import MicrovaeError
+from .h5io import open_h5, read_json_attr, write_arrays
+from .ingest import ORIGIN_COLUMNS, tile_source
+from .segment import SegmentationParameters, iou, phase_fraction, segment
+from .synthetic import SteelParameters, synthesize_volume
+
+
+def synthesize(params: dict[str, Any], seed: int, iq_path: str | os.PathLike,
+               phase_path: str | os.PathLike) -> None:
+    """Write one synthetic volume: 8-bit IQ map and true phase map, as multi-page TIFFs."""
+    import tifffile
+
+    known = set(SteelParameters.__dataclass_fields__)
+    unknown = set(params) - known - {"n_volumes", "seed"}
+    if unknown:
+        raise MicrovaeError(f"synthetic: unknown keys {sorted(unknown)}")
+    steel = SteelParameters(**{k: (tuple(v) if k == "shape" else v)
+                               for k, v in params.items() if k in known})
+    iq, phase = synthesize_volume(steel, seed)
+    for path, volume in ((iq_path, iq), (phase_path, phase)):
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, volume, compression="zlib", metadata={"axes": "ZYX"})
+
+
+def ingest(files: Sequence[str], out: str | os.PathLike, source: dict[str, Any],
+           image_size: int, truth: Sequence[str] | None = None) -> int:
+    """Tile the files of one source (options in ``source``) into ``out``; return the tile count."""
+    name = source.get("name", "source")
+    if not files:
+        raise MicrovaeError(f"sources[{name}]: no input files")
+    if image_size % 8:
+        raise MicrovaeError(f"image_size: must be a multiple of 8, got {image_size}")
+    tiles = tile_source(
+        [Path(f) for f in files], image_size, stride=source.get("stride") or image_size,
+        axes=source.get("axes", [0]), slice_step=source.get("slice_step", 1),
+        crop=source.get("crop") or {}, fmt=source.get("format", "auto"),
+        dataset=source.get("dataset"), rgb=source.get("rgb", False),
+        truth_files=[Path(t) for t in truth] if truth else None)
+    arrays = {"images": tiles.images, "origin": tiles.origin}
+    if tiles.truth is not None:
+        arrays["truth"] = tiles.truth
+    write_arrays(out, arrays, attrs={
+        "source": name, "files": tiles.files, "image_size": image_size,
+        "origin_columns": list(ORIGIN_COLUMNS), "binary": bool(source.get("binary", False)),
+        "pixel_size": source.get("pixel_size") or 0.0, "pixel_unit": source.get("pixel_unit", "px"),
+        "options": source,
+    })
+    return len(tiles.images)
+
+
+def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
+                 qa_json: str | os.PathLike, params: dict[str, Any],
+                 figure: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Segment the tiles of an ingested source; per-tile QA in ``out``, a summary in ``qa_json``."""
+    with open_h5(ingested, required=("images", "origin")) as h5:
+        images = h5["images"][()]
+        origin = h5["origin"][()]
+        truth = h5["truth"][()] if "truth" in h5 else None
+        attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
+    binary_input = bool(attrs.get("binary", False))
+    phase = params.get("phase", "auto")
+    if phase == "auto":
+        phase = "bright" if binary_input else "dark"
+    seg = SegmentationParameters(
+        threshold=params.get("threshold", "otsu"), phase=phase,
+        fill_holes=int(params.get("fill_holes", 10)), min_island=int(params.get("min_island", 10)),
+        opening_radius=int(params.get("opening_radius", 1)),
+        closing_radius=int(params.get("closing_radius", 1)))
+    binary, threshold = segment(images, seg, binary_input=binary_input, source=str(ingested))
+    fractions = phase_fraction(binary)
+    arrays = {"images": binary, "origin": origin, "qa/phase_fraction": fractions}
+    summary: dict[str, Any] = {
+        "source": attrs.get("source"), "n_tiles": int(len(binary)), "threshold": threshold,
+        "phase": phase, "phase_fraction": float(fractions.mean()),
+        "parameters": {**params, "phase": phase},
+    }
+    if truth is not None:
+        scores = iou(binary, truth)
+        arrays["qa/iou"] = scores
+        arrays["qa/truth_phase_fraction"] = phase_fraction(truth)
+        summary.update(mean_iou=float(scores.mean()), min_iou=float(scores.min()),
+                       truth_phase_fraction=float(truth.mean()),
+                       phase_fraction_error=float(fractions.mean() - truth.mean()))
+    write_arrays(out, arrays, attrs={**{k: v for k, v in attrs.items() if k != "binary"},
+                                     "segmentation": summary["parameters"],
+                                     "threshold": threshold})
+    write_json(qa_json, summary)
+    if figure is not None:
+        from .plots import segmentation_examples
+
+        save_figure(segmentation_examples(images, binary, truth, summary), figure)
+    return summary
+
+
+def pack_files(segmented: Sequence[str], out: str | os.PathLike, fractions: dict[str, float],
+               seed: int) -> dict[str, int]:
+    """Pack the segmented sources into the train/val/test data set."""
+    sources, segmentation, pixel = [], {}, {}
+    for path in segmented:
+        with open_h5(path, required=("images", "origin")) as h5:
+            name = read_json_attr(h5, "source", Path(path).stem)
+            sources.append(SourceTiles(name, h5["images"][()], h5["origin"][()]))
+            segmentation[name] = read_json_attr(h5, "segmentation", {})
+            pixel[name] = {"pixel_size": float(read_json_attr(h5, "pixel_size", 0.0) or 0.0),
+                           "pixel_unit": read_json_attr(h5, "pixel_unit", "px"),
+                           "files": read_json_attr(h5, "files", [])}
+    if not sources:
+        raise MicrovaeError("pack: no segmented sources given")
+    sizes = {p["pixel_size"] for p in pixel.values()}
+    return pack(sources, out, fractions, seed, attrs={
+        "segmentation": segmentation, "provenance": pixel,
+        "pixel_size": sizes.pop() if len(sizes) == 1 else 0.0,
+        "pixel_unit": next(iter(pixel.values()))["pixel_unit"],
+    })
+

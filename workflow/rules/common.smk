@@ -1,0 +1,130 @@
+import glob
+import json
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The library is imported from this checkout, also in conda environments that hold only the
+# dependencies: rules run `python -m microvae` with src/ on the path.
+SRC = Path(workflow.basedir) / "src"
+MICROVAE = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m microvae"
+
+
+def _check_config():
+    names = [s["name"] for s in config["sources"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise WorkflowError(f"config key sources: duplicate source names {duplicates}")
+    for i, source in enumerate(config["sources"]):
+        kinds = [k for k in ("synthetic", "paths") if k in source]
+        if len(kinds) != 1:
+            raise WorkflowError(
+                f"config key sources[{i}] ({source['name']}): give exactly one of "
+                f"'synthetic' or 'paths', got {kinds or 'neither'}"
+            )
+        if "truth" in source and "paths" not in source:
+            raise WorkflowError(
+                f"config key sources[{i}].truth: only file sources (paths) take truth files"
+            )
+    split = config["split"]
+    total = split["train"] + split["val"] + split["test"]
+    if abs(total - 1.0) > 1e-6:
+        raise WorkflowError(
+            f"config key split: train + val + test must be 1, got {total:g}"
+        )
+
+
+_check_config()
+SOURCES = {s["name"]: s for s in config["sources"]}
+LATENTS = config["model"]["latent_sizes"]
+
+
+wildcard_constraints:
+    source="|".join(SOURCES),
+    index=r"\d+",
+    latent=r"\d+",
+
+
+def _expand_globs(patterns, key):
+    files = []
+    for pattern in patterns:
+        matches = sorted(
+            m
+            for m in glob.glob(os.path.expanduser(pattern), recursive=True)
+            if os.path.isfile(m)
+        )
+        if not matches:
+            raise WorkflowError(f"config key {key}: '{pattern}' matches no file")
+        files.extend(matches)
+    return files
+
+
+def synthetic_volumes(name):
+    """Indices of the synthetic volumes of a source."""
+    return [f"{i:03d}" for i in range(SOURCES[name]["synthetic"]["n_volumes"])]
+
+
+def source_images(wildcards):
+    source = SOURCES[wildcards.source]
+    if "synthetic" in source:
+        return expand(
+            "results/raw/{source}/volume_{index}_iq.tif",
+            source=wildcards.source,
+            index=synthetic_volumes(wildcards.source),
+        )
+    return _expand_globs(source["paths"], f"sources[{wildcards.source}].paths")
+
+
+def source_truth(wildcards):
+    source = SOURCES[wildcards.source]
+    if "synthetic" in source:
+        return expand(
+            "results/raw/{source}/volume_{index}_phase.tif",
+            source=wildcards.source,
+            index=synthetic_volumes(wildcards.source),
+        )
+    if "truth" in source:
+        return _expand_globs(source["truth"], f"sources[{wildcards.source}].truth")
+    return []
+
+
+def ingest_options(wildcards):
+    """The reader options of a source as JSON (a change re-runs ingest and what follows)."""
+    keep = (
+        "name format dataset rgb axes slice_step crop stride pixel_size pixel_unit binary"
+    ).split()
+    source = SOURCES[wildcards.source]
+    return json.dumps({k: source[k] for k in keep if k in source}, sort_keys=True)
+
+
+def segmentation_options(wildcards):
+    return json.dumps(SOURCES[wildcards.source]["segmentation"], sort_keys=True)
+
+
+def synthetic_options(wildcards):
+    return json.dumps(SOURCES[wildcards.source]["synthetic"], sort_keys=True)
+
+
+def synthetic_seed(wildcards):
+    return SOURCES[wildcards.source]["synthetic"]["seed"] + int(wildcards.index)
+
+
+def split_fractions():
+    split = config["split"]
+    return json.dumps({k: split[k] for k in ("train", "val", "test")}, sort_keys=True)
+
+
+def data_targets():
+    return [
+        "results/dataset/dataset.h5",
+        *expand("results/segmented/{source}_qa.json", source=SOURCES),
+    ]
+
+
+def all_targets():
+    return data_targets()
