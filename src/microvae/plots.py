@@ -56,3 +56,239 @@ def segmentation_examples(grey: np.ndarray, binary: np.ndarray, truth: np.ndarra
         title += f" (truth {summary['truth_phase_fraction']:.3f}), mean IoU {summary['mean_iou']:.3f}"
     return image_grid(rows, row_labels=labels, title=title, size=1.6,
                       cmap=["gray"] + ["gray_r"] * (len(rows) - 1))
+
+
+def loss_curves(histories: dict[int, list[dict[str, Any]]]):
+    """Training and validation loss per epoch (the paper's Figure 6), one colour per latent size,
+    with the BCE and KL terms in their own panels."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for i, (latent, rows) in enumerate(sorted(histories.items())):
+        colour = f"C{i}"
+        epochs = [float(r["epoch"]) for r in rows]
+        for ax, key in zip(axes, ("loss", "bce", "kl")):
+            ax.plot(epochs, [float(r[f"train_{key}"]) for r in rows], color=colour, ls="-",
+                    label=f"latent {latent} train")
+            ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], color=colour, ls="--",
+                    label=f"latent {latent} val")
+    titles = ("loss = BCE + w KL", "BCE (nats per image)", "KL (nats per image)")
+    for ax, title in zip(axes, titles):
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("per image")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _binary(p: np.ndarray) -> np.ndarray:
+    return (p > 0.5).astype(np.float32)
+
+
+def prior_grid(prior: np.ndarray, n: int = 8, title: str = ""):
+    """Prior samples: rows alternate probability and binarised (at 0.5) views."""
+    n = min(n, len(prior))
+    picks = [prior[i * n:(i + 1) * n] for i in range(min(3, (len(prior) + n - 1) // n))]
+    rows, labels = [], []
+    for block in picks:
+        rows += [list(block), [_binary(p) for p in block]]
+        labels += ["probability", "binary"]
+    return image_grid(rows, row_labels=labels, title=title)
+
+
+def posterior_figure(inputs: np.ndarray, recon: np.ndarray, draws: np.ndarray, n: int = 5,
+                     title: str = ""):
+    """Figure 8: input | reconstruction (z_mean) | posterior draws (eq. 1), binarised."""
+    n = min(n, len(inputs))
+    k = draws.shape[1]
+    rows = [[inputs[i], _binary(recon[i])] + [_binary(d) for d in draws[i][:6]] for i in range(n)]
+    cols = ["input", "recon."] + [f"draw {j + 1}" for j in range(min(k, 6))]
+    return image_grid(rows, col_labels=cols, title=title)
+
+
+def noise_figure(inputs: np.ndarray, noisy: dict[str, np.ndarray], n: int = 5, title: str = ""):
+    """Figure 9: input | z_mean + sigma * eps for each sigma (two draws each), binarised."""
+    n = min(n, len(inputs))
+    rows, cols = [], ["input"]
+    for sigma in noisy:
+        cols += [f"σ={sigma} #1", f"σ={sigma} #2"]
+    for i in range(n):
+        row = [inputs[i]]
+        for images in noisy.values():
+            row += [_binary(images[i, 0]), _binary(images[i, min(1, images.shape[1] - 1)])]
+        rows.append(row)
+    return image_grid(rows, col_labels=cols, title=title)
+
+
+def interpolation_figure(first: np.ndarray, second: np.ndarray, midpoint: np.ndarray,
+                         path: np.ndarray, n: int = 4, title: str = ""):
+    """Figure 10: image 1 | decoded midpoint | image 2, then the decoded path from z1 to z2
+    (probability row and binarised row)."""
+    n = min(n, len(first))
+    rows, labels = [], []
+    for i in range(n):
+        rows.append([first[i], _binary(midpoint[i]), second[i]])
+        labels.append(f"pair {i + 1}")
+        rows.append(list(path[i]))
+        labels.append("path (prob.)")
+        rows.append([_binary(p) for p in path[i]])
+        labels.append("path (binary)")
+    return image_grid(rows, row_labels=labels, title=title + "\npair: image 1 | midpoint | image 2")
+
+
+def latent_map(z_mean: np.ndarray, phase_fraction: np.ndarray, manifold: np.ndarray | None = None,
+               extent: float = 3.0, title: str = ""):
+    """Figure 7: test-set z_mean in 2-D (directly for latent size 2, else the first two principal
+    components), coloured by phase fraction; with the decoded manifold grid for latent size 2."""
+    n_panels = 2 if manifold is not None else 1
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6), squeeze=False)
+    ax = axes[0, 0]
+    if z_mean.shape[1] == 2:
+        coords, xlabel, ylabel, note = z_mean, "z1", "z2", ""
+    else:
+        centred = z_mean - z_mean.mean(0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        coords = centred @ vt[:2].T
+        explained = (s**2 / max(float((s**2).sum()), 1e-12))[:2]
+        xlabel, ylabel = f"PC1 ({explained[0]:.0%})", f"PC2 ({explained[1]:.0%})"
+        note = f", PCA: {explained.sum():.0%} of the variance explained"
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=phase_fraction, s=6, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="phase fraction")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"test set z_mean{note}", fontsize=9)
+    if manifold is not None:
+        g = manifold.shape[0]
+        h, w = manifold.shape[2:]
+        canvas = manifold.transpose(0, 2, 1, 3).reshape(g * h, g * w)
+        axes[0, 1].imshow(canvas, cmap="gray_r", vmin=0, vmax=1,
+                          extent=(-extent, extent, -extent, extent))
+        axes[0, 1].set_xlabel("z1")
+        axes[0, 1].set_ylabel("z2")
+        axes[0, 1].set_title("decoded manifold (probabilities)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _length_label(pixel_size: float, unit: str) -> tuple[float, str]:
+    """Scale factor and axis label of lengths: physical units where the pixel size is known."""
+    if pixel_size and pixel_size > 0:
+        return pixel_size, f"r ({unit}; 1 px = {pixel_size:g} {unit})"
+    return 1.0, "r (px)"
+
+
+def s2_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = "px",
+              title: str = ""):
+    """S2 of generated sets against the real ones (mean +- 1 std of real images as a band),
+    radially and along x and y."""
+    scale, xlabel = _length_label(pixel_size, unit)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
+    for ax, direction in zip(axes, ("radial", "x", "y")):
+        curves = getattr(real.s2, direction)
+        r = real.s2.r * scale
+        mean, std = curves.mean(0), curves.std(0)
+        ax.fill_between(r, mean - std, mean + std, color="0.8", label="real ±1 std")
+        ax.plot(r, mean, color="k", lw=2, label="real")
+        for i, (name, stats) in enumerate(modes.items()):
+            ax.plot(r, stats.mean_curve(direction), color=f"C{i}", lw=1.2, label=name)
+        ax.set_xlabel(xlabel.replace("r (", f"r along {direction} (") if direction != "radial"
+                      else xlabel)
+        ax.set_title(f"S2, {direction}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("S2(r): probability both points in phase 1")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def phase_fraction_figure(real, modes: dict[str, Any], title: str = ""):
+    """Histograms of per-image phase fractions, real against each generated set."""
+    n = len(modes)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    for ax, (name, stats) in zip(axes.ravel(), modes.items()):
+        ax.hist(real.phi, bins=bins, density=True, color="0.6", label="real")
+        ax.hist(stats.phi, bins=bins, density=True, histtype="step", lw=1.5, color="C0",
+                label=name)
+        ax.set_title(f"{name}: mean {stats.phi.mean():.3f} (real {real.phi.mean():.3f})",
+                     fontsize=8)
+        ax.set_xlabel("phase fraction per image")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("density")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = "px",
+                        title: str = ""):
+    """Chord-length distributions of both phases along x and y, and island-size distributions."""
+    scale, _ = _length_label(pixel_size, unit)
+    length_unit = unit if scale != 1.0 else "px"
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
+    keys = [("1x", "phase 1 chords along x"), ("1y", "phase 1 chords along y"),
+            ("0x", "phase 0 chords along x"), ("0y", "phase 0 chords along y")]
+    for ax, (key, label) in zip(axes, keys):
+        top = max([real.chords[key].max(initial=1)] + [s.chords[key].max(initial=1)
+                                                       for s in modes.values()])
+        bins = np.linspace(0, top * scale, 30)
+        ax.hist(real.chords[key] * scale, bins=bins, density=True, color="0.6", label="real")
+        for i, (name, stats) in enumerate(modes.items()):
+            ax.hist(stats.chords[key] * scale, bins=bins, density=True, histtype="step",
+                    color=f"C{i}", label=name)
+        ax.set_xlabel(f"chord length ({length_unit})")
+        ax.set_title(label, fontsize=9)
+    ax = axes[4]
+    area_scale = scale**2
+    bins = np.logspace(0, np.log10(max(2, real.island_areas.max(initial=2))), 30) * area_scale
+    ax.hist(real.island_areas * area_scale, bins=bins, density=True, color="0.6", label="real")
+    for i, (name, stats) in enumerate(modes.items()):
+        ax.hist(stats.island_areas * area_scale, bins=bins, density=True, histtype="step",
+                color=f"C{i}", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"island area ({length_unit}²)")
+    ax.set_title("phase 1 island sizes", fontsize=9)
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def latent_comparison(rows: list[dict[str, Any]]):
+    """Across latent sizes: reconstruction IoU and BCE, and the prior's distances with floors."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    recon = table[table["mode"] == "reconstruction"].sort_values("latent")
+    prior = table[table["mode"] == "prior"].sort_values("latent")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    axes[0].plot(recon["latent"], recon["recon_iou"], "o-")
+    axes[0].set_ylabel("test-set IoU (thresholded at 0.5)")
+    axes[0].set_title("reconstruction IoU", fontsize=10)
+    axes[1].plot(recon["latent"], recon["recon_bce_per_pixel"], "o-")
+    axes[1].set_ylabel("BCE per pixel (nats)")
+    axes[1].set_title("reconstruction loss", fontsize=10)
+    for ax, key, label in ((axes[2], "s2_nrmse_radial", "S2 NRMSE (radial)"),
+                           (axes[3], "phase_fraction_wasserstein", "W1 of phase fraction")):
+        ax.plot(prior["latent"], prior[key], "o-", label="prior vs real")
+        ax.plot(prior["latent"], prior[f"floor_{key}"], "s--", color="0.5",
+                label="real vs real (floor)")
+        ax.set_title(f"prior samples: {label}", fontsize=10)
+        ax.legend(fontsize=7)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent size")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

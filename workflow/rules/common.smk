@@ -1,18 +1,25 @@
 import glob
 import json
 import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
 # The library is imported from this checkout, also in conda environments that hold only the
 # dependencies: rules run `python -m microvae` with src/ on the path.
 SRC = Path(workflow.basedir) / "src"
 MICROVAE = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m microvae"
+sys.path.insert(0, str(SRC))
+from microvae.config import config_errors, load_yaml  # noqa: E402
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+_errors = config_errors(config, load_yaml(SCHEMA))
+if _errors:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 
 
 def _check_config():
@@ -119,6 +126,22 @@ def split_fractions():
     return json.dumps({k: split[k] for k in ("train", "val", "test")}, sort_keys=True)
 
 
+SAMPLE_FIGURES = ["prior", "posterior", "noise", "interpolation", "latent_map"]
+EVALUATION_FIGURES = ["s2", "phase_fraction", "chords"]
+
+
+def training_options():
+    """Training settings as JSON: a change re-runs training and everything downstream."""
+    keys = (
+        "epochs batch_size learning_rate seed max_train_images device precision"
+        " channels_last compile"
+    ).split()
+    options = {k: config["train"][k] for k in keys}
+    options["kl_weight"] = config["model"]["kl_weight"]
+    options["kl_warmup_epochs"] = config["model"]["kl_warmup_epochs"]
+    return json.dumps(options, sort_keys=True)
+
+
 def data_targets():
     return [
         "results/dataset/dataset.h5",
@@ -127,4 +150,9 @@ def data_targets():
 
 
 def all_targets():
-    return data_targets()
+    return data_targets() + [
+        *expand("results/models/latent_{latent}/model.pt", latent=LATENTS),
+        *expand("results/samples/latent_{latent}/samples.h5", latent=LATENTS),
+        *expand("results/evaluation/latent_{latent}/metrics.json", latent=LATENTS),
+        "results/evaluation/summary.csv",
+    ]

@@ -1,0 +1,257 @@
+"""Generation of new microstructures from a trained VAE (section 3 of the paper).
+
+Modes:
+* ``prior``: z ~ N(0, I), decoded.
+* ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
+* ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
+* ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
+  path of S evenly spaced points from z1 to z2 (z = z_mean of each image; endpoints included).
+Outputs are pixel probabilities of phase 1 in [0, 1]; all randomness comes from one seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import MicrovaeError
+from .h5io import write_arrays
+from .model import VAE, load_model, reparameterize
+
+MODES = ("prior", "posterior", "noise", "interpolation")
+STORAGE = "float16 probabilities of phase 1 in [0, 1]"
+
+
+@dataclass
+class SampleConfig:
+    n_prior: int = 500
+    n_posterior_images: int = 16
+    n_draws: int = 8
+    noise_sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    n_pairs: int = 8
+    n_steps: int = 9
+    seed: int = 0
+
+    def check(self) -> None:
+        for key in ("n_prior", "n_posterior_images", "n_draws", "n_pairs"):
+            if getattr(self, key) < 0:
+                raise MicrovaeError(f"sample.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.n_steps < 2:
+            raise MicrovaeError(f"sample.n_steps: need at least 2 path points, got {self.n_steps}")
+        if any(s <= 0 for s in self.noise_sigmas):
+            raise MicrovaeError(f"sample.noise_sigmas: must be > 0, got {self.noise_sigmas}")
+
+
+@torch.no_grad()
+def decode(model: VAE, z: torch.Tensor, batch_size: int = 250) -> np.ndarray:
+    """Probabilities (N, H, W) float32 for latent vectors ``z`` (N, L), decoded in batches."""
+    out = [model.decode(z[i:i + batch_size]).float()[:, 0].cpu().numpy()
+           for i in range(0, len(z), batch_size)]
+    if not out:
+        return np.zeros((0, *model.config["image_size"]), np.float32)
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def encode(model: VAE, images: np.ndarray, batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z_mean, z_log_var)`` of binary images (N, H, W)."""
+    expected = tuple(model.config["image_size"])
+    if tuple(images.shape[1:]) != expected:
+        raise MicrovaeError(f"the model was trained on {expected[0]}x{expected[1]} px images, "
+                            f"the data are {images.shape[1]}x{images.shape[2]} px")
+    means, log_vars = [], []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).float()[:, None]
+        m, v = model.encode(x)
+        means.append(m.float())
+        log_vars.append(v.float())
+    return torch.cat(means), torch.cat(log_vars)
+
+
+def prior(model: VAE, n: int, generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
+    z = torch.randn((n, model.latent_size), generator=generator)
+    return decode(model, z), z
+
+
+def posterior(model: VAE, z_mean: torch.Tensor, z_log_var: torch.Tensor, n_draws: int,
+              generator: torch.Generator) -> np.ndarray:
+    """(M, K, H, W): K draws of eq. 1 for each of M encoded images."""
+    eps = torch.randn((len(z_mean), n_draws, z_mean.shape[1]), generator=generator)
+    z = reparameterize(z_mean[:, None], z_log_var[:, None], eps)
+    return decode(model, z.reshape(-1, z.shape[-1])).reshape(len(z_mean), n_draws,
+                                                              *model.config["image_size"])
+
+
+def with_noise(model: VAE, z_mean: torch.Tensor, sigma: float, n_draws: int,
+               generator: torch.Generator) -> np.ndarray:
+    """(M, K, H, W): z_mean + sigma * eps, K draws per image."""
+    eps = torch.randn((len(z_mean), n_draws, z_mean.shape[1]), generator=generator)
+    z = z_mean[:, None] + sigma * eps
+    return decode(model, z.reshape(-1, z.shape[-1])).reshape(len(z_mean), n_draws,
+                                                              *model.config["image_size"])
+
+
+def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoints (P, H, W) of (z1 + z2) / 2 and paths (P, S, H, W) from z1 to z2."""
+    midpoint = decode(model, 0.5 * (z1 + z2))
+    t = torch.linspace(0.0, 1.0, n_steps)[None, :, None]
+    path = (1 - t) * z1[:, None] + t * z2[:, None]
+    images = decode(model, path.reshape(-1, z1.shape[1])).reshape(len(z1), n_steps,
+                                                                   *model.config["image_size"])
+    return midpoint, images
+
+
+def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
+             modes: tuple[str, ...] = MODES) -> dict[str, np.ndarray]:
+    """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
+
+    Every mode but ``prior`` needs real images (the test split) to encode.
+    """
+    cfg.check()
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out: dict[str, np.ndarray] = {}
+    if "prior" in modes:
+        out["prior"], z = prior(model, cfg.n_prior, generator)
+        out["prior_z"] = z.numpy()
+    needs_data = [m for m in modes if m != "prior"]
+    if not needs_data:
+        return out
+    if test_images is None or len(test_images) == 0:
+        raise MicrovaeError(f"modes {needs_data} need real images to encode (--dataset)")
+    z_mean, z_log_var = encode(model, test_images)
+    out["reconstruction"] = decode(model, z_mean)
+    out["test_z_mean"] = z_mean.numpy()
+    out["test_z_log_var"] = z_log_var.numpy()
+    n_test = len(test_images)
+    chosen = np.sort(torch.randperm(n_test, generator=generator)[:cfg.n_posterior_images].numpy())
+    if "posterior" in modes:
+        out["posterior"] = posterior(model, z_mean[chosen], z_log_var[chosen], cfg.n_draws,
+                                     generator)
+        out["posterior_index"] = chosen
+    if "noise" in modes:
+        out["noise_index"] = chosen
+        for sigma in cfg.noise_sigmas:
+            out[f"noise/{sigma:g}"] = with_noise(model, z_mean[chosen], sigma, cfg.n_draws,
+                                                 generator)
+    if "interpolation" in modes:
+        if n_test < 2:
+            raise MicrovaeError("interpolation needs at least 2 test images")
+        pairs = torch.stack([torch.randperm(n_test, generator=generator)[:2]
+                             for _ in range(cfg.n_pairs)]).numpy()
+        mid, path = interpolation(model, z_mean[pairs[:, 0]], z_mean[pairs[:, 1]], cfg.n_steps)
+        out["interpolation/midpoint"] = mid
+        out["interpolation/path"] = path
+        out["interpolation/pairs"] = pairs
+    return out
+
+
+def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
+                  attrs: dict[str, Any]) -> None:
+    """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
+    stored = {}
+    for name, array in arrays.items():
+        is_images = name in ("prior", "posterior", "reconstruction") or name.startswith(
+            ("noise/", "interpolation/midpoint", "interpolation/path"))
+        stored[name] = array.astype(np.float16) if is_images else array
+    write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
+
+
+def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
+                   dataset: str | os.PathLike | None, cfg: SampleConfig,
+                   modes: tuple[str, ...] = MODES, split: str = "test") -> dict[str, np.ndarray]:
+    """Load a model, generate the modes and write them to ``out`` (atomic)."""
+    from .dataset import load_split
+
+    model, payload = load_model(model_path)
+    test_images = load_split(dataset, split) if dataset is not None else None
+    arrays = generate(model, test_images, cfg, modes)
+    write_samples(out, arrays, attrs={
+        "model": str(model_path), "model_config": payload["config"],
+        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
+        "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
+        "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
+        "n_steps": cfg.n_steps})
+    return arrays
+
+
+def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,
+                  prefix: str = "sample") -> list[Path]:
+    """Binarise probabilities at 0.5 and write one file per image (png|tif) or one stack (npy)."""
+    from .atomic import atomic_path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = (images.reshape(-1, *images.shape[-2:]) > 0.5).astype(np.uint8)
+    if fmt == "npy":
+        path = directory / f"{prefix}.npy"
+        with atomic_path(path) as tmp:
+            np.save(tmp, binary)
+        return [path]
+    written = []
+    for i, image in enumerate(binary):
+        path = directory / f"{prefix}_{i:05d}.{fmt}"
+        with atomic_path(path) as tmp:
+            if fmt == "png":
+                import imageio.v3 as iio
+
+                iio.imwrite(tmp, image * 255)
+            elif fmt == "tif":
+                import tifffile
+
+                tifffile.imwrite(tmp, image * 255)
+            else:
+                raise MicrovaeError(f"--export-format: unknown format {fmt!r}")
+        written.append(path)
+    return written
+
+
+FIGURES = ("prior", "posterior", "noise", "interpolation", "latent_map")
+
+
+def write_figures(model: VAE, arrays: dict[str, np.ndarray], test_images: np.ndarray,
+                  paths: dict[str, str | os.PathLike], grid: int = 15, extent: float = 3.0) -> None:
+    """PNG figures of the generated sets (keys of ``paths``: FIGURES)."""
+    from . import plots
+    from .atomic import save_figure
+
+    latent = model.latent_size
+    tag = f"latent size {latent}"
+    if "prior" in paths:
+        save_figure(plots.prior_grid(arrays["prior"], title=f"prior samples, {tag}"),
+                    paths["prior"])
+    chosen = arrays.get("posterior_index")
+    if "posterior" in paths:
+        save_figure(plots.posterior_figure(test_images[chosen], arrays["reconstruction"][chosen],
+                                           arrays["posterior"],
+                                           title=f"posterior draws (eq. 1), {tag}"),
+                    paths["posterior"])
+    if "noise" in paths:
+        noisy = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("noise/")}
+        save_figure(plots.noise_figure(test_images[chosen], noisy,
+                                       title=f"z_mean + sigma * eps, {tag}"), paths["noise"])
+    if "interpolation" in paths:
+        pairs = arrays["interpolation/pairs"]
+        save_figure(plots.interpolation_figure(
+            test_images[pairs[:, 0]], test_images[pairs[:, 1]], arrays["interpolation/midpoint"],
+            arrays["interpolation/path"], title=f"latent interpolation, {tag}"),
+            paths["interpolation"])
+    if "latent_map" in paths:
+        manifold = None
+        if latent == 2:
+            values = np.linspace(-extent, extent, grid)
+            z2, z1 = np.meshgrid(values[::-1], values, indexing="ij")  # top row: z2 = +extent
+            z = torch.from_numpy(np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32))
+            manifold = decode(model, z).reshape(grid, grid, *model.config["image_size"])
+        fractions = test_images.reshape(len(test_images), -1).mean(1)
+        save_figure(plots.latent_map(arrays["test_z_mean"], fractions, manifold, extent,
+                                     title=f"latent space (Figure 7), {tag}"),
+                    paths["latent_map"])

@@ -1,0 +1,76 @@
+# Statistics of generated against real microstructures, per latent size and across them.
+
+
+rule evaluate:
+    input:
+        samples="results/samples/latent_{latent}/samples.h5",
+        dataset="results/dataset/dataset.h5",
+    output:
+        metrics="results/evaluation/latent_{latent}/metrics.json",
+        s2="results/evaluation/latent_{latent}/s2.csv",
+        figures=report(
+            expand(
+                "results/evaluation/latent_{{latent}}/{figure}.png",
+                figure=EVALUATION_FIGURES,
+            ),
+            caption="../report/evaluation.rst",
+            category="4. Evaluation",
+            labels=lambda wildcards, path: {
+                "latent size": wildcards.latent,
+                "figure": Path(path).stem,
+            },
+        ),
+    params:
+        seed=config["evaluate"]["seed"],
+        figures_dir=lambda wildcards: f"results/evaluation/latent_{wildcards.latent}",
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        "results/logs/evaluate/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/evaluate/latent_{latent}.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "{MICROVAE} evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
+        " --latent {wildcards.latent} --seed {params.seed} --metrics {output.metrics:q}"
+        " --s2 {output.s2:q} --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
+
+
+rule summarize:
+    input:
+        metrics=expand("results/evaluation/latent_{latent}/metrics.json", latent=LATENTS),
+        histories=expand("results/models/latent_{latent}/history.csv", latent=LATENTS),
+    output:
+        table=report(
+            "results/evaluation/summary.csv",
+            caption="../report/summary.rst",
+            category="5. Summary",
+            labels={"figure": "summary table"},
+        ),
+        comparison=report(
+            "results/evaluation/latent_comparison.png",
+            caption="../report/comparison.rst",
+            category="5. Summary",
+            labels={"figure": "latent sizes compared"},
+        ),
+        loss=report(
+            "results/evaluation/loss_curves.png",
+            caption="../report/loss_all.rst",
+            category="5. Summary",
+            labels={"figure": "loss curves, all latent sizes"},
+        ),
+    params:
+        latents=" ".join(str(latent) for latent in LATENTS),
+    log:
+        "results/logs/summarize.log",
+    benchmark:
+        "results/benchmarks/summarize.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "{MICROVAE} summarize --metrics {input.metrics:q} --histories {input.histories:q}"
+        " --latents {params.latents} --table {output.table:q}"
+        " --comparison-figure {output.comparison:q} --loss-figure {output.loss:q}"
+        " > {log:q} 2>&1"

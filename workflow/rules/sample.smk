@@ -1,0 +1,45 @@
+# Generation per latent size: prior, posterior (eq. 1), latent noise, interpolation.
+
+
+rule sample:
+    input:
+        model="results/models/latent_{latent}/model.pt",
+        dataset="results/dataset/dataset.h5",
+    output:
+        samples="results/samples/latent_{latent}/samples.h5",
+        figures=report(
+            expand(
+                "results/samples/latent_{{latent}}/{figure}.png",
+                figure=SAMPLE_FIGURES,
+            ),
+            caption="../report/samples.rst",
+            category="3. Generation",
+            labels=lambda wildcards, path: {
+                "latent size": wildcards.latent,
+                "figure": Path(path).stem,
+            },
+        ),
+    params:
+        n_prior=config["sample"]["n_prior"],
+        n_images=config["sample"]["n_posterior_images"],
+        n_draws=config["sample"]["n_draws"],
+        sigmas=" ".join(str(s) for s in config["sample"]["noise_sigmas"]),
+        n_pairs=config["sample"]["n_pairs"],
+        n_steps=config["sample"]["n_steps"],
+        seed=config["sample"]["seed"],
+        figures_dir=lambda wildcards: f"results/samples/latent_{wildcards.latent}",
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        "results/logs/sample/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/sample/latent_{latent}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    shell:
+        "{MICROVAE} sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
+        " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
+        " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
+        " --seed {params.seed} --out {output.samples:q}"
+        " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"

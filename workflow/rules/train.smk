@@ -1,0 +1,35 @@
+# One VAE per latent size. The resumable checkpoint lives outside the declared outputs
+# (results/checkpoints/), so a killed job continues where it stopped when it is re-run.
+
+
+rule train:
+    input:
+        "results/dataset/dataset.h5",
+    output:
+        model="results/models/latent_{latent}/model.pt",
+        history="results/models/latent_{latent}/history.csv",
+        loss=report(
+            "results/models/latent_{latent}/loss.png",
+            caption="../report/loss.rst",
+            category="2. Training",
+            labels={"latent size": "{latent}", "figure": "loss curves"},
+        ),
+    params:
+        training=training_options(),
+        checkpoint_dir=lambda wildcards: f"results/checkpoints/latent_{wildcards.latent}",
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+        gpu=config["train"]["gpus"],
+    log:
+        "results/logs/train/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/train/latent_{latent}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    shell:
+        "{MICROVAE} train --dataset {input:q} --latent {wildcards.latent}"
+        " --params {params.training:q} --threads {threads}"
+        " --checkpoint-dir {params.checkpoint_dir:q} --model {output.model:q}"
+        " --history {output.history:q} --loss-figure {output.loss:q} > {log:q} 2>&1"
