@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from microvae.errors import MicrovaeError
+from microvae.model import VAE, kl_per_dimension, load_model, reparameterize, save_model, vae_loss
+
+
+def conv_params(c_in, c_out, k=3):
+    return c_in * c_out * k * k + c_out
+
+
+def dense_params(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def test_table1_shapes_and_parameter_count():
+    model = VAE(128, 12)
+    x = torch.zeros(2, 1, 128, 128)
+    shapes = []
+    h = x
+    for layer in model.encoder:
+        h = layer(h)
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(64, 64, 64), (128, 32, 32), (256, 16, 16), (256,)]
+    assert model.z_mean(h).shape == (2, 12) and model.z_log_var(h).shape == (2, 12)
+    d = model.decoder_dense(torch.zeros(2, 12))
+    assert d.shape == (2, 16 * 16 * 256)
+    h = d.view(2, 256, 16, 16)
+    shapes = []
+    for layer in model.decoder:
+        h = layer(h)
+        if isinstance(layer, torch.nn.ConvTranspose2d):
+            shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(256, 32, 32), (128, 64, 64), (64, 128, 128), (1, 128, 128)]
+    # Table 1 by hand: three encoder convolutions, Dense 256, z_mean, z_log_var,
+    # Dense 16x16x256, three stride-2 transposed convolutions and the output layer.
+    expected = (conv_params(1, 64) + conv_params(64, 128) + conv_params(128, 256)
+                + dense_params(16 * 16 * 256, 256) + 2 * dense_params(256, 12)
+                + dense_params(12, 16 * 16 * 256)
+                + conv_params(256, 256) + conv_params(256, 128) + conv_params(128, 64)
+                + conv_params(64, 1))
+    assert sum(p.numel() for p in model.parameters()) == expected == 18_964_761
+
+
+@pytest.mark.parametrize("size,latent", [(16, 1), (64, 64), ((24, 40), 3)])
+def test_any_multiple_of_eight(size, latent):
+    model = VAE(size, latent)
+    h, w = (size, size) if isinstance(size, int) else size
+    logits, z_mean, z_log_var, z = model(torch.rand(3, 1, h, w))
+    assert logits.shape == (3, 1, h, w) and z.shape == (3, latent)
+
+
+def test_size_not_multiple_of_eight():
+    with pytest.raises(MicrovaeError, match="multiple of 8"):
+        VAE(60, 4)
+
+
+def test_equation_1():
+    z_mean = torch.tensor([[0.5, -1.0]])
+    z_log_var = torch.tensor([[2.0, -4.0]])
+    eps = torch.tensor([[1.5, -0.5]])
+    expected = torch.tensor([[0.5 + torch.e * 1.5, -1.0 + torch.exp(torch.tensor(-2.0)) * -0.5]])
+    assert torch.allclose(reparameterize(z_mean, z_log_var, eps), expected)
+    model = VAE(16, 2)
+    x = torch.rand(1, 1, 16, 16)
+    _, m, v, z = model(x, eps)
+    assert torch.allclose(z, m + torch.exp(v / 2) * eps)
+
+
+def test_loss_terms():
+    logits = torch.zeros(2, 1, 8, 8)
+    x = torch.ones(2, 1, 8, 8)
+    z = torch.zeros(2, 3)
+    loss, bce, kl = vae_loss(logits, x, z, z, kl_weight=0.1)
+    assert torch.isclose(bce, torch.tensor(64 * torch.log(torch.tensor(2.0)).item()))
+    assert kl.item() == 0.0 and loss.item() == bce.item()
+    kl_dim = kl_per_dimension(torch.ones(1, 2), torch.zeros(1, 2))
+    assert torch.allclose(kl_dim, torch.full((1, 2), 0.5))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = VAE(16, 3)
+    save_model(model, tmp_path / "m.pt")
+    loaded, payload = load_model(tmp_path / "m.pt")
+    assert payload["config"]["latent_size"] == 3
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_and_missing_model(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(MicrovaeError, match="not a valid microvae model"):
+        load_model(tmp_path / "bad.pt")
+    with pytest.raises(MicrovaeError, match="not found"):
+        load_model(tmp_path / "none.pt")

@@ -1,0 +1,137 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from conftest import microvae
+from microvae.model import VAE, reparameterize, save_model
+from microvae.sample import SampleConfig, generate, interpolation, sample_to_file
+
+CFG = SampleConfig(n_prior=10, n_posterior_images=3, n_draws=4, noise_sigmas=[0.5, 2.0],
+                   n_pairs=2, n_steps=5, seed=11)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(VAE(16, 3), path)
+    return path
+
+
+def test_groups_shapes_dtypes_attributes(model_file, tiny_dataset, tmp_path):
+    out = tmp_path / "s.h5"
+    sample_to_file(model_file, out, tiny_dataset, CFG)
+    with h5py.File(out) as h5:
+        assert h5["prior"].shape == (10, 16, 16) and h5["prior"].dtype == np.float16
+        assert h5["posterior"].shape == (3, 4, 16, 16)
+        assert h5["posterior_index"].shape == (3,)
+        assert sorted(h5["noise"]) == ["0.5", "2"]
+        assert h5["noise/2"].shape == (3, 4, 16, 16)
+        assert h5["interpolation/midpoint"].shape == (2, 16, 16)
+        assert h5["interpolation/path"].shape == (2, 5, 16, 16)
+        assert h5["interpolation/pairs"].shape == (2, 2)
+        n_test = len(h5py.File(tiny_dataset)["test"])
+        assert h5["reconstruction"].shape == (n_test, 16, 16)
+        for name in ("prior", "posterior", "noise/0.5", "interpolation/path"):
+            values = h5[name][()]
+            assert values.min() >= 0 and values.max() <= 1
+        assert h5.attrs["seed"] == 11 and h5.attrs["latent_size"] == 3
+        assert "float16" in h5.attrs["storage"] and str(model_file) == h5.attrs["model"]
+
+
+def test_same_seed_same_file(model_file, tiny_dataset, tmp_path):
+    sample_to_file(model_file, tmp_path / "a.h5", tiny_dataset, CFG)
+    sample_to_file(model_file, tmp_path / "b.h5", tiny_dataset, CFG)
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        names = []
+        a.visit(names.append)
+        for name in names:
+            if isinstance(a[name], h5py.Dataset):
+                assert np.array_equal(a[name][()], b[name][()]), name
+
+
+def test_posterior_draws_follow_equation_1(monkeypatch):
+    torch.manual_seed(0)
+    model = VAE(16, 3).eval()
+    images = (np.random.default_rng(0).random((2, 16, 16)) > 0.5).astype(np.uint8)
+    captured = {}
+    from microvae import sample
+
+    original = sample.decode
+
+    def spy(model, z, batch_size=250):
+        captured.setdefault("z", []).append(z.clone())
+        return original(model, z, batch_size)
+
+    monkeypatch.setattr(sample, "decode", spy)
+    cfg = SampleConfig(n_prior=1, n_posterior_images=2, n_draws=3, noise_sigmas=[1.0],
+                       n_pairs=1, n_steps=3, seed=5)
+    generate(model, images, cfg, modes=("posterior",))
+    z_mean, z_log_var = sample.encode(model, images)
+    generator = torch.Generator().manual_seed(5)
+    chosen = np.sort(torch.randperm(2, generator=generator)[:2].numpy())
+    eps = torch.randn((2, 3, 3), generator=generator)
+    expected = reparameterize(z_mean[chosen][:, None], z_log_var[chosen][:, None], eps)
+    assert torch.allclose(captured["z"][1], expected.reshape(-1, 3))
+    assert torch.allclose(captured["z"][1].reshape(2, 3, 3),
+                          z_mean[chosen][:, None] + torch.exp(z_log_var[chosen][:, None] / 2) * eps)
+
+
+def test_interpolation_endpoints_decode_the_inputs():
+    torch.manual_seed(1)
+    model = VAE(16, 4).eval()
+    z1, z2 = torch.randn(2, 4), torch.randn(2, 4)
+    midpoint, path = interpolation(model, z1, z2, n_steps=5)
+    with torch.no_grad():
+        assert np.allclose(path[:, 0], model.decode(z1)[:, 0].numpy(), atol=1e-6)
+        assert np.allclose(path[:, -1], model.decode(z2)[:, 0].numpy(), atol=1e-6)
+        assert np.allclose(midpoint, model.decode((z1 + z2) / 2)[:, 0].numpy(), atol=1e-6)
+        assert np.allclose(path[:, 2], midpoint, atol=1e-6)
+
+
+def test_cli_prior_and_export(model_file, tmp_path):
+    result = microvae("sample", "--model", str(model_file), "--n", "7", "--out",
+                      str(tmp_path / "p.h5"), "--export-dir", str(tmp_path / "png"))
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "png").glob("prior_*.png"))) == 7
+    result = microvae("sample", "--model", str(model_file), "--n", "5", "--out",
+                      str(tmp_path / "n.h5"), "--export-dir", str(tmp_path / "npy"),
+                      "--export-format", "npy")
+    assert np.load(tmp_path / "npy" / "prior.npy").shape == (5, 16, 16)
+
+
+def test_cli_help_explains_options():
+    result = microvae("sample", "--help")
+    assert result.returncode == 0
+    for option in ("--model", "--mode", "--n ", "--seed", "--export-format", "--dataset"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n", "-3"], "must be >= 1"),
+    (["--mode", "dream"], "invalid choice"),
+    (["--mode", "posterior"], "needs --dataset"),
+])
+def test_cli_bad_arguments(model_file, tmp_path, args, message):
+    out = tmp_path / "bad.h5"
+    result = microvae("sample", "--model", str(model_file), "--out", str(out), *args)
+    assert result.returncode != 0 and message in result.stderr
+    assert not out.exists()
+
+
+def test_model_of_other_image_size(tiny_dataset, tmp_path):
+    save_model(VAE(32, 2), tmp_path / "m32.pt")
+    out = tmp_path / "x.h5"
+    result = microvae("sample", "--model", str(tmp_path / "m32.pt"), "--dataset",
+                      str(tiny_dataset), "--mode", "all", "--out", str(out))
+    assert result.returncode == 1 and "32x32" in result.stderr and "16x16" in result.stderr
+    assert not out.exists()
+
+
+def test_corrupt_model_file(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"\x80\x04garbage")
+    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--out",
+                      str(tmp_path / "x.h5"))
+    assert result.returncode == 1 and "not a valid microvae model file" in result.stderr
+    assert not (tmp_path / "x.h5").exists()

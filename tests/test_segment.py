@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+
+from microvae.errors import MicrovaeError
+from microvae.segment import (SegmentationParameters, binarize, disk, erode_dilate, iou,
+                              otsu_threshold, phase_fraction, remove_small, segment)
+
+
+def test_binarize_sides():
+    images = np.array([[[0.1, 0.9]]])
+    assert binarize(images, 0.5, "dark").tolist() == [[[1, 0]]]
+    assert binarize(images, 0.5, "bright").tolist() == [[[0, 1]]]
+
+
+def test_opening_removes_thin_lines_and_keeps_blobs():
+    image = np.zeros((1, 32, 32), np.uint8)
+    image[0, 16, :] = 1  # a one-pixel line (a grain boundary)
+    image[0, 4:12, 4:12] = 1  # an island
+    opened = erode_dilate(image, opening_radius=1, closing_radius=0)
+    assert opened[0, 16].sum() == 0
+    assert opened[0, 5:11, 5:11].all()
+
+
+def test_fill_holes_and_remove_islands():
+    image = np.zeros((1, 20, 20), np.uint8)
+    image[0, 2:10, 2:10] = 1
+    image[0, 5, 5] = 0  # a one-pixel hole
+    image[0, 15, 15] = 1  # a one-pixel speck
+    image[0, 0, 19] = 1  # a speck on the border is kept (it may be part of a larger region)
+    out = remove_small(remove_small(image, 5, value=0), 5, value=1)
+    assert out[0, 5, 5] == 1 and out[0, 15, 15] == 0 and out[0, 0, 19] == 1
+
+
+def test_disk_shape():
+    assert disk(1).sum() == 5 and disk(2).sum() == 13
+
+
+def test_constant_image_has_no_otsu_threshold():
+    with pytest.raises(MicrovaeError, match="constant image"):
+        otsu_threshold(np.full((2, 8, 8), 0.3), "flat.png")
+
+
+def test_binary_input_skips_threshold():
+    binary = (np.random.default_rng(0).random((3, 16, 16)) > 0.5).astype(np.float32)
+    out, threshold = segment(binary, SegmentationParameters(phase="bright", opening_radius=0,
+                                                            closing_radius=0, fill_holes=0,
+                                                            min_island=0), binary_input=True)
+    assert threshold == 0.5 and np.array_equal(out, binary.astype(np.uint8))
+    with pytest.raises(MicrovaeError, match="declared binary"):
+        segment(binary * 0.5 + 0.25 * np.random.default_rng(1).random(binary.shape),
+                SegmentationParameters(), binary_input=True)
+
+
+def test_iou_and_fraction():
+    a = np.zeros((2, 4, 4), np.uint8)
+    b = a.copy()
+    a[0, :2] = 1
+    b[0, :1] = 1
+    assert iou(a, b).tolist() == [0.5, 1.0]
+    assert phase_fraction(a).tolist() == [0.5, 0.0]
+
+
+def test_default_synthetic_segmentation_quality(tiny_dataset):
+    """The acceptance figure of the foundation issue, on the default generator settings."""
+    qa = json.loads((tiny_dataset.parents[1] / "segmented" / "tiny_qa.json").read_text())
+    assert qa["mean_iou"] >= 0.95
+    assert abs(qa["phase_fraction"] - qa["truth_phase_fraction"]) <= 0.01

@@ -1,0 +1,137 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from microvae.errors import MicrovaeError
+from microvae.train import TrainConfig, kl_weight_at, read_history, train_model
+
+SETTINGS = {"epochs": 4, "batch_size": 16, "threads": 1, "seed": 3}
+
+
+def run_training(dataset, out, **changes):
+    cfg = TrainConfig(**{**SETTINGS, **changes})
+    return train_model(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
+                       out / "loss.png")
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bit_identical_runs(tiny_dataset, tmp_path):
+    run_training(tiny_dataset, tmp_path / "a")
+    run_training(tiny_dataset, tmp_path / "b")
+    assert same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    history = read_history(tmp_path / "a" / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    for column in ("train_loss", "val_loss", "images_per_s", "active_units"):
+        assert all(row[column] == row[column] for row in history)  # no NaN
+    assert len(history[0]["kl_per_dim"].split(";")) == 4
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 0
+
+
+def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
+    run_training(tiny_dataset, tmp_path / "full")
+    cfg = TrainConfig(**SETTINGS)
+    out = tmp_path / "resumed"
+    train_model(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
+                stop_after_epoch=2)
+    assert not (out / "model.pt").exists()
+    run_training(tiny_dataset, out)
+    assert same_weights(tmp_path / "full" / "model.pt", out / "model.pt")
+    assert (tmp_path / "full" / "history.csv").read_text().count("\n") == \
+        (out / "history.csv").read_text().count("\n")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tiny_dataset, tmp_path):
+    """A real SIGKILL during training: the re-run continues from the last checkpoint and
+    ends with the same weights and history (but the timing columns) as an uninterrupted run."""
+    settings = {**SETTINGS, "epochs": 8}
+    run_training(tiny_dataset, tmp_path / "full", epochs=8)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "microvae", "train", "--dataset", str(tiny_dataset),
+               "--latent", "4", "--params", json.dumps(settings), "--threads", "1",
+               "--checkpoint-dir", str(out / "ck"), "--model", str(out / "model.pt"),
+               "--history", str(out / "history.csv")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    checkpoint = out / "ck" / "checkpoint.pt"
+    deadline = time.time() + 300
+    epoch = 0
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists():
+            epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+            if epoch >= 3:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "model.pt").exists()
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 3 <= killed_at < 8
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from {checkpoint} after epoch {killed_at}" in result.stderr
+    assert same_weights(tmp_path / "full" / "model.pt", out / "model.pt")
+    drop = ("seconds", "images_per_s")
+    full = [{k: v for k, v in r.items() if k not in drop}
+            for r in read_history(tmp_path / "full" / "history.csv")]
+    resumed = [{k: v for k, v in r.items() if k not in drop}
+               for r in read_history(out / "history.csv")]
+    assert full == resumed
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tiny_dataset, tmp_path):
+    cfg = TrainConfig(**SETTINGS)
+    out = tmp_path / "x"
+    train_model(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", stop_after_epoch=1)
+    other = TrainConfig(**{**SETTINGS, "learning_rate": 0.01, "epochs": 1})
+    history = train_model(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv")
+    assert len(history) == 1  # started over: one fresh epoch, not a resumed one
+
+
+def test_divergence_names_epoch_and_batch(tiny_dataset, tmp_path, monkeypatch):
+    from microvae import train
+
+    calls = {"n": 0}
+    original = train.vae_loss
+
+    def poisoned(*args, **kwargs):
+        loss, bce, kl = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            loss = loss * float("nan")
+        return loss, bce, kl
+
+    monkeypatch.setattr(train, "vae_loss", poisoned)
+    with pytest.raises(MicrovaeError, match=r"epoch 1, batch 3"):
+        run_training(tiny_dataset, tmp_path / "nan")
+    assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+def test_kl_warmup_ramp():
+    cfg = TrainConfig(kl_weight=0.1, kl_warmup_epochs=4)
+    assert [round(kl_weight_at(e, cfg), 3) for e in range(6)] == [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
+    assert kl_weight_at(0, TrainConfig(kl_weight=0.1)) == 0.1
+
+
+@pytest.mark.parametrize("change,key", [({"kl_weight": -0.1}, "kl_weight"),
+                                        ({"epochs": 0}, "epochs"),
+                                        ({"learning_rate": 0.0}, "learning_rate")])
+def test_bad_settings(tiny_dataset, tmp_path, change, key):
+    with pytest.raises(MicrovaeError, match=key):
+        run_training(tiny_dataset, tmp_path, **change)
