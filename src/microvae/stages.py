@@ -34,7 +34,8 @@ def synthesize(params: dict[str, Any], seed: int, iq_path: str | os.PathLike,
     iq, phase = synthesize_volume(steel, seed)
     for path, volume in ((iq_path, iq), (phase_path, phase)):
         with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, volume, compression="zlib", metadata={"axes": "ZYX"})
+            tifffile.imwrite(tmp, volume, compression="zlib", photometric="minisblack",
+                             metadata={"axes": "ZYX"})
 
 
 def ingest(files: Sequence[str], out: str | os.PathLike, source: dict[str, Any],

@@ -1,0 +1,224 @@
+"""The bad-input suite: one case per row. Each must give one clear error that names the file
+or config key, a non-zero exit status, and leave no output file behind.
+
+| # | stage | bad input | expected message |
+|---|-------|-----------|------------------|
+| 1 | ingest | glob matching nothing | 'matches no file' |
+| 2 | ingest | zero-byte file | 'file is empty' |
+| 3 | ingest | truncated PNG | file name, 'cannot read' |
+| 4 | ingest | truncated TIFF | file name, 'cannot read' |
+| 5 | ingest | text file named .png | 'cannot read' |
+| 6 | ingest | NaN/inf in an NPY volume | 'NaN or infinite' |
+| 7 | ingest | image smaller than one tile | 'smaller than one' |
+| 8 | ingest | 3-D volume sliced on an axis it lacks | 'cannot slice along axis' |
+| 9 | ingest | HDF5 source with a missing data set | 'no data set' |
+| 10 | ingest | unknown file suffix | 'unknown image format' |
+| 11 | segment | constant image (Otsu undefined) | 'constant image' |
+| 12 | config | unknown key | 'unknown key' |
+| 13 | config | wrong type | key and 'is not of type' |
+| 14 | config | negative latent size | 'model.latent_sizes[0]' |
+| 15 | config | duplicate latent size | 'non-unique' |
+| 16 | config | image size not a multiple of 8 | 'image_size', 'multiple of 8' |
+| 17 | config | split fractions not summing to 1 | 'split' |
+| 18 | config | KL weight below 0 | 'model.kl_weight' |
+| 19 | config | source with neither synthetic nor paths | 'exactly one' |
+| 20 | config | duplicate source names | 'duplicate source names' |
+| 21 | train | data set with an empty split | "split 'val' is empty" |
+| 22 | train | KL weight below 0 (CLI) | 'kl_weight' |
+| 23 | sample | corrupt model file | 'not a valid microvae model file' |
+| 24 | sample | model of another image size | '32x32' |
+| 25 | pack | split fractions that do not sum to 1 (CLI) | 'sum to 1' |
+| 26 | evaluate | samples file missing | 'file not found' |
+RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_tiff).
+"""
+
+import json
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import TINY_CONFIG, microvae, snakemake, write_config
+from microvae.model import VAE, save_model
+
+SOURCE = json.dumps({"name": "user"})
+
+
+def png(path, size=(32, 32)):
+    iio.imwrite(path, np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8))
+    return path
+
+
+def truncated(path, writer):
+    writer(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def make_case(tmp_path, case):
+    """Files for a case of the ingest stage; returns (files, extra source options, message)."""
+    if case == "empty":
+        (tmp_path / "e.png").write_bytes(b"")
+        return [tmp_path / "e.png"], {}, "file is empty"
+    if case == "truncated_png":
+        return [truncated(tmp_path / "t.png", lambda p: png(p, (128, 128)))], {}, "cannot read"
+    if case == "truncated_tiff":
+        return [truncated(tmp_path / "t.tif", lambda p: tifffile.imwrite(
+            p, np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8),
+            photometric="minisblack"))], {}, \
+            "cannot read"
+    if case == "text_png":
+        (tmp_path / "notes.png").write_text("measurement notes\n" * 20)
+        return [tmp_path / "notes.png"], {}, "cannot read"
+    if case == "nan_volume":
+        volume = np.random.default_rng(0).random((4, 32, 32))
+        volume[2, 5, 5] = np.inf
+        np.save(tmp_path / "v.npy", volume)
+        return [tmp_path / "v.npy"], {}, "NaN or infinite"
+    if case == "small_image":
+        return [png(tmp_path / "s.png", (8, 12))], {}, "smaller than one"
+    if case == "bad_axis":
+        np.save(tmp_path / "v.npy", np.zeros((4, 32, 32)))
+        return [tmp_path / "v.npy"], {"axes": [2, 5]}, "cannot slice along axis 5"
+    if case == "missing_h5_dataset":
+        with h5py.File(tmp_path / "v.h5", "w") as h5:
+            h5["ebsd/iq"] = np.zeros((4, 32, 32))
+        return [tmp_path / "v.h5"], {"dataset": "ebsd/phase"}, "no data set 'ebsd/phase'"
+    if case == "unknown_suffix":
+        (tmp_path / "scan.xyz").write_text("1 2 3")
+        return [tmp_path / "scan.xyz"], {}, "unknown image format"
+    raise KeyError(case)
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated_png", "truncated_tiff", "text_png",
+                                  "nan_volume", "small_image", "bad_axis", "missing_h5_dataset",
+                                  "unknown_suffix"])
+def test_ingest_rejects(tmp_path, case):
+    files, options, message = make_case(tmp_path, case)
+    out = tmp_path / "out" / "ingested.h5"
+    result = microvae("ingest", "--files", *map(str, files), "--source",
+                      json.dumps({"name": "user", **options}), "--image-size", "16",
+                      "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr
+    assert files[0].name in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_glob_matching_nothing_in_workflow(tmp_path):
+    write_config(tmp_path, {"image_size": 16, "sources": [
+        {"name": "lab", "paths": [str(tmp_path / "missing" / "*.tif")]}]})
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "sources[lab].paths" in output and "matches no file" in output
+
+
+def test_constant_image(tmp_path):
+    iio.imwrite(tmp_path / "flat.png", np.full((32, 32), 128, np.uint8))
+    ingested = tmp_path / "i.h5"
+    microvae("ingest", "--files", str(tmp_path / "flat.png"), "--source", SOURCE,
+             "--image-size", "16", "--out", str(ingested), check=True)
+    out, qa = tmp_path / "s.h5", tmp_path / "qa.json"
+    result = microvae("segment", "--input", str(ingested), "--params", "{}", "--out", str(out),
+                      "--qa", str(qa))
+    assert result.returncode == 1 and "constant image" in result.stderr
+    assert str(ingested) in result.stderr
+    assert not out.exists() and not qa.exists()
+
+
+def config_with(**changes):
+    config = json.loads(json.dumps(TINY_CONFIG))
+    for dotted, value in changes.items():
+        target = config
+        *parents, last = dotted.split(".")
+        for key in parents:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[last] = value
+    return config
+
+
+@pytest.mark.parametrize("changes,messages", [
+    ({"colour": "red"}, ["unknown key", "colour"]),
+    ({"train.epochs": "ten"}, ["train.epochs", "is not of type 'integer'"]),
+    ({"model.latent_sizes": [-2, 4]}, ["model.latent_sizes[0]"]),
+    ({"model.latent_sizes": [4, 4]}, ["model.latent_sizes", "non-unique"]),
+    ({"image_size": 60}, ["image_size", "multiple of 8"]),
+    ({"split.train": 0.9}, ["split", "must be 1"]),
+    ({"model.kl_weight": -0.1}, ["model.kl_weight", "minimum of 0"]),
+    ({"sources": [{"name": "nothing"}]}, ["sources[0]", "exactly one"]),
+    ({"sources": [TINY_CONFIG["sources"][0]] * 2}, ["duplicate source names"]),
+])
+def test_bad_config(tmp_path, changes, messages):
+    write_config(tmp_path, config_with(**changes))
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for message in messages:
+        assert message in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture
+def dataset_with_empty_val(tmp_path):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5:
+        h5["train"] = np.zeros((8, 16, 16), np.uint8)
+        h5["val"] = np.zeros((0, 16, 16), np.uint8)
+        h5["test"] = np.zeros((8, 16, 16), np.uint8)
+    return path
+
+
+def train_args(dataset, out, params="{}"):
+    return ["train", "--dataset", str(dataset), "--latent", "2", "--params", params,
+            "--checkpoint-dir", str(out / "ck"), "--model", str(out / "m.pt"),
+            "--history", str(out / "h.csv")]
+
+
+def test_empty_split(tmp_path, dataset_with_empty_val):
+    result = microvae(*train_args(dataset_with_empty_val, tmp_path))
+    assert result.returncode == 1 and "split 'val' is empty" in result.stderr
+    assert str(dataset_with_empty_val) in result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_negative_kl_weight_cli(tmp_path, tiny_dataset):
+    result = microvae(*train_args(tiny_dataset, tmp_path, '{"kl_weight": -1}'))
+    assert result.returncode == 1 and "kl_weight" in result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_corrupt_model(tmp_path, tiny_dataset):
+    (tmp_path / "m.pt").write_bytes(b"PK\x03\x04 broken zip")
+    out = tmp_path / "s.h5"
+    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--out", str(out))
+    assert result.returncode == 1 and "not a valid microvae model file" in result.stderr
+    assert str(tmp_path / "m.pt") in result.stderr and not out.exists()
+
+
+def test_model_of_other_size(tmp_path, tiny_dataset):
+    save_model(VAE(32, 2), tmp_path / "m.pt")
+    out = tmp_path / "s.h5"
+    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--dataset", str(tiny_dataset),
+                      "--mode", "posterior", "--out", str(out))
+    assert result.returncode == 1 and "32x32" in result.stderr and not out.exists()
+
+
+def test_pack_fractions(tmp_path, tiny_dataset):
+    segmented = tiny_dataset.parents[1] / "segmented" / "tiny.h5"
+    out = tmp_path / "d.h5"
+    result = microvae("pack", "--inputs", str(segmented), "--fractions",
+                      '{"train": 0.5, "val": 0.1, "test": 0.1}', "--seed", "0", "--out", str(out))
+    assert result.returncode == 1 and "sum to 1" in result.stderr and not out.exists()
+
+
+def test_missing_samples(tmp_path, tiny_dataset):
+    out = tmp_path / "m.json"
+    result = microvae("evaluate", "--samples", str(tmp_path / "none.h5"), "--dataset",
+                      str(tiny_dataset), "--metrics", str(out), "--s2", str(tmp_path / "s2.csv"))
+    assert result.returncode == 1 and "none.h5: file not found" in result.stderr
+    assert not out.exists()

@@ -1,0 +1,164 @@
+"""Integration tests: the real workflow on the tiny configuration in temporary directories."""
+
+import csv
+import json
+import shutil
+import time
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, TINY_CONFIG, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+MODES = {"prior", "posterior", "noise_0.5", "noise_1", "interpolation_midpoint", "reconstruction"}
+
+
+def test_dry_run_lists_every_stage(tmp_path):
+    write_config(tmp_path)
+    out = snakemake(tmp_path, "-n").stdout
+    for rule in ("synthesize", "ingest", "segment", "pack", "train", "sample", "evaluate",
+                 "summarize"):
+        assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+
+
+def test_full_run_outputs(tiny_run):
+    results = tiny_run / "results"
+    for latent in (2, 4):
+        metrics = json.loads((results / f"evaluation/latent_{latent}/metrics.json").read_text())
+        assert set(metrics["modes"]) == MODES
+        assert 0 <= metrics["reconstruction"]["iou"] <= 1
+        for mode in metrics["modes"].values():
+            assert set(mode) >= {"distance", "floor", "binarisation_bias", "summary"}
+        header = (results / f"evaluation/latent_{latent}/s2.csv").read_text().splitlines()[0]
+        assert header.startswith("r,real,real_floor,") and "prior_x" in header
+        for figure in ("prior", "posterior", "noise", "interpolation", "latent_map"):
+            assert (results / f"samples/latent_{latent}/{figure}.png").stat().st_size > 1000
+        assert (results / f"models/latent_{latent}/loss.png").exists()
+        assert (results / f"logs/train/latent_{latent}.log").read_text().count("epoch") >= 2
+        assert (results / f"benchmarks/train/latent_{latent}.tsv").exists()
+    rows = list(csv.DictReader(open(results / "evaluation/summary.csv")))
+    assert len(rows) == 2 * len(MODES)
+    assert {r["mode"] for r in rows} == MODES
+
+
+def test_second_run_does_nothing_and_is_fast(tiny_run):
+    out = snakemake(tiny_run, "-n").stdout
+    assert "Nothing to be done" in out
+    started = time.perf_counter()
+    snakemake(tiny_run)
+    assert time.perf_counter() - started < 5.0
+
+
+def test_changed_training_parameter_reruns_exactly_downstream(tiny_run, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["train"]["learning_rate"] = 0.002
+    write_config(work, config)
+    changed = snakemake(work, "--list-changes", "params").stdout.split()
+    assert sorted(c for c in changed if c.endswith(".pt")) == [
+        "results/models/latent_2/model.pt", "results/models/latent_4/model.pt"]
+    out = snakemake(work, "-n", "--quiet", "rules").stdout
+    counts = dict(line.split()[:2] for line in out.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts == {"train": "2", "sample": "2", "evaluate": "2", "summarize": "1",
+                      "all": "1", "total": "8"}
+
+
+def test_changed_latent_sizes_train_only_the_new_one(tiny_run, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["model"]["latent_sizes"] = [2, 4, 3]
+    write_config(work, config)
+    out = snakemake(work, "-n").stdout
+    assert "results/models/latent_3/model.pt" in out
+    assert "latent_2/model.pt" not in out.split("rule summarize")[0].split("rule train")[-1] \
+        or out.count("rule train:") == 1
+
+
+def test_two_clean_runs_are_identical(tiny_run, tmp_path):
+    write_config(tmp_path)
+    snakemake(tmp_path)
+    a, b = tiny_run / "results", tmp_path / "results"
+    with h5py.File(a / "dataset/dataset.h5") as x, h5py.File(b / "dataset/dataset.h5") as y:
+        for split in ("train", "val", "test"):
+            assert np.array_equal(x[split][()], y[split][()])
+    for latent in (2, 4):
+        wa = torch.load(a / f"models/latent_{latent}/model.pt", weights_only=True)["state_dict"]
+        wb = torch.load(b / f"models/latent_{latent}/model.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "evaluation/summary.csv").read_text() == (b / "evaluation/summary.csv").read_text()
+
+
+def test_report(tiny_run):
+    snakemake(tiny_run, "--report", "results/report.zip")
+    assert (tiny_run / "results/report.zip").stat().st_size > 10_000
+    snakemake(tiny_run, "--report", "results/report.html")
+    assert (tiny_run / "results/report.html").stat().st_size > 10_000
+
+
+def test_lint_is_clean():
+    result = snakemake(REPO, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def two_phase_micrograph(seed, size=(80, 96)):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    phase = ndimage.gaussian_filter(rng.random(size), 3) > 0.52
+    grey = np.where(phase, 60, 200) + rng.normal(0, 8, size)
+    return np.clip(grey, 0, 255).astype(np.uint8), phase
+
+
+def test_users_grey_micrographs_with_info_bar(tmp_path):
+    """A real-looking micrograph: two phases plus a white info panel with dark text at the
+    bottom, removed by the crop setting."""
+    folder = tmp_path / "micrographs"
+    folder.mkdir()
+    for i in range(4):
+        grey, _ = two_phase_micrograph(i)
+        panel = np.full((20, grey.shape[1]), 255, np.uint8)
+        panel[5:15, 4:60:3] = 0  # "text"
+        iio.imwrite(folder / f"scan_{i}.png", np.vstack([grey, panel]))
+    config = {"image_size": 16, "sources": [{"name": "lab", "paths": [str(folder / "*.png")],
+                                             "crop": {"bottom": 20}, "pixel_size": 0.1}],
+              "split": {"train": 0.5, "val": 0.25, "test": 0.25}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "results/dataset/dataset.h5")
+    with h5py.File(tmp_path / "results/ingested/lab.h5") as h5:
+        assert h5["images"].shape == (4 * 5 * 6, 16, 16)
+        assert h5["origin"][:, 3].max() + 16 <= 80  # no tile reaches into the info bar
+    with h5py.File(tmp_path / "results/dataset/dataset.h5") as h5:
+        assert h5.attrs["pixel_size"] == 0.1
+        fraction = np.concatenate([h5[s][()] for s in ("train", "val", "test")]).mean()
+    truth = np.mean([two_phase_micrograph(i)[1].mean() for i in range(4)])
+    assert abs(fraction - truth) < 0.03  # dark phase is phase 1
+
+
+def test_users_binary_pngs_skip_thresholding(tmp_path):
+    folder = tmp_path / "binary"
+    folder.mkdir()
+    phases = []
+    for i in range(3):
+        _, phase = two_phase_micrograph(10 + i, size=(32, 32))
+        phases.append(phase)
+        iio.imwrite(folder / f"b{i}.png", phase.astype(np.uint8) * 255)
+    config = {"image_size": 16, "sources": [{"name": "bin", "paths": [str(folder / "b*.png")],
+                                             "binary": True, "segmentation": {
+                                                 "opening_radius": 0, "closing_radius": 0,
+                                                 "fill_holes": 0, "min_island": 0}}],
+              "split": {"train": 0.34, "val": 0.33, "test": 0.33}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "results/dataset/dataset.h5")
+    qa = json.loads((tmp_path / "results/segmented/bin_qa.json").read_text())
+    assert qa["threshold"] == 0.5 and qa["phase"] == "bright"
+    with h5py.File(tmp_path / "results/segmented/bin.h5") as h5:
+        tiles = h5["images"][()]
+    expected = np.stack([p[y:y + 16, x:x + 16] for p in phases for y in (0, 16) for x in (0, 16)])
+    assert np.array_equal(tiles, expected.astype(np.uint8))
