@@ -42,3 +42,11 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise MicrovaeError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise MicrovaeError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def prepend_pythonpath(path: str | os.PathLike) -> None:
+    """Put ``path`` first on PYTHONPATH of this process (and so of the jobs it starts),
+    so that ``python -m microvae`` finds this checkout's library in any environment."""
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(path) not in entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(path), *entries])

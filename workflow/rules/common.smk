@@ -7,13 +7,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
 # The library is imported from this checkout, also in conda environments that hold only the
 # dependencies: rules run `python -m microvae` with src/ on the path.
 SRC = Path(workflow.basedir) / "src"
-MICROVAE = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m microvae"
 sys.path.insert(0, str(SRC))
-from microvae.config import config_errors, load_yaml  # noqa: E402
+from microvae.config import config_errors, load_yaml, prepend_pythonpath  # noqa: E402
+
+prepend_pythonpath(SRC)
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _errors = config_errors(config, load_yaml(SCHEMA))

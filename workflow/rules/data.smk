@@ -5,19 +5,19 @@ rule synthesize:
     output:
         iq="results/raw/{source}/volume_{index}_iq.tif",
         phase="results/raw/{source}/volume_{index}_phase.tif",
-    params:
-        generator=synthetic_options,
-        seed=synthetic_seed,
     log:
         "results/logs/synthesize/{source}_{index}.log",
     benchmark:
         "results/benchmarks/synthesize/{source}_{index}.tsv"
-    resources:
-        mem_mb=2000,
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        generator=synthetic_options,
+        seed=synthetic_seed,
     shell:
-        "{MICROVAE} synthesize --params {params.generator:q} --seed {params.seed}"
+        "python -m microvae synthesize --params {params.generator:q} --seed {params.seed}"
         " --iq {output.iq:q} --phase {output.phase:q} > {log:q} 2>&1"
 
 
@@ -27,19 +27,19 @@ rule ingest:
         truth=source_truth,
     output:
         "results/ingested/{source}.h5",
-    params:
-        source=ingest_options,
-        image_size=config["image_size"],
     log:
         "results/logs/ingest/{source}.log",
     benchmark:
         "results/benchmarks/ingest/{source}.tsv"
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        source=ingest_options,
+        image_size=config["image_size"],
     shell:
-        "{MICROVAE} ingest --files {input.images:q} --truth {input.truth:q}"
+        "python -m microvae ingest --files {input.images:q} --truth {input.truth:q}"
         " --source {params.source:q} --image-size {params.image_size}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -56,18 +56,18 @@ rule segment:
             category="1. Data",
             labels={"source": "{source}", "figure": "segmentation"},
         ),
-    params:
-        segmentation=segmentation_options,
     log:
         "results/logs/segment/{source}.log",
     benchmark:
         "results/benchmarks/segment/{source}.tsv"
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        segmentation=segmentation_options,
     shell:
-        "{MICROVAE} segment --input {input:q} --params {params.segmentation:q}"
+        "python -m microvae segment --input {input:q} --params {params.segmentation:q}"
         " --out {output.h5:q} --qa {output.qa:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
@@ -76,17 +76,17 @@ rule pack:
         expand("results/segmented/{source}.h5", source=SOURCES),
     output:
         "results/dataset/dataset.h5",
-    params:
-        fractions=split_fractions(),
-        seed=config["split"]["seed"],
     log:
         "results/logs/pack.log",
     benchmark:
         "results/benchmarks/pack.tsv"
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        fractions=split_fractions(),
+        seed=config["split"]["seed"],
     shell:
-        "{MICROVAE} pack --inputs {input:q} --fractions {params.fractions:q}"
+        "python -m microvae pack --inputs {input:q} --fractions {params.fractions:q}"
         " --seed {params.seed} --out {output:q} > {log:q} 2>&1"

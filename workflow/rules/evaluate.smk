@@ -20,27 +20,29 @@ rule evaluate:
                 "figure": Path(path).stem,
             },
         ),
-    params:
-        seed=config["evaluate"]["seed"],
-        figures_dir=lambda wildcards: f"results/evaluation/latent_{wildcards.latent}",
-    threads: 2
-    resources:
-        mem_mb=4000,
     log:
         "results/logs/evaluate/latent_{latent}.log",
     benchmark:
         "results/benchmarks/evaluate/latent_{latent}.tsv"
     conda:
         "../../envs/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        seed=config["evaluate"]["seed"],
+        figures_dir=lambda wildcards: f"results/evaluation/latent_{wildcards.latent}",
     shell:
-        "{MICROVAE} evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
+        "python -m microvae evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
         " --latent {wildcards.latent} --seed {params.seed} --metrics {output.metrics:q}"
         " --s2 {output.s2:q} --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
 
 
 rule summarize:
     input:
-        metrics=expand("results/evaluation/latent_{latent}/metrics.json", latent=LATENTS),
+        metrics=expand(
+            "results/evaluation/latent_{latent}/metrics.json", latent=LATENTS
+        ),
         histories=expand("results/models/latent_{latent}/history.csv", latent=LATENTS),
     output:
         table=report(
@@ -61,16 +63,16 @@ rule summarize:
             category="5. Summary",
             labels={"figure": "loss curves, all latent sizes"},
         ),
-    params:
-        latents=" ".join(str(latent) for latent in LATENTS),
     log:
         "results/logs/summarize.log",
     benchmark:
         "results/benchmarks/summarize.tsv"
     conda:
         "../../envs/evaluate.yaml"
+    params:
+        latents=" ".join(str(latent) for latent in LATENTS),
     shell:
-        "{MICROVAE} summarize --metrics {input.metrics:q} --histories {input.histories:q}"
+        "python -m microvae summarize --metrics {input.metrics:q} --histories {input.histories:q}"
         " --latents {params.latents} --table {output.table:q}"
         " --comparison-figure {output.comparison:q} --loss-figure {output.loss:q}"
         " > {log:q} 2>&1"

@@ -19,6 +19,15 @@ rule sample:
                 "figure": Path(path).stem,
             },
         ),
+    log:
+        "results/logs/sample/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/sample/latent_{latent}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
     params:
         n_prior=config["sample"]["n_prior"],
         n_images=config["sample"]["n_posterior_images"],
@@ -28,17 +37,8 @@ rule sample:
         n_steps=config["sample"]["n_steps"],
         seed=config["sample"]["seed"],
         figures_dir=lambda wildcards: f"results/samples/latent_{wildcards.latent}",
-    threads: 2
-    resources:
-        mem_mb=4000,
-    log:
-        "results/logs/sample/latent_{latent}.log",
-    benchmark:
-        "results/benchmarks/sample/latent_{latent}.tsv"
-    conda:
-        "../../envs/model.yaml"
     shell:
-        "{MICROVAE} sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
+        "python -m microvae sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
         " --seed {params.seed} --out {output.samples:q}"

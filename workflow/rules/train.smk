@@ -14,22 +14,23 @@ rule train:
             category="2. Training",
             labels={"latent size": "{latent}", "figure": "loss curves"},
         ),
-    params:
-        training=training_options(),
-        checkpoint_dir=lambda wildcards: f"results/checkpoints/latent_{wildcards.latent}",
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        gpu=config["train"]["gpus"],
     log:
         "results/logs/train/latent_{latent}.log",
     benchmark:
         "results/benchmarks/train/latent_{latent}.tsv"
     conda:
         "../../envs/model.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        # minutes; a retry after a time-limit kill gets more time and resumes the checkpoint
+        runtime=lambda wildcards, attempt: config["train"]["runtime"] * attempt,
+        gpu=config["train"]["gpus"],
+    params:
+        training=training_options(),
+        checkpoint_dir=lambda wildcards: f"results/checkpoints/latent_{wildcards.latent}",
     shell:
-        "{MICROVAE} train --dataset {input:q} --latent {wildcards.latent}"
+        "python -m microvae train --dataset {input:q} --latent {wildcards.latent}"
         " --params {params.training:q} --threads {threads}"
         " --checkpoint-dir {params.checkpoint_dir:q} --model {output.model:q}"
         " --history {output.history:q} --loss-figure {output.loss:q} > {log:q} 2>&1"
