@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import uuid
@@ -27,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     # The temporary name keeps the final suffix: some writers pick the format from it.
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
     try:
@@ -43,6 +45,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Delete temporary files of ``final`` left by writers that were killed (dead PIDs)."""
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*.tmp{glob.escape(final.suffix)}"):
+        try:
+            pid = int(tmp.name[len(final.name) + 2:].split(".", 1)[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            _remove_quietly(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_quietly(path: Path) -> None:

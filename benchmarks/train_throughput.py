@@ -1,0 +1,128 @@
+"""Training throughput of the Table 1 VAE: the fp32 eager NCHW baseline against the project's
+training step (precision 'auto' and channels_last, as `microvae train` runs it), at 64 and
+128 px, batch 32, in one run. Prints images/s, GFLOP/s and the ratio; --profile adds the top
+operators of the project's step.
+
+    python benchmarks/train_throughput.py [--sizes 64 128] [--batch 32] [--threads 2] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from machine import save
+from microvae.device import Runtime, select_runtime
+from microvae.model import VAE, vae_loss
+
+
+def forward_flops(model: VAE) -> float:
+    """FLOPs (2 per multiply-add) of one forward pass of one image."""
+    flops = 0.0
+    height, width = model.config["image_size"]
+    x = torch.zeros(1, 1, height, width)
+    hooks = []
+
+    def conv_hook(module, inputs, output):
+        nonlocal flops
+        if isinstance(module, nn.ConvTranspose2d):
+            positions = inputs[0].shape[2] * inputs[0].shape[3]
+        else:
+            positions = output.shape[2] * output.shape[3]
+        k = module.kernel_size[0] * module.kernel_size[1]
+        flops += 2.0 * positions * module.in_channels * module.out_channels * k
+
+    def linear_hook(module, inputs, output):
+        nonlocal flops
+        flops += 2.0 * module.in_features * module.out_features
+
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            hooks.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            hooks.append(module.register_forward_hook(linear_hook))
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return flops
+
+
+def measure(size: int, batch: int, runtime: Runtime, seconds: float = 8.0,
+            profile: bool = False) -> dict:
+    torch.manual_seed(0)
+    model = VAE(size, 12).to(runtime.device)
+    x = (torch.rand(batch, 1, size, size) > 0.75).float().to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    eps = torch.randn(batch, 12).to(runtime.device)
+
+    def step():
+        with runtime.autocast():
+            logits, z_mean, z_log_var, _ = model(x, eps)
+        loss, _, _ = vae_loss(logits, x, z_mean, z_log_var, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or steps < 3:
+        step()
+        steps += 1
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    images_per_s = steps * batch / elapsed
+    train_flops = 3.0 * forward_flops(model.cpu() if runtime.device.type == "cpu" else model)
+    result = {"size": size, "batch": batch, "images_per_s": images_per_s,
+              "gflop_per_image": train_flops / 1e9,
+              "gflop_per_s": images_per_s * train_flops / 1e9}
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+        print(table)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    baseline = Runtime(torch.device(args.device), bf16=False, channels_last=False)
+    project = select_runtime(args.device, "auto", True, args.threads)
+    rows = []
+    for size in args.sizes:
+        base = measure(size, args.batch, baseline, args.seconds)
+        ours = measure(size, args.batch, project, args.seconds, args.profile)
+        ratio = ours["images_per_s"] / base["images_per_s"]
+        rows.append({"size": size, "baseline_fp32_nchw": base,
+                     "project": {**ours, "bf16": project.bf16,
+                                 "channels_last": project.channels_last},
+                     "ratio": ratio})
+        print(f"{size} px, batch {args.batch}: baseline fp32 NCHW {base['images_per_s']:.1f} img/s "
+              f"({base['gflop_per_s']:.0f} GFLOP/s) | project "
+              f"({'bf16' if project.bf16 else 'fp32'}, channels_last) {ours['images_per_s']:.1f} "
+              f"img/s ({ours['gflop_per_s']:.0f} GFLOP/s) | ratio {ratio:.2f}x | "
+              f"{ours['gflop_per_image']:.2f} GFLOP per image per step")
+    save("train_throughput" + ("_cuda" if args.device == "cuda" else ""), {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
