@@ -3,8 +3,13 @@ import porespy as ps
 import pytest
 from scipy import ndimage
 
-from microvae.descriptors import (chord_lengths, islands, phase_fraction, specific_perimeter,
-                                  two_point_correlation)
+from microvae.descriptors import (
+    chord_lengths,
+    islands,
+    phase_fraction,
+    specific_perimeter,
+    two_point_correlation,
+)
 
 
 def blobs(shape, seed, sigma=2.0, level=0.5):

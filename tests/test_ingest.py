@@ -7,8 +7,15 @@ import pytest
 import tifffile
 
 from microvae.errors import MicrovaeError
-from microvae.ingest import (colour_to_grey, crop_image, expand_paths, read_array, scale_to_unit,
-                             tile_positions, tile_source)
+from microvae.ingest import (
+    colour_to_grey,
+    crop_image,
+    expand_paths,
+    read_array,
+    scale_to_unit,
+    tile_positions,
+    tile_source,
+)
 
 
 def test_scaling_rules():

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 
 from microvae.errors import MicrovaeError
-from microvae.segment import (SegmentationParameters, binarize, disk, erode_dilate, iou,
-                              otsu_threshold, phase_fraction, remove_small, segment)
+from microvae.segment import (
+    SegmentationParameters,
+    binarize,
+    disk,
+    erode_dilate,
+    iou,
+    otsu_threshold,
+    phase_fraction,
+    remove_small,
+    segment,
+)
 
 
 def test_binarize_sides():

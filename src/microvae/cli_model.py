@@ -98,8 +98,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="split of --dataset to encode (default: test)")
     p.add_argument("--n", type=_count, default=500, help="number of prior samples (default 500)")
-    p.add_argument("--n-images", type=_count, default=16,
-                   help="images encoded for posterior and noise modes (default 16)")
+    p.add_argument("--n-images", type=_count, default=64,
+                   help="images encoded for posterior and noise modes (default 64)")
     p.add_argument("--draws", type=_count, default=8, help="draws per encoded image (default 8)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0],
                    help="latent noise levels of the noise mode (default 0.5 1 2)")

@@ -101,6 +101,21 @@ def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray) -> dict
                                                           / max(np.count_nonzero(binary | t), 1))}
 
 
+def source_indices(h5) -> dict[str, np.ndarray]:
+    """Test-set indices of the real images that each encoded mode started from."""
+    sources = {}
+    if "posterior_index" in h5:
+        sources["posterior"] = h5["posterior_index"][()]
+    if "noise_index" in h5 and "noise" in h5:
+        for sigma in h5["noise"]:
+            sources[f"noise_{sigma}"] = h5["noise_index"][()]
+    if "interpolation" in h5 and "pairs" in h5["interpolation"]:
+        sources["interpolation_midpoint"] = h5["interpolation"]["pairs"][()].ravel()
+    if "reconstruction" in h5:
+        sources["reconstruction"] = np.arange(len(h5["reconstruction"]))
+    return sources
+
+
 def generated_sets(h5) -> dict[str, np.ndarray]:
     """Every generation mode of a samples file as (N, H, W) probabilities (float32)."""
     sets: dict[str, np.ndarray] = {}
@@ -130,10 +145,13 @@ class Evaluation:
     modes: dict[str, Statistics]
 
 
-def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0) -> Evaluation:
+def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0,
+                  sources: dict[str, np.ndarray] | None = None) -> Evaluation:
     """Compare every generated set (probabilities) with the real images (binary).
 
     The real images are split (seeded) into a reference half A and a floor half B.
+    ``sources`` (mode -> indices into ``real``) names the real images an encoded mode started
+    from; their mean phase fraction is reported beside the mode's.
     """
     if len(real) < 4:
         raise MicrovaeError(f"evaluation needs at least 4 real test images, got {len(real)}")
@@ -160,6 +178,11 @@ def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int 
             # Binarising at 0.5 against Bernoulli sampling of the same probabilities:
             "binarisation_bias": float(binary.mean() - probabilities.mean()),
         }
+        if sources and name in sources:
+            source_phi = float(d.phase_fraction(real[sources[name]]).mean())
+            metrics["modes"][name]["source_phase_fraction"] = source_phi
+            metrics["modes"][name]["phase_fraction_difference_to_sources"] = \
+                float(stats.phi.mean()) - source_phi
     return Evaluation(metrics, reference, floor_all, modes)
 
 
@@ -172,6 +195,7 @@ def load_for_evaluation(samples_path: str | os.PathLike, dataset_path: str | os.
     with open_h5(samples_path) as h5:
         generated = generated_sets(h5)
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
+        attrs["sources"] = source_indices(h5)
     if not generated:
         raise MicrovaeError(f"{samples_path}: holds no generated images")
     shape = next(iter(generated.values())).shape[1:]
@@ -208,7 +232,7 @@ def evaluate_files(samples_path: str | os.PathLike, dataset_path: str | os.PathL
     from .atomic import save_figure, write_json, write_text
 
     real, generated, attrs = load_for_evaluation(samples_path, dataset_path)
-    evaluation = evaluate_sets(real, generated, seed)
+    evaluation = evaluate_sets(real, generated, seed, sources=attrs["sources"])
     metrics = evaluation.metrics
     metrics["latent_size"] = latent if latent is not None else attrs.get("latent_size")
     metrics["pixel_size"] = attrs["pixel_size"]
@@ -256,6 +280,8 @@ def summary_rows(metrics_files: list[str | os.PathLike]) -> list[dict[str, Any]]
                                    "n_images": values["n_images"],
                                    "phase_fraction": values["summary"]["phase_fraction_mean"],
                                    "real_phase_fraction": metrics["real"]["phase_fraction_mean"],
+                                   "source_phase_fraction": values.get("source_phase_fraction",
+                                                                       float("nan")),
                                    "binarisation_bias": values["binarisation_bias"]}
             for key in SUMMARY_KEYS:
                 row[key] = values["distance"][key]

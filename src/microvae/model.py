@@ -148,4 +148,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except Exception as exc:
         raise MicrovaeError(f"{path}: not a valid microvae model file "
                             f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    return model.to(device).eval(), payload
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":  # NHWC is 1.4-2x faster for these convolutions on CPU
+        model = model.to(memory_format=torch.channels_last)
+    return model, payload

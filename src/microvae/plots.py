@@ -15,28 +15,32 @@ import numpy as np  # noqa: E402
 def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str | None = None,
                size: float = 1.4, cmap: str | Sequence[str] = "gray_r"):
-    """A grid of images in [0, 1]; rows may differ in length. ``cmap`` is one colour map or one
-    per row; with ``gray_r`` (the default) phase 1 shows dark."""
+    """A grid of images in [0, 1] drawn as one mosaic (fast for many images); rows may differ
+    in length. ``cmap`` is one colour map or one per row; with ``gray_r`` (the default) phase 1
+    shows dark."""
     cmaps = [cmap] * len(rows) if isinstance(cmap, str) else list(cmap)
-    n_rows = len(rows)
-    n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 0.8, size * n_rows + 0.5),
-                             squeeze=False)
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    h, w = np.asarray(rows[0][0]).shape
+    gap = max(1, h // 16)
+    canvas = np.ones((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap, 4))
+    canvas[..., :3] = 0.85  # grey gaps
     for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(row):
-                ax.imshow(row[j], cmap=cmaps[i], vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.axis("off")
-            if col_labels is not None and i == 0 and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=8)
-        if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        colour_map = matplotlib.colormaps[cmaps[i]]
+        for j, image in enumerate(row):
+            y, x = i * (h + gap), j * (w + gap)
+            canvas[y:y + h, x:x + w] = colour_map(np.clip(np.asarray(image, float), 0, 1))
+    fig, ax = plt.subplots(figsize=(size * n_cols + 1.2, size * n_rows + 0.6))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([(w + gap) * j + w / 2 for j in range(len(col_labels or []))])
+    ax.set_xticklabels(list(col_labels or []), fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([(h + gap) * i + h / 2 for i in range(len(row_labels or []))])
+    ax.set_yticklabels(list(row_labels or []), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=18 if col_labels else 6)
     fig.tight_layout()
     return fig
 
@@ -53,7 +57,8 @@ def segmentation_examples(grey: np.ndarray, binary: np.ndarray, truth: np.ndarra
     title = f"{summary.get('source')}: threshold {summary['threshold']:.3f}, " \
             f"phase fraction {summary['phase_fraction']:.3f}"
     if "mean_iou" in summary:
-        title += f" (truth {summary['truth_phase_fraction']:.3f}), mean IoU {summary['mean_iou']:.3f}"
+        title += (f" (truth {summary['truth_phase_fraction']:.3f}), IoU {summary['iou_pooled']:.3f} "
+                  f"(pooled), {summary['mean_iou']:.3f} (mean per tile)")
     return image_grid(rows, row_labels=labels, title=title, size=1.6,
                       cmap=["gray"] + ["gray_r"] * (len(rows) - 1))
 

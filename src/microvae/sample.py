@@ -30,7 +30,7 @@ STORAGE = "float16 probabilities of phase 1 in [0, 1]"
 @dataclass
 class SampleConfig:
     n_prior: int = 500
-    n_posterior_images: int = 16
+    n_posterior_images: int = 64
     n_draws: int = 8
     noise_sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     n_pairs: int = 8
@@ -48,7 +48,7 @@ class SampleConfig:
 
 
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, batch_size: int = 250) -> np.ndarray:
+def decode(model: VAE, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Probabilities (N, H, W) float32 for latent vectors ``z`` (N, L), decoded in batches."""
     out = [model.decode(z[i:i + batch_size]).float()[:, 0].cpu().numpy()
            for i in range(0, len(z), batch_size)]
@@ -132,7 +132,10 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     out["test_z_mean"] = z_mean.numpy()
     out["test_z_log_var"] = z_log_var.numpy()
     n_test = len(test_images)
-    chosen = np.sort(torch.randperm(n_test, generator=generator)[:cfg.n_posterior_images].numpy())
+    # The real images to encode depend on the seed only, so that every latent size
+    # (and every mode) works on the same images.
+    picker = torch.Generator().manual_seed(cfg.seed + 1)
+    chosen = np.sort(torch.randperm(n_test, generator=picker)[:cfg.n_posterior_images].numpy())
     if "posterior" in modes:
         out["posterior"] = posterior(model, z_mean[chosen], z_log_var[chosen], cfg.n_draws,
                                      generator)
@@ -145,7 +148,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     if "interpolation" in modes:
         if n_test < 2:
             raise MicrovaeError("interpolation needs at least 2 test images")
-        pairs = torch.stack([torch.randperm(n_test, generator=generator)[:2]
+        pairs = torch.stack([torch.randperm(n_test, generator=picker)[:2]
                              for _ in range(cfg.n_pairs)]).numpy()
         mid, path = interpolation(model, z_mean[pairs[:, 0]], z_mean[pairs[:, 1]], cfg.n_steps)
         out["interpolation/midpoint"] = mid

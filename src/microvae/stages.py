@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .atomic import atomic_path, save_figure, write_json
 from .dataset import SourceTiles, pack
 from .errors import MicrovaeError
@@ -94,7 +96,11 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
         scores = iou(binary, truth)
         arrays["qa/iou"] = scores
         arrays["qa/truth_phase_fraction"] = phase_fraction(truth)
+        pooled = float(np.count_nonzero(binary & truth) / max(np.count_nonzero(binary | truth), 1))
+        pooled_matrix = float(np.count_nonzero((1 - binary) & (1 - truth))
+                              / max(np.count_nonzero((1 - binary) | (1 - truth)), 1))
         summary.update(mean_iou=float(scores.mean()), min_iou=float(scores.min()),
+                       iou_pooled=pooled, iou_class_mean=0.5 * (pooled + pooled_matrix),
                        truth_phase_fraction=float(truth.mean()),
                        phase_fraction_error=float(fractions.mean() - truth.mean()))
     write_arrays(out, arrays, attrs={**{k: v for k, v in attrs.items() if k != "binary"},
