@@ -71,8 +71,30 @@ def test_iou_and_fraction():
     assert phase_fraction(a).tolist() == [0.5, 0.0]
 
 
-def test_default_synthetic_segmentation_quality(tiny_dataset):
-    """The acceptance figure of the foundation issue, on the default generator settings."""
+def test_workflow_writes_segmentation_qa(tiny_dataset):
     qa = json.loads((tiny_dataset.parents[1] / "segmented" / "tiny_qa.json").read_text())
-    assert qa["mean_iou"] >= 0.95
-    assert abs(qa["phase_fraction"] - qa["truth_phase_fraction"]) <= 0.01
+    assert {"mean_iou", "iou_pooled", "iou_class_mean", "phase_fraction", "truth_phase_fraction",
+            "threshold", "parameters"} <= set(qa)
+    # the tiny config's 16 px tiles and small grains are harder than the default's
+    assert qa["iou_pooled"] >= 0.85
+    assert abs(qa["phase_fraction"] - qa["truth_phase_fraction"]) <= 0.02
+
+
+@pytest.mark.parametrize("tile", [32, 64, 128])
+def test_default_synthetic_segmentation_quality(tile):
+    """The acceptance figure of the foundation issue: the default generator and segmentation
+    settings, at the default tile size and at the paper's, reach IoU >= 0.95 (pooled over the
+    tiles) and a phase fraction within 0.01 of the truth."""
+    from microvae.synthetic import SteelParameters, synthesize_volume
+
+    iq, truth = synthesize_volume(SteelParameters(shape=(8, 256, 256)), seed=11)
+    n = 256 // tile
+
+    def tiles(volume):
+        return volume.reshape(8, n, tile, n, tile).transpose(0, 1, 3, 2, 4).reshape(-1, tile, tile)
+
+    binary, _ = segment(tiles(iq.astype(np.float32) / 255), SegmentationParameters())
+    truth = tiles(truth)
+    pooled = np.count_nonzero(binary & truth) / np.count_nonzero(binary | truth)
+    assert pooled >= 0.95
+    assert abs(binary.mean() - truth.mean()) <= 0.01

@@ -88,7 +88,7 @@ RETRY_CONFIG["image_size"] = 32
 RETRY_CONFIG["sources"][0]["synthetic"]["shape"] = [16, 128, 128]
 RETRY_CONFIG["model"]["latent_sizes"] = [4]
 # about 100 s of training on a 2-core machine, against a first time limit of 1 minute
-RETRY_CONFIG["train"].update(epochs=40, runtime=1, batch_size=32)
+RETRY_CONFIG["train"].update(epochs=24, runtime=1, batch_size=32)
 
 
 @requires_slurm

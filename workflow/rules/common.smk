@@ -126,10 +126,6 @@ def split_fractions():
     return json.dumps({k: split[k] for k in ("train", "val", "test")}, sort_keys=True)
 
 
-SAMPLE_FIGURES = ["prior", "posterior", "noise", "interpolation", "latent_map"]
-EVALUATION_FIGURES = ["s2", "phase_fraction", "chords"]
-
-
 def training_options():
     """Training settings as JSON: a change re-runs training and everything downstream."""
     keys = (

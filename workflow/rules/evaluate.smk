@@ -8,17 +8,26 @@ rule evaluate:
     output:
         metrics="results/evaluation/latent_{latent}/metrics.json",
         s2="results/evaluation/latent_{latent}/s2.csv",
-        figures=report(
-            expand(
-                "results/evaluation/latent_{{latent}}/{figure}.png",
-                figure=EVALUATION_FIGURES,
-            ),
+        s2_png=report(
+            "results/evaluation/latent_{latent}/s2.png",
             caption="../report/evaluation.rst",
             category="4. Evaluation",
-            labels=lambda wildcards, path: {
-                "latent size": wildcards.latent,
-                "figure": Path(path).stem,
-            },
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "s2"},
+        ),
+        phase_fraction_png=report(
+            "results/evaluation/latent_{latent}/phase_fraction.png",
+            caption="../report/evaluation.rst",
+            category="4. Evaluation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "phase_fraction"},
+        ),
+        chords_png=report(
+            "results/evaluation/latent_{latent}/chords.png",
+            caption="../report/evaluation.rst",
+            category="4. Evaluation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "chords"},
         ),
     log:
         "results/logs/evaluate/latent_{latent}.log",

@@ -7,17 +7,40 @@ rule sample:
         dataset="results/dataset/dataset.h5",
     output:
         samples="results/samples/latent_{latent}/samples.h5",
-        figures=report(
-            expand(
-                "results/samples/latent_{{latent}}/{figure}.png",
-                figure=SAMPLE_FIGURES,
-            ),
+        prior=report(
+            "results/samples/latent_{latent}/prior.png",
             caption="../report/samples.rst",
             category="3. Generation",
-            labels=lambda wildcards, path: {
-                "latent size": wildcards.latent,
-                "figure": Path(path).stem,
-            },
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "prior"},
+        ),
+        posterior=report(
+            "results/samples/latent_{latent}/posterior.png",
+            caption="../report/samples.rst",
+            category="3. Generation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "posterior"},
+        ),
+        noise=report(
+            "results/samples/latent_{latent}/noise.png",
+            caption="../report/samples.rst",
+            category="3. Generation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "noise"},
+        ),
+        interpolation=report(
+            "results/samples/latent_{latent}/interpolation.png",
+            caption="../report/samples.rst",
+            category="3. Generation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "interpolation"},
+        ),
+        latent_map=report(
+            "results/samples/latent_{latent}/latent_map.png",
+            caption="../report/samples.rst",
+            category="3. Generation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "latent_map"},
         ),
     log:
         "results/logs/sample/latent_{latent}.log",
