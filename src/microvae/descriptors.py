@@ -22,15 +22,21 @@ def phase_fraction(images: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class S2Plan:
-    """What the S2 estimator of one image shape needs, computed once per shape."""
+    """What the S2 estimator of one image shape needs, computed once per shape.
+
+    S2 is symmetric, S2(-d) = S2(d), so only lags with dy >= 0 are computed: rows
+    dy = 0..r_max, columns dx = -r_max..r_max of the correlation.
+    """
 
     shape: tuple[int, int]
     r_max: int
     padded: tuple[int, int]
-    window_y: torch.Tensor  # row indices of lags |dy| <= r_max in the padded correlation
-    window_x: torch.Tensor
-    inverse_overlap: torch.Tensor  # (2 r_max + 1)^2: 1 / number of pixel pairs at each lag
-    radial_weights: torch.Tensor  # ((2 r_max + 1)^2, r_max + 1): bin averaging matrix
+    columns: torch.Tensor  # column indices of dx = -r_max..r_max in the padded correlation
+    inverse_overlap: torch.Tensor  # (r_max + 1, 2 r_max + 1): 1 / number of pixel pairs per lag
+    radial_lags: torch.Tensor  # flat indices (into the half window) of lags with |d| < r_max + 1
+    radial_bin: torch.Tensor  # radial bin of each of those lags
+    radial_weight: torch.Tensor  # 1 on the row dy = 0, 2 elsewhere (for the mirrored lag -d)
+    radial_count: torch.Tensor  # number of lags of the full window in each bin
 
 
 @lru_cache(maxsize=8)
@@ -42,20 +48,21 @@ def s2_plan(height: int, width: int) -> S2Plan:
     """
     r_max = min(height, width) // 2
     padded = (height + r_max, width + r_max)
-    lags = np.arange(-r_max, r_max + 1)
-    dy, dx = np.meshgrid(lags, lags, indexing="ij")
-    overlap = (height - np.abs(dy)) * (width - np.abs(dx))
-    distance = np.sqrt(dy**2 + dx**2).ravel()
-    bins = np.floor(distance).astype(int)  # bin r holds lags with r <= |d| < r + 1
-    weights = np.zeros((distance.size, r_max + 1))
-    inside = bins <= r_max
-    weights[np.flatnonzero(inside), bins[inside]] = 1.0
-    weights /= weights.sum(axis=0, keepdims=True)
+    dx_lags = np.arange(-r_max, r_max + 1)
+    dy, dx = np.meshgrid(np.arange(r_max + 1), dx_lags, indexing="ij")
+    overlap = (height - dy) * (width - np.abs(dx))
+    bins = np.floor(np.sqrt(dy**2 + dx**2)).astype(int).ravel()  # bin r: r <= |d| < r + 1
+    weight = np.where(dy == 0, 1.0, 2.0).ravel()
+    inside = np.flatnonzero(bins <= r_max)
     return S2Plan(
         shape=(height, width), r_max=r_max, padded=padded,
-        window_y=torch.from_numpy(lags % padded[0]), window_x=torch.from_numpy(lags % padded[1]),
-        inverse_overlap=torch.from_numpy(1.0 / overlap).float().reshape(-1),
-        radial_weights=torch.from_numpy(weights).float(),
+        columns=torch.from_numpy(dx_lags % padded[1]),
+        inverse_overlap=torch.from_numpy(1.0 / overlap).float(),
+        radial_lags=torch.from_numpy(inside),
+        radial_bin=torch.from_numpy(bins[inside]),
+        radial_weight=torch.from_numpy(weight[inside]),
+        radial_count=torch.from_numpy(np.bincount(bins[inside], weights=weight[inside],
+                                                  minlength=r_max + 1)),
     )
 
 
@@ -80,20 +87,23 @@ def two_point_correlation(images: np.ndarray, batch_size: int = 256) -> S2Curves
     images = np.asarray(images)
     n, height, width = images.shape
     plan = s2_plan(height, width)
-    size = 2 * plan.r_max + 1
+    r_max = plan.r_max
     radial, along_x, along_y = [], [], []
     for start in range(0, n, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).float()
         spectrum = torch.fft.rfft2(x, s=plan.padded)
-        correlation = torch.fft.irfft2(spectrum.real.square() + spectrum.imag.square(),
-                                       s=plan.padded)
-        window = correlation[:, plan.window_y][:, :, plan.window_x].reshape(len(x), -1)
-        s2 = window * plan.inverse_overlap
-        radial.append((s2.double() @ plan.radial_weights.double()).numpy())
-        grid = s2.reshape(len(x), size, size)
-        along_x.append(grid[:, plan.r_max, plan.r_max:].double().numpy())
-        along_y.append(grid[:, plan.r_max:, plan.r_max].double().numpy())
-    return S2Curves(np.arange(plan.r_max + 1), np.concatenate(radial), np.concatenate(along_x),
+        power = spectrum.real.square() + spectrum.imag.square()
+        # inverse transform along y, keep the rows dy = 0..r_max, then along x
+        rows = torch.fft.ifft(power, dim=1)[:, :r_max + 1]
+        correlation = torch.fft.irfft(rows, n=plan.padded[1], dim=2)
+        s2 = correlation[:, :, plan.columns] * plan.inverse_overlap  # (B, r_max+1, 2 r_max+1)
+        flat = s2.reshape(len(x), -1)
+        sums = torch.zeros((len(x), r_max + 1), dtype=torch.float64)
+        sums.index_add_(1, plan.radial_bin, flat[:, plan.radial_lags].double() * plan.radial_weight)
+        radial.append((sums / plan.radial_count).numpy())
+        along_x.append(s2[:, 0, r_max:].double().numpy())
+        along_y.append(s2[:, :, r_max].double().numpy())
+    return S2Curves(np.arange(r_max + 1), np.concatenate(radial), np.concatenate(along_x),
                     np.concatenate(along_y))
 
 
