@@ -33,7 +33,7 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                         "--directory", str(work), "--cores", str(args.cores),
-                        "--workflow-profile", "none", "--quiet", "all",
+                        "--workflow-profile", "none", "--quiet", "all", "--",
                         "results/dataset/dataset.h5"], check=True)
         wall = time.perf_counter() - started
         jobs = {}
