@@ -86,6 +86,14 @@ def loss_curves(histories: dict[int, list[dict[str, Any]]]):
     return fig
 
 
+def _finish(fig, title: str = ""):
+    """Title (if any) and tight layout of a multi-panel figure."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _binary(p: np.ndarray) -> np.ndarray:
     return (p > 0.5).astype(np.float32)
 
@@ -171,10 +179,7 @@ def latent_map(z_mean: np.ndarray, phase_fraction: np.ndarray, manifold: np.ndar
         axes[0, 1].set_xlabel("z1")
         axes[0, 1].set_ylabel("z2")
         axes[0, 1].set_title("decoded manifold (probabilities)", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def _length_label(pixel_size: float, unit: str) -> tuple[float, str]:
@@ -204,10 +209,7 @@ def s2_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = 
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("S2(r): probability both points in phase 1")
     axes[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def phase_fraction_figure(real, modes: dict[str, Any], title: str = ""):
@@ -228,10 +230,7 @@ def phase_fraction_figure(real, modes: dict[str, Any], title: str = ""):
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     axes[0, 0].set_ylabel("density")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = "px",
@@ -264,10 +263,7 @@ def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, un
     ax.set_title("phase 1 island sizes", fontsize=9)
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def latent_comparison(rows: list[dict[str, Any]]):
