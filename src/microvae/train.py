@@ -48,6 +48,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     seed: int = 0
     max_train_images: int | None = None
+    max_val_images: int | None = None
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
@@ -71,7 +72,7 @@ class TrainConfig:
         and performance knobs that do not change what is trained.
         """
         keep = ("batch_size", "learning_rate", "kl_weight", "kl_warmup_epochs", "seed",
-                "max_train_images", "precision", "channels_last")
+                "max_train_images", "max_val_images", "precision", "channels_last")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -178,6 +179,9 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     if cfg.max_train_images and cfg.max_train_images < len(train_images):
         pick = torch.randperm(len(train_images), generator=generator)[:cfg.max_train_images]
         train_images = train_images[np.sort(pick.numpy())]
+    if cfg.max_val_images and cfg.max_val_images < len(val_images):
+        # a fixed, evenly spaced subset: validation cost stays bounded on large data sets
+        val_images = val_images[np.linspace(0, len(val_images) - 1, cfg.max_val_images).astype(int)]
     fingerprint = hashlib.sha1(json.dumps(
         {"data": data_fingerprint(train_images, val_images), "model": config,
          "train": cfg.fingerprint_fields()}, sort_keys=True).encode()).hexdigest()

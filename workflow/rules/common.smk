@@ -129,7 +129,7 @@ def split_fractions():
 def training_options():
     """Training settings as JSON: a change re-runs training and everything downstream."""
     keys = (
-        "epochs batch_size learning_rate seed max_train_images device precision"
+        "epochs batch_size learning_rate seed max_train_images max_val_images device precision"
         " channels_last compile"
     ).split()
     options = {k: config["train"][k] for k in keys}
