@@ -35,8 +35,6 @@ def _count(text: str) -> int:
 def cmd_sample(args: argparse.Namespace) -> None:
     import logging
 
-    from .dataset import load_split
-    from .model import load_model
     from .sample import FIGURES, MODES, SampleConfig, export_binary, sample_to_file, write_figures
 
     modes = MODES if "all" in args.mode else tuple(dict.fromkeys(args.mode))
@@ -47,15 +45,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     cfg = SampleConfig(n_prior=args.n, n_posterior_images=args.n_images, n_draws=args.draws,
                        noise_sigmas=args.sigmas, n_pairs=args.pairs, n_steps=args.steps,
                        seed=args.seed)
-    arrays = sample_to_file(args.model, args.out, args.dataset, cfg, modes, split=args.split)
+    run = sample_to_file(args.model, args.out, args.dataset, cfg, modes, split=args.split)
+    arrays = run.arrays
     log = logging.getLogger("microvae.sample")
     log.info("wrote %s: %s", args.out, {k: v.shape for k, v in arrays.items()})
     if args.figures_dir:
-        model, _ = load_model(args.model)
-        test = load_split(args.dataset, args.split) if args.dataset else None
-        wanted = [f for f in FIGURES if f == "prior" or test is not None]
-        write_figures(model, arrays, test, {f: f"{args.figures_dir}/{f}.png" for f in wanted
-                                            if f == "latent_map" or f in modes})
+        wanted = [f for f in FIGURES if f == "prior" or run.real is not None]
+        write_figures(run.model, arrays, run.real, {f: f"{args.figures_dir}/{f}.png" for f in wanted
+                                                    if f == "latent_map" or f in modes})
     if args.export_dir:
         for name in ("prior", "posterior"):
             if name in arrays:

@@ -168,9 +168,18 @@ def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
     write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
 
 
+@dataclass
+class SampleRun:
+    """What :func:`sample_to_file` generated, with the model and real images it used."""
+
+    arrays: dict[str, np.ndarray]
+    model: VAE
+    real: np.ndarray | None
+
+
 def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
                    dataset: str | os.PathLike | None, cfg: SampleConfig,
-                   modes: tuple[str, ...] = MODES, split: str = "test") -> dict[str, np.ndarray]:
+                   modes: tuple[str, ...] = MODES, split: str = "test") -> SampleRun:
     """Load a model, generate the modes and write them to ``out`` (atomic)."""
     from .dataset import load_split
 
@@ -183,7 +192,7 @@ def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
         "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
         "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
         "n_steps": cfg.n_steps})
-    return arrays
+    return SampleRun(arrays, model, test_images)
 
 
 def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,

@@ -1,4 +1,3 @@
-import glob
 import json
 import os
 import sys
@@ -12,6 +11,8 @@ from snakemake.utils import validate
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 from microvae.config import config_errors, load_yaml, prepend_pythonpath  # noqa: E402
+from microvae.errors import MicrovaeError  # noqa: E402
+from microvae.ingest import expand_paths  # noqa: E402
 
 prepend_pythonpath(SRC)
 
@@ -58,17 +59,10 @@ wildcard_constraints:
 
 
 def _expand_globs(patterns, key):
-    files = []
-    for pattern in patterns:
-        matches = sorted(
-            m
-            for m in glob.glob(os.path.expanduser(pattern), recursive=True)
-            if os.path.isfile(m)
-        )
-        if not matches:
-            raise WorkflowError(f"config key {key}: '{pattern}' matches no file")
-        files.extend(matches)
-    return files
+    try:
+        return [str(path) for path in expand_paths(patterns, f"config key {key}")]
+    except MicrovaeError as error:
+        raise WorkflowError(str(error))
 
 
 def synthetic_volumes(name):
