@@ -57,22 +57,14 @@ def erode_dilate(binary: np.ndarray, opening_radius: int, closing_radius: int) -
     """Opening (erosion then dilation) removes specks and thin lines below the radius;
     closing (dilation then erosion) bridges gaps. Radii in pixels, 0 skips the step."""
     out = binary.astype(bool)
-    if opening_radius > 0:
-        out = ndimage.binary_opening(out, structure=_per_image(disk(opening_radius)),
-                                     border_value=0)
-        # Opening with border_value 0 eats phase at the image edge; restore it there.
-        out = _restore_edges(out, binary.astype(bool), opening_radius)
-    if closing_radius > 0:
-        padded = np.pad(out, ((0, 0),) + ((closing_radius, closing_radius),) * 2, mode="edge")
-        padded = ndimage.binary_closing(padded, structure=_per_image(disk(closing_radius)))
-        out = padded[:, closing_radius:-closing_radius, closing_radius:-closing_radius]
+    # Edge padding keeps phase at the tile border from being eroded away as if it ended there.
+    for radius, operation in ((opening_radius, ndimage.binary_opening),
+                              (closing_radius, ndimage.binary_closing)):
+        if radius > 0:
+            padded = np.pad(out, ((0, 0),) + ((radius, radius),) * 2, mode="edge")
+            padded = operation(padded, structure=_per_image(disk(radius)))
+            out = padded[:, radius:-radius, radius:-radius]
     return out.astype(np.uint8)
-
-
-def _restore_edges(opened: np.ndarray, original: np.ndarray, radius: int) -> np.ndarray:
-    padded = np.pad(original, ((0, 0),) + ((radius, radius),) * 2, mode="edge")
-    reopened = ndimage.binary_opening(padded, structure=_per_image(disk(radius)))
-    return reopened[:, radius:-radius, radius:-radius] if radius else opened
 
 
 def remove_small(binary: np.ndarray, max_area: int, value: int) -> np.ndarray:
