@@ -16,7 +16,8 @@ import torch
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
 pytestmark = pytest.mark.slow
-MODES = {"prior", "posterior", "noise_0.5", "noise_1", "interpolation_midpoint", "reconstruction"}
+MODES = {"prior", "aggregate", "posterior", "noise_0.5", "noise_1", "interpolation_midpoint",
+         "reconstruction"}
 
 
 def test_dry_run_lists_every_stage(tmp_path):

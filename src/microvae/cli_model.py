@@ -54,7 +54,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         write_figures(run.model, arrays, run.real, {f: f"{args.figures_dir}/{f}.png" for f in wanted
                                                     if f == "latent_map" or f in modes})
     if args.export_dir:
-        for name in ("prior", "posterior"):
+        for name in ("prior", "aggregate", "posterior"):
             if name in arrays:
                 files = export_binary(arrays[name], args.export_dir, args.export_format, name)
                 log.info("exported %d %s file(s) to %s", len(files), name, args.export_dir)
@@ -87,14 +87,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="trained model (.pt) from the train stage")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--mode", nargs="+", default=["prior"],
-                   choices=["all", "prior", "posterior", "noise", "interpolation"],
-                   help="what to generate: prior (z ~ N(0,I)), posterior (eq. 1 on test images), "
-                        "noise (z_mean + sigma*eps), interpolation (midpoints and paths), or all; "
-                        "every mode but prior needs --dataset (default: prior)")
+                   choices=["all", "prior", "aggregate", "posterior", "noise", "interpolation"],
+                   help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
+                        "fitted to the encoded training images), posterior (eq. 1 on test "
+                        "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
+                        "or all; every mode but prior needs --dataset (default: prior)")
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="split of --dataset to encode (default: test)")
-    p.add_argument("--n", type=_count, default=500, help="number of prior samples (default 500)")
+    p.add_argument("--n", type=_count, default=500,
+                   help="number of prior samples, and of aggregate samples (default 500)")
     p.add_argument("--n-images", type=_count, default=64,
                    help="images encoded for posterior and noise modes (default 64)")
     p.add_argument("--draws", type=_count, default=8, help="draws per encoded image (default 8)")

@@ -125,6 +125,8 @@ def generated_sets(h5) -> dict[str, np.ndarray]:
 
     if "prior" in h5:
         sets["prior"] = flat(h5["prior"][()])
+    if "aggregate" in h5:
+        sets["aggregate"] = flat(h5["aggregate"][()])
     if "posterior" in h5:
         sets["posterior"] = flat(h5["posterior"][()])
     if "noise" in h5:

@@ -98,14 +98,19 @@ def _binary(p: np.ndarray) -> np.ndarray:
     return (p > 0.5).astype(np.float32)
 
 
-def prior_grid(prior: np.ndarray, n: int = 8, title: str = ""):
-    """Prior samples: rows alternate probability and binarised (at 0.5) views."""
-    n = min(n, len(prior))
-    picks = [prior[i * n:(i + 1) * n] for i in range(min(3, (len(prior) + n - 1) // n))]
+def prior_grid(prior: np.ndarray, aggregate: np.ndarray | None = None, n: int = 8,
+               title: str = ""):
+    """Prior samples (and, below them, aggregate-posterior samples): rows alternate probability
+    and binarised (at 0.5) views."""
     rows, labels = [], []
-    for block in picks:
-        rows += [list(block), [_binary(p) for p in block]]
-        labels += ["probability", "binary"]
+    sets = [("prior", prior)] + ([("aggregate", aggregate)] if aggregate is not None else [])
+    blocks = 3 if aggregate is None else 2
+    for name, images in sets:
+        k = min(n, len(images))
+        for i in range(min(blocks, (len(images) + k - 1) // max(k, 1))):
+            block = images[i * k:(i + 1) * k]
+            rows += [list(block), [_binary(p) for p in block]]
+            labels += [f"{name} prob.", f"{name} binary"]
     return image_grid(rows, row_labels=labels, title=title)
 
 
@@ -267,12 +272,14 @@ def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, un
 
 
 def latent_comparison(rows: list[dict[str, Any]]):
-    """Across latent sizes: reconstruction IoU and BCE, and the prior's distances with floors."""
+    """Across latent sizes: reconstruction IoU and BCE, and the distances of the prior and
+    aggregate samples with their floors."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
     recon = table[table["mode"] == "reconstruction"].sort_values("latent")
     prior = table[table["mode"] == "prior"].sort_values("latent")
+    fitted = table[table["mode"] == "aggregate"].sort_values("latent")
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     axes[0].plot(recon["latent"], recon["recon_iou"], "o-")
     axes[0].set_ylabel("test-set IoU (thresholded at 0.5)")
@@ -283,9 +290,11 @@ def latent_comparison(rows: list[dict[str, Any]]):
     for ax, key, label in ((axes[2], "s2_nrmse_radial", "S2 NRMSE (radial)"),
                            (axes[3], "phase_fraction_wasserstein", "W1 of phase fraction")):
         ax.plot(prior["latent"], prior[key], "o-", label="prior vs real")
+        if len(fitted):
+            ax.plot(fitted["latent"], fitted[key], "^-", label="aggregate vs real")
         ax.plot(prior["latent"], prior[f"floor_{key}"], "s--", color="0.5",
                 label="real vs real (floor)")
-        ax.set_title(f"prior samples: {label}", fontsize=10)
+        ax.set_title(f"unseeded samples: {label}", fontsize=10)
         ax.legend(fontsize=7)
     for ax in axes:
         ax.set_xscale("log", base=2)

@@ -2,6 +2,11 @@
 
 Modes:
 * ``prior``: z ~ N(0, I), decoded.
+* ``aggregate``: z ~ N(m, C), the Gaussian with the mean and covariance of the aggregate
+  posterior of the training images, q(z) = mean over images of N(z_mean, exp(z_log_var))
+  ("ex-post density estimation", Ghosh et al., ICLR 2020). No real image seeds a sample; it
+  covers the part of the latent space the decoder was trained on, which N(0, I) does not when
+  the encoder uses only a subspace of a large latent space (see README, "Prior samples").
 * ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
 * ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
 * ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
@@ -23,7 +28,8 @@ from .errors import MicrovaeError
 from .h5io import write_arrays
 from .model import VAE, load_model, reparameterize
 
-MODES = ("prior", "posterior", "noise", "interpolation")
+MODES = ("prior", "aggregate", "posterior", "noise", "interpolation")
+ENCODED_MODES = ("posterior", "noise", "interpolation")
 STORAGE = "float16 probabilities of phase 1 in [0, 1]"
 
 
@@ -78,6 +84,29 @@ def prior(model: VAE, n: int, generator: torch.Generator) -> tuple[np.ndarray, t
     return decode(model, z), z
 
 
+def fit_aggregate_posterior(z_mean: torch.Tensor, z_log_var: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (L,) and covariance (L, L) of the mixture q(z) = mean_i N(z_mean_i, diag exp(z_log_var_i)).
+
+    Exact moments of the mixture: cov = covariance of the z_mean (over images, 1/N) plus the
+    mean posterior variance on the diagonal. Computed in float64.
+    """
+    mu = z_mean.double()
+    mean = mu.mean(0)
+    centred = mu - mean
+    cov = centred.T @ centred / len(mu) + torch.diag(z_log_var.double().exp().mean(0))
+    return mean, cov
+
+
+def aggregate(model: VAE, mean: torch.Tensor, cov: torch.Tensor, n: int,
+              generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
+    """``n`` images decoded from z ~ N(mean, cov) and their z (n, L)."""
+    factor = torch.linalg.cholesky(cov)
+    eps = torch.randn((n, len(mean)), generator=generator, dtype=torch.float64)
+    z = (mean + eps @ factor.T).float()
+    return decode(model, z), z
+
+
 def posterior(model: VAE, z_mean: torch.Tensor, z_log_var: torch.Tensor, n_draws: int,
               generator: torch.Generator) -> np.ndarray:
     """(M, K, H, W): K draws of eq. 1 for each of M encoded images."""
@@ -108,10 +137,12 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
 
 
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
-             modes: tuple[str, ...] = MODES) -> dict[str, np.ndarray]:
+             modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
-    Every mode but ``prior`` needs real images (the test split) to encode.
+    ``aggregate`` fits its Gaussian to ``fit_images`` (the train split); the encoded modes
+    (posterior, noise, interpolation) encode ``test_images``.
     """
     cfg.check()
     unknown = set(modes) - set(MODES)
@@ -122,7 +153,16 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     if "prior" in modes:
         out["prior"], z = prior(model, cfg.n_prior, generator)
         out["prior_z"] = z.numpy()
-    needs_data = [m for m in modes if m != "prior"]
+    if "aggregate" in modes:
+        if fit_images is None or len(fit_images) < 2:
+            raise MicrovaeError("mode aggregate needs at least 2 training images to encode "
+                                "(--dataset with a train split)")
+        mean, cov = fit_aggregate_posterior(*encode(model, fit_images))
+        out["aggregate"], z = aggregate(model, mean, cov, cfg.n_prior, generator)
+        out["aggregate_z"] = z.numpy()
+        out["aggregate_mean"] = mean.numpy()
+        out["aggregate_cov"] = cov.numpy()
+    needs_data = [m for m in modes if m in ENCODED_MODES]
     if not needs_data:
         return out
     if test_images is None or len(test_images) == 0:
@@ -162,7 +202,7 @@ def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
     """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
     stored = {}
     for name, array in arrays.items():
-        is_images = name in ("prior", "posterior", "reconstruction") or name.startswith(
+        is_images = name in ("prior", "aggregate", "posterior", "reconstruction") or name.startswith(
             ("noise/", "interpolation/midpoint", "interpolation/path"))
         stored[name] = array.astype(np.float16) if is_images else array
     write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
@@ -179,13 +219,22 @@ class SampleRun:
 
 def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
                    dataset: str | os.PathLike | None, cfg: SampleConfig,
-                   modes: tuple[str, ...] = MODES, split: str = "test") -> SampleRun:
-    """Load a model, generate the modes and write them to ``out`` (atomic)."""
+                   modes: tuple[str, ...] = MODES, split: str = "test",
+                   max_fit_images: int = 5000) -> SampleRun:
+    """Load a model, generate the modes and write them to ``out`` (atomic).
+
+    The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
+    """
     from .dataset import load_split
 
     model, payload = load_model(model_path)
     test_images = load_split(dataset, split) if dataset is not None else None
-    arrays = generate(model, test_images, cfg, modes)
+    fit_images = None
+    if "aggregate" in modes and dataset is not None:
+        fit_images = load_split(dataset, "train")
+        if len(fit_images) > max_fit_images:
+            fit_images = fit_images[np.linspace(0, len(fit_images) - 1, max_fit_images).astype(int)]
+    arrays = generate(model, test_images, cfg, modes, fit_images)
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],
         "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
@@ -238,7 +287,10 @@ def write_figures(model: VAE, arrays: dict[str, np.ndarray], test_images: np.nda
     latent = model.latent_size
     tag = f"latent size {latent}"
     if "prior" in paths:
-        save_figure(plots.prior_grid(arrays["prior"], title=f"prior samples, {tag}"),
+        title = f"prior samples, {tag}"
+        if "aggregate" in arrays:
+            title = f"prior (top) and aggregate-posterior (bottom) samples, {tag}"
+        save_figure(plots.prior_grid(arrays["prior"], arrays.get("aggregate"), title=title),
                     paths["prior"])
     chosen = arrays.get("posterior_index")
     if "posterior" in paths:

@@ -191,7 +191,9 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    # fused: one kernel for all parameters instead of ~10 small ops per tensor (Adam was 12% of
+    # a CPU step at 32 px); same update rule, deterministic
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
     history: list[dict[str, Any]] = []
     best = {"val_loss": math.inf, "epoch": 0, "state": None}
     checkpoint = Checkpoint(checkpoint_dir)
