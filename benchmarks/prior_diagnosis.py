@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from machine import save
-from microvae.dataset import load_split
+from microvae.dataset import evenly_spaced, load_split
 from microvae.model import load_model
 from microvae.sample import aggregate, decode, encode, fit_aggregate_posterior
 
@@ -31,8 +31,7 @@ def main() -> None:
     parser.add_argument("--max-fit-images", type=int, default=5000)
     args = parser.parse_args()
     model, _ = load_model(args.model)
-    train = load_split(args.dataset, "train")
-    train = train[np.linspace(0, len(train) - 1, min(len(train), args.max_fit_images)).astype(int)]
+    train = evenly_spaced(load_split(args.dataset, "train"), args.max_fit_images)
     real_phi = float(load_split(args.dataset, "test").mean())
     z_mean, z_log_var = encode(model, train)
     eigenvalues, vectors = torch.linalg.eigh(torch.cov(z_mean.double().T))

@@ -53,7 +53,7 @@ def forward_flops(model: VAE) -> float:
 
 
 def prepare(size: int, batch: int, runtime: Runtime, fused_adam: bool = False):
-    """One training step of the latent-12 network on a fixed batch (warmed up), and the model."""
+    """One training step of the latent-12 network on a fixed batch (warmed up)."""
     torch.manual_seed(0)
     model = VAE(size, 12).to(runtime.device)
     x = (torch.rand(batch, 1, size, size) > 0.75).float().to(runtime.device)
@@ -73,7 +73,7 @@ def prepare(size: int, batch: int, runtime: Runtime, fused_adam: bool = False):
 
     for _ in range(2):
         step()
-    return step, model
+    return step
 
 
 def images_per_s(step, batch: int, seconds: float, device: torch.device) -> float:
@@ -90,8 +90,8 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
             rounds: int, profile: bool = False) -> tuple[dict, dict]:
     """Median images/s of the baseline and the project's step, timed in alternating windows
     (a shared, noisy host slows both alike instead of whichever ran second)."""
-    base_step, _ = prepare(size, batch, baseline)
-    ours_step, _ = prepare(size, batch, project, fused_adam=True)
+    base_step = prepare(size, batch, baseline)
+    ours_step = prepare(size, batch, project, fused_adam=True)
     base_rates, ours_rates = [], []
     for _ in range(rounds):
         base_rates.append(images_per_s(base_step, batch, seconds / rounds, baseline.device))

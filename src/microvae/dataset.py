@@ -139,6 +139,14 @@ def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
     return images
 
 
+def evenly_spaced(images: np.ndarray, n: int | None) -> np.ndarray:
+    """At most ``n`` images, evenly spaced over the array (all of them if ``n`` is None or
+    not smaller): a fixed, seed-free subset that bounds the cost of a pass over a large set."""
+    if not n or n >= len(images):
+        return images
+    return images[np.linspace(0, len(images) - 1, n).astype(int)]
+
+
 def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a packed data set (sources, pixel size, split counts, ...)."""
     with open_h5(path, required=SPLITS) as h5:

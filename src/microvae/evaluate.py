@@ -18,6 +18,7 @@ from scipy.stats import wasserstein_distance
 from . import descriptors as d
 from .errors import MicrovaeError
 from .h5io import open_h5, read_json_attr
+from .segment import iou, pooled_iou
 
 
 @dataclass
@@ -93,12 +94,8 @@ def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray) -> dict
     t = truth.astype(bool)
     bce = -np.mean(np.where(t, np.log(p), np.log1p(-p)))
     binary = probabilities > 0.5
-    inter = np.count_nonzero(binary & t, axis=(1, 2))
-    union = np.count_nonzero(binary | t, axis=(1, 2))
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return {"bce_per_pixel": float(bce), "pixel_accuracy": float(np.mean(binary == t)),
-            "iou": float(iou.mean()), "iou_pooled": float(np.count_nonzero(binary & t)
-                                                          / max(np.count_nonzero(binary | t), 1))}
+            "iou": float(iou(binary, t).mean()), "iou_pooled": pooled_iou(binary, t)}
 
 
 def source_indices(h5) -> dict[str, np.ndarray]:

@@ -225,15 +225,13 @@ def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
 
     The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
     """
-    from .dataset import load_split
+    from .dataset import evenly_spaced, load_split
 
     model, payload = load_model(model_path)
     test_images = load_split(dataset, split) if dataset is not None else None
     fit_images = None
     if "aggregate" in modes and dataset is not None:
-        fit_images = load_split(dataset, "train")
-        if len(fit_images) > max_fit_images:
-            fit_images = fit_images[np.linspace(0, len(fit_images) - 1, max_fit_images).astype(int)]
+        fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
     arrays = generate(model, test_images, cfg, modes, fit_images)
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],

@@ -140,3 +140,9 @@ def iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     inter = np.count_nonzero(p & t, axis=1)
     union = np.count_nonzero(p | t, axis=1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def pooled_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of phase 1 over all pixels of all images together."""
+    p, t = predicted.astype(bool), truth.astype(bool)
+    return float(np.count_nonzero(p & t) / max(np.count_nonzero(p | t), 1))

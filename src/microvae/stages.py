@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .atomic import atomic_path, save_figure, write_json
 from .dataset import SourceTiles, pack
 from .errors import MicrovaeError
 from .h5io import open_h5, read_json_attr, write_arrays
 from .ingest import ORIGIN_COLUMNS, tile_source
-from .segment import SegmentationParameters, iou, phase_fraction, segment
+from .segment import SegmentationParameters, iou, phase_fraction, pooled_iou, segment
 from .synthetic import SteelParameters, synthesize_volume
 
 
@@ -96,9 +94,8 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
         scores = iou(binary, truth)
         arrays["qa/iou"] = scores
         arrays["qa/truth_phase_fraction"] = phase_fraction(truth)
-        pooled = float(np.count_nonzero(binary & truth) / max(np.count_nonzero(binary | truth), 1))
-        pooled_matrix = float(np.count_nonzero((1 - binary) & (1 - truth))
-                              / max(np.count_nonzero((1 - binary) | (1 - truth)), 1))
+        pooled = pooled_iou(binary, truth)
+        pooled_matrix = pooled_iou(1 - binary, 1 - truth)
         summary.update(mean_iou=float(scores.mean()), min_iou=float(scores.min()),
                        iou_pooled=pooled, iou_class_mean=0.5 * (pooled + pooled_matrix),
                        truth_phase_fraction=float(truth.mean()),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, save_figure, write_text
-from .dataset import load_split
+from .dataset import evenly_spaced, load_split
 from .device import Runtime, select_runtime
 from .errors import MicrovaeError
 from .model import VAE, kl_per_dimension, model_config, save_model, vae_loss
@@ -179,9 +179,7 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     if cfg.max_train_images and cfg.max_train_images < len(train_images):
         pick = torch.randperm(len(train_images), generator=generator)[:cfg.max_train_images]
         train_images = train_images[np.sort(pick.numpy())]
-    if cfg.max_val_images and cfg.max_val_images < len(val_images):
-        # a fixed, evenly spaced subset: validation cost stays bounded on large data sets
-        val_images = val_images[np.linspace(0, len(val_images) - 1, cfg.max_val_images).astype(int)]
+    val_images = evenly_spaced(val_images, cfg.max_val_images)
     fingerprint = hashlib.sha1(json.dumps(
         {"data": data_fingerprint(train_images, val_images), "model": config,
          "train": cfg.fingerprint_fields()}, sort_keys=True).encode()).hexdigest()
