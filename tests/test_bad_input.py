@@ -7,13 +7,19 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 2 | ingest | zero-byte file | 'file is empty' |
 | 3 | ingest | truncated PNG | file name, 'cannot read' |
 | 4 | ingest | truncated TIFF | file name, 'cannot read' |
-| 5 | ingest | text file named .png | 'cannot read' |
+| 5 | ingest | HTML page saved as .png | "not a PNG file (it starts with '<html" |
 | 6 | ingest | NaN/inf in an NPY volume | 'NaN or infinite' |
 | 7 | ingest | image smaller than one tile | 'smaller than one' |
 | 8 | ingest | 3-D volume sliced on an axis it lacks | 'cannot slice along axis' |
 | 9 | ingest | HDF5 source with a missing data set | 'no data set' |
 | 10 | ingest | unknown file suffix | 'unknown image format' |
-| 11 | segment | constant image (Otsu undefined) | 'constant image' |
+| 11 | ingest | constant image among good ones, constant section of a volume | raw file, 'constant' |
+| 11b | ingest | (H, W, 3) NPY without rgb: true | "set 'rgb: true'" |
+| 11c | ingest | binary: true on a grey image | 'declared binary' |
+| 11d | ingest | group regex that a file name does not match | file, 'does not match' |
+| 11e | config | a folder with no image files in paths | 'is a folder with no image files' |
+| 11f | pack | one volume cut along all three axes | 'cut along every axis' |
+| 11g | pack | one image too small for three slabs with gaps | 'too few for 3 regions' |
 | 12 | config | unknown key | 'unknown key' |
 | 13 | config | wrong type | key and 'is not of type' |
 | 14 | config | negative latent size | 'model.latent_sizes[0]' |
@@ -25,7 +31,7 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 20 | config | duplicate source names | 'duplicate source names' |
 | 21 | train | data set with an empty split | "split 'val' is empty" |
 | 22 | train | KL weight below 0 (CLI) | 'kl_weight' |
-| 23 | sample | corrupt model file | 'not a valid microvae model file' |
+| 23 | sample | corrupt model file, pickled object as model | 'not a valid microvae model file' |
 | 24 | sample | model of another image size | '32x32' |
 | 25 | pack | split fractions that do not sum to 1 (CLI) | 'sum to 1' |
 | 26 | evaluate | samples file missing | 'file not found' |
@@ -33,12 +39,14 @@ RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_
 """
 
 import json
+from fractions import Fraction
 
 import h5py
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from conftest import TINY_CONFIG, microvae, snakemake, write_config
 from microvae.model import VAE, save_model
@@ -59,54 +67,77 @@ def truncated(path, writer):
 
 
 def make_case(tmp_path, case):
-    """Files for a case of the ingest stage; returns (files, extra source options, message)."""
+    """Files for a case of the ingest stage; returns (files, extra source options, message,
+    the file the message must name)."""
+    rng = np.random.default_rng(0)
     if case == "empty":
         (tmp_path / "e.png").write_bytes(b"")
-        return [tmp_path / "e.png"], {}, "file is empty"
+        return [tmp_path / "e.png"], {}, "file is empty", "e.png"
     if case == "truncated_png":
-        return [truncated(tmp_path / "t.png", lambda p: png(p, (128, 128)))], {}, "cannot read"
+        return [truncated(tmp_path / "t.png", lambda p: png(p, (128, 128)))], {}, \
+            "cannot read", "t.png"
     if case == "truncated_tiff":
         return [truncated(tmp_path / "t.tif", lambda p: tifffile.imwrite(
-            p, np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8),
-            photometric="minisblack"))], {}, \
-            "cannot read"
-    if case == "text_png":
-        (tmp_path / "notes.png").write_text("measurement notes\n" * 20)
-        return [tmp_path / "notes.png"], {}, "cannot read"
+            p, rng.integers(0, 255, (4, 64, 64), dtype=np.uint8), photometric="minisblack"))], \
+            {}, "cannot read", "t.tif"
+    if case == "html_png":
+        (tmp_path / "a.png").write_text("<html><body>Access denied</body></html>\n" * 20)
+        return [tmp_path / "a.png"], {}, "not a PNG file (it starts with '<html", "a.png"
     if case == "nan_volume":
-        volume = np.random.default_rng(0).random((4, 32, 32))
+        volume = rng.random((4, 32, 32))
         volume[2, 5, 5] = np.inf
         np.save(tmp_path / "v.npy", volume)
-        return [tmp_path / "v.npy"], {}, "NaN or infinite"
+        return [tmp_path / "v.npy"], {}, "NaN or infinite", "v.npy"
     if case == "small_image":
-        return [png(tmp_path / "s.png", (8, 12))], {}, "smaller than one"
+        return [png(tmp_path / "s.png", (8, 12))], {}, "smaller than one", "s.png"
     if case == "bad_axis":
-        np.save(tmp_path / "v.npy", np.zeros((4, 32, 32)))
-        return [tmp_path / "v.npy"], {"axes": [2, 5]}, "cannot slice along axis 5"
+        np.save(tmp_path / "v.npy", rng.random((4, 32, 32)))
+        return [tmp_path / "v.npy"], {"axes": [2, 5]}, "cannot slice along axis 5", "v.npy"
     if case == "missing_h5_dataset":
         with h5py.File(tmp_path / "v.h5", "w") as h5:
             h5["ebsd/iq"] = np.zeros((4, 32, 32))
-        return [tmp_path / "v.h5"], {"dataset": "ebsd/phase"}, "no data set 'ebsd/phase'"
+        return [tmp_path / "v.h5"], {"dataset": "ebsd/phase"}, "no data set 'ebsd/phase'", "v.h5"
     if case == "unknown_suffix":
         (tmp_path / "scan.xyz").write_text("1 2 3")
-        return [tmp_path / "scan.xyz"], {}, "unknown image format"
+        return [tmp_path / "scan.xyz"], {}, "unknown image format", "scan.xyz"
+    if case == "constant_among_good":
+        iio.imwrite(tmp_path / "flat.png", np.full((32, 32), 128, np.uint8))
+        return [png(tmp_path / "good.png"), tmp_path / "flat.png"], {}, "is constant", "flat.png"
+    if case == "constant_section":
+        volume = rng.random((4, 32, 32))
+        volume[2] = 0.5
+        np.save(tmp_path / "v.npy", volume)
+        return [tmp_path / "v.npy"], {}, "section 2 along axis 0 is constant", "v.npy"
+    if case == "rgb_npy":
+        np.save(tmp_path / "c.npy", rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+        return [tmp_path / "c.npy"], {}, "set 'rgb: true'", "c.npy"
+    if case == "binary_declared_grey":
+        return [png(tmp_path / "g.png")], {"binary": True}, "declared binary", "g.png"
+    if case == "group_mismatch":
+        return [png(tmp_path / "slice_01.png"), png(tmp_path / "overview.png")], \
+            {"group": r"slice_(\d+)"}, "does not match", "overview.png"
     raise KeyError(case)
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated_png", "truncated_tiff", "text_png",
-                                  "nan_volume", "small_image", "bad_axis", "missing_h5_dataset",
-                                  "unknown_suffix"])
+INGEST_CASES = ["empty", "truncated_png", "truncated_tiff", "html_png", "nan_volume",
+                "small_image", "bad_axis", "missing_h5_dataset", "unknown_suffix",
+                "constant_among_good", "constant_section", "rgb_npy", "binary_declared_grey",
+                "group_mismatch"]
+
+
+@pytest.mark.parametrize("case", INGEST_CASES)
 def test_ingest_rejects(tmp_path, case):
-    files, options, message = make_case(tmp_path, case)
+    files, options, message, bad_file = make_case(tmp_path, case)
     out = tmp_path / "out" / "ingested.h5"
+    out.parent.mkdir()
     result = microvae("ingest", "--files", *map(str, files), "--source",
                       json.dumps({"name": "user", **options}), "--image-size", "16",
                       "--out", str(out))
     assert result.returncode == 1, result.stderr
     assert message in result.stderr
-    assert files[0].name in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
+    assert str(tmp_path / bad_file) in result.stderr
+    assert "Traceback" not in result.stderr and "pip install" not in result.stderr
+    assert list(out.parent.iterdir()) == []
 
 
 def test_glob_matching_nothing_in_workflow(tmp_path):
@@ -118,17 +149,44 @@ def test_glob_matching_nothing_in_workflow(tmp_path):
     assert "sources[lab].paths" in output and "matches no file" in output
 
 
-def test_constant_image(tmp_path):
-    iio.imwrite(tmp_path / "flat.png", np.full((32, 32), 128, np.uint8))
-    ingested = tmp_path / "i.h5"
-    microvae("ingest", "--files", str(tmp_path / "flat.png"), "--source", SOURCE,
-             "--image-size", "16", "--out", str(ingested), check=True)
-    out, qa = tmp_path / "s.h5", tmp_path / "qa.json"
-    result = microvae("segment", "--input", str(ingested), "--params", "{}", "--out", str(out),
-                      "--qa", str(qa))
-    assert result.returncode == 1 and "constant image" in result.stderr
-    assert str(ingested) in result.stderr
-    assert not out.exists() and not qa.exists()
+def test_folder_without_images_in_workflow(tmp_path):
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "notes.txt").write_text("no images here")
+    write_config(tmp_path, {"image_size": 16, "sources": [
+        {"name": "lab", "paths": [str(tmp_path / "scans")]}]})
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "sources[lab].paths" in output and "is a folder with no image files" in output
+    assert not (tmp_path / "results").exists()
+
+
+def segmented_source(tmp_path, array, options):
+    """Ingest and segment one array as a source; returns the segmented file."""
+    np.save(tmp_path / "v.npy", array)
+    ingested, segmented = tmp_path / "i.h5", tmp_path / "s.h5"
+    microvae("ingest", "--files", str(tmp_path / "v.npy"), "--source",
+             json.dumps({"name": "user", **options}), "--image-size", "16", "--out", str(ingested),
+             check=True)
+    microvae("segment", "--input", str(ingested), "--params", "{}", "--out", str(segmented),
+             "--qa", str(tmp_path / "qa.json"), check=True)
+    return segmented
+
+
+@pytest.mark.parametrize("array,options,message", [
+    (np.random.default_rng(0).integers(0, 2, (40, 40, 40), dtype=np.uint8), {"axes": [0, 1, 2]},
+     "cut along every axis"),
+    (np.random.default_rng(0).integers(0, 2, (40, 64), dtype=np.uint8), {}, "too few for 3 regions"),
+])
+def test_pack_refuses_a_split_in_space_that_cannot_be_made(tmp_path, array, options, message):
+    segmented = segmented_source(tmp_path, array, options)
+    out = tmp_path / "d.h5"
+    result = microvae("pack", "--inputs", str(segmented), "--fractions",
+                      '{"train": 0.8, "val": 0.1, "test": 0.1}', "--seed", "0", "--out", str(out),
+                      "--figure", str(tmp_path / "split.png"))
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert str(tmp_path / "v.npy") in result.stderr
+    assert not out.exists() and not (tmp_path / "split.png").exists()
 
 
 def config_with(**changes):
@@ -192,12 +250,19 @@ def test_negative_kl_weight_cli(tmp_path, tiny_dataset):
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_corrupt_model(tmp_path, tiny_dataset):
-    (tmp_path / "m.pt").write_bytes(b"PK\x03\x04 broken zip")
+@pytest.mark.parametrize("content", ["zip", "pickle"])
+def test_corrupt_model(tmp_path, tiny_dataset, content):
+    model = tmp_path / "m.pt"
+    if content == "zip":
+        model.write_bytes(b"PK\x03\x04 broken zip")
+    else:
+        torch.save({"config": {"image_size": 16}, "note": Fraction(1, 3)}, model)
     out = tmp_path / "s.h5"
-    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--out", str(out))
+    result = microvae("sample", "--model", str(model), "--out", str(out))
     assert result.returncode == 1 and "not a valid microvae model file" in result.stderr
-    assert str(tmp_path / "m.pt") in result.stderr and not out.exists()
+    assert str(model) in result.stderr and not out.exists()
+    assert "weights_only" not in result.stderr
+    assert result.stderr.rstrip().endswith("train it again or check the path"), result.stderr
 
 
 def test_model_of_other_size(tmp_path, tiny_dataset):

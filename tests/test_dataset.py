@@ -2,8 +2,17 @@ import h5py
 import numpy as np
 import pytest
 
-from microvae.dataset import SourceTiles, assign_groups, load_split, pack, split_tiles
+from microvae.dataset import (
+    SPLITS,
+    SourceTiles,
+    assign_groups,
+    load_split,
+    pack,
+    region_runs,
+    split_tiles,
+)
 from microvae.errors import MicrovaeError
+from microvae.ingest import tile_source
 
 
 def make_source(name, n_files, n_slices=10, tiles_per_slice=4):
@@ -18,7 +27,7 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 def test_split_keeps_files_whole():
     source = make_source("a", n_files=10)
-    index = split_tiles([source], FRACTIONS, seed=0)
+    index = split_tiles([source], FRACTIONS, seed=0).index
     owner = {}
     for split, rows in index.items():
         for f in np.unique(source.origin[rows, 0]):
@@ -27,14 +36,98 @@ def test_split_keeps_files_whole():
     assert len(index["train"]) == 240 and len(index["val"]) == len(index["test"]) == 80
 
 
-def test_single_volume_is_split_in_slice_blocks():
-    source = make_source("a", n_files=1, n_slices=40)
-    index = split_tiles([source], FRACTIONS, seed=1)
-    slices = {split: set(np.unique(source.origin[rows, 2])) for split, rows in index.items()}
-    assert all(slices.values())
-    # blocks are contiguous runs of 5 slices: no slice is shared between splits
-    assert slices["train"].isdisjoint(slices["val"] | slices["test"])
-    assert slices["val"].isdisjoint(slices["test"])
+def tiles_of(tmp_path, array, size, stride=None, axes=(0,), name="a.npy", group=None):
+    np.save(tmp_path / name, array)
+    tiles = tile_source([tmp_path / name], size, stride=stride, axes=axes, group=group)
+    return SourceTiles("s", tiles.images.astype(np.uint8), tiles.origin, tiles.corner,
+                       tiles.groups)
+
+
+def covered(source, rows, axis, size):
+    """Voxel index range [lo, hi) along ``axis`` covered by the tiles ``rows``."""
+    starts = source.corner[rows, axis]
+    extent = 1 if np.all(source.origin[rows, 1] == axis) else size
+    return starts.min(), starts.max() + extent
+
+
+@pytest.mark.parametrize("stride", [32, 16, 5])
+def test_single_image_is_split_in_slabs_with_a_gap(tmp_path, stride):
+    image = np.random.default_rng(0).integers(0, 2, (200, 700), dtype=np.uint8)
+    source = tiles_of(tmp_path, image, 32, stride)
+    split = split_tiles([source], {"train": 0.75, "val": 0.125, "test": 0.125}, seed=0)
+    assert split.mode == {"s": "regions"}
+    assert {r.split for r in split.regions} == set(SPLITS)
+    assert all(r.axis == 2 for r in split.regions)  # the longer axis (x) of the image
+    slabs = {r.split: (r.start, r.stop) for r in split.regions}
+    for name, rows in split.index.items():
+        assert len(rows)
+        lo, hi = covered(source, rows, 2, 32)
+        assert (lo, hi) == slabs[name]  # every tile lies inside its split's slab
+        for other, (o_lo, o_hi) in slabs.items():  # and at least one tile away from the others
+            if other != name:
+                assert hi + 32 <= o_lo or o_hi + 32 <= lo
+    n_train, n_all = len(split.index["train"]), sum(len(v) for v in split.index.values())
+    assert abs(n_train / n_all - 0.75) < 0.08
+    assert split.in_gaps["s"] == len(source.images) - n_all > 0
+
+
+def test_single_volume_is_split_in_slabs_free_of_every_cut_axis(tmp_path):
+    volume = np.random.default_rng(1).integers(0, 2, (40, 48, 160), dtype=np.uint8)
+    source = tiles_of(tmp_path, volume, 16, axes=(0, 1))
+    split = split_tiles([source], FRACTIONS, seed=1)
+    assert {r.axis for r in split.regions} == {2}  # x: the one axis that no section is cut along
+    owner = np.full(volume.shape[2], "", dtype=object)
+    for name, rows in split.index.items():
+        for x in source.corner[rows, 2]:
+            assert set(owner[x:x + 16]) <= {"", name}  # no voxel column in two splits
+            owner[x:x + 16] = name
+
+
+def test_serial_sections_grouped_by_file_name_stay_together(tmp_path):
+    rng = np.random.default_rng(2)
+    files = []
+    for specimen in ("A", "B", "C", "D"):
+        for section in range(3):
+            files.append(tmp_path / f"{specimen}_sec{section}.npy")
+            np.save(files[-1], rng.integers(0, 2, (32, 32), dtype=np.uint8))
+    tiles = tile_source(files, 16, group=r"^([A-Z])_")
+    source = SourceTiles("s", tiles.images.astype(np.uint8), tiles.origin, tiles.corner,
+                         tiles.groups)
+    split = split_tiles([source], {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
+    assert split.mode == {"s": "groups"}
+    for name, rows in split.index.items():
+        specimens = {tiles.groups[e] for e in source.origin[rows, 0]}
+        assert len(specimens) == 1 or name == "train"
+        for other, other_rows in split.index.items():
+            if other != name:
+                assert specimens.isdisjoint({tiles.groups[e] for e in source.origin[other_rows, 0]})
+
+
+def test_all_files_one_volume_is_split_in_slabs(tmp_path):
+    rng = np.random.default_rng(3)
+    files = []
+    for section in range(4):
+        files.append(tmp_path / f"sec{section}.npy")
+        np.save(files[-1], rng.integers(0, 2, (64, 160), dtype=np.uint8))
+    tiles = tile_source(files, 16, group="all")
+    source = SourceTiles("s", tiles.images.astype(np.uint8), tiles.origin, tiles.corner,
+                         tiles.groups)
+    split = split_tiles([source], FRACTIONS, seed=0)
+    assert split.mode == {"s": "regions"} and len(split.regions) == 3
+    for rows in split.index.values():  # every section contributes to every split
+        assert set(source.origin[rows, 0]) == {0, 1, 2, 3}
+
+
+def test_region_runs_proportions_and_refusal():
+    starts = np.arange(0, 100 * 8, 8)
+    runs = region_runs(starts, 8, {"train": 0.8, "val": 0.1, "test": 0.1}, "x")
+    assert runs["train"][0] == 0 and runs["test"][1] == 99
+    assert runs["val"][0] - runs["train"][1] == 2 and runs["test"][0] - runs["val"][1] == 2
+    assert runs["val"][1] - runs["val"][0] + 1 == 10
+    assert set(region_runs(starts, 8, {"train": 0.9, "val": 0.0, "test": 0.1}, "x")) == \
+        {"train", "test"}
+    with pytest.raises(MicrovaeError, match="x: 32 px hold 4 tile positions"):
+        region_runs(np.arange(0, 32, 8), 8, FRACTIONS, "x")
 
 
 def test_every_split_gets_a_group():

@@ -86,7 +86,7 @@ def test_glob_matching_nothing(tmp_path):
 
 @pytest.mark.parametrize("name,content,message", [
     ("empty.png", b"", "empty"),
-    ("text.png", b"this is not an image\n" * 10, "cannot read"),
+    ("text.png", b"this is not an image\n" * 10, "not a PNG file .it starts with 'this is '"),
     ("text.tif", b"II*\x00garbage" * 10, "cannot read"),
 ])
 def test_unreadable_files(tmp_path, name, content, message):
@@ -114,7 +114,8 @@ def test_nan_volume(tmp_path):
 
 
 def test_image_smaller_than_a_tile(tmp_path):
-    iio.imwrite(tmp_path / "small.png", np.zeros((10, 10), np.uint8))
+    iio.imwrite(tmp_path / "small.png", np.random.default_rng(0).integers(0, 255, (10, 10),
+                                                                          dtype=np.uint8))
     with pytest.raises(MicrovaeError, match="smaller than one 16x16 tile"):
         tile_source([tmp_path / "small.png"], 16)
 
@@ -130,3 +131,75 @@ def test_missing_hdf5_dataset(tmp_path):
         h5["other"] = np.zeros((4, 16, 16))
     with pytest.raises(MicrovaeError, match="no data set 'scan/iq'"):
         read_array(tmp_path / "v.h5", dataset="scan/iq")
+
+
+BINARY_MAP = np.random.default_rng(7).random((48, 40)) < 0.2
+
+
+@pytest.mark.parametrize("dtype,low,high", [
+    (bool, False, True), (np.uint8, 0, 1), (np.uint8, 0, 255), (np.uint16, 0, 65535),
+    (np.float32, 0.0, 1.0), (np.int32, -3, 7), (np.float64, 0.25, 0.5)])
+def test_phase_maps_of_any_dtype_are_kept_exactly(tmp_path, dtype, low, high):
+    array = np.where(BINARY_MAP, high, low).astype(dtype)
+    np.save(tmp_path / "m.npy", array)
+    tiles = tile_source([tmp_path / "m.npy"], 8)
+    assert tiles.binary
+    expected = np.stack([BINARY_MAP[y:y + 8, x:x + 8] for y in range(0, 48, 8)
+                         for x in range(0, 40, 8)])
+    assert np.array_equal(tiles.images, expected.astype(np.float32))
+
+
+def test_binary_option_false_thresholds_and_auto_sees_grey(tmp_path):
+    np.save(tmp_path / "m.npy", BINARY_MAP.astype(np.uint8) * 255)
+    assert not tile_source([tmp_path / "m.npy"], 8, binary=False).binary
+    iio.imwrite(tmp_path / "g.png", np.random.default_rng(0).integers(0, 255, (16, 16), np.uint8))
+    assert not tile_source([tmp_path / "g.png"], 8).binary
+
+
+def test_every_page_of_a_multi_page_tiff_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    pages = [rng.integers(0, 255, shape, dtype=np.uint8)
+             for shape in ((128, 128), (128, 128), (64, 64), (128, 128))]
+    with tifffile.TiffWriter(tmp_path / "stack.tif") as tif:
+        for page in pages:
+            tif.write(page, photometric="minisblack")
+    tiles = tile_source([tmp_path / "stack.tif"], 32)
+    assert len(tiles.files) == 4 and all(f.startswith(str(tmp_path / "stack.tif"))
+                                         for f in tiles.files)
+    assert len(tiles.images) == 3 * 16 + 4
+    assert "shape (64, 64)" in tiles.files[2]
+    assert len(set(tiles.groups)) == 1  # pages of one file stay in one split group
+
+
+def test_a_folder_in_paths_reads_the_images_inside(tmp_path):
+    (tmp_path / "scans").mkdir()
+    for name in ("b.png", "a.tif", "notes.txt"):
+        (tmp_path / "scans" / name).write_bytes(b"x")
+    (tmp_path / "scans" / "deeper").mkdir()
+    assert expand_paths([str(tmp_path / "scans")], "k") == [tmp_path / "scans" / "a.tif",
+                                                            tmp_path / "scans" / "b.png"]
+    with pytest.raises(MicrovaeError, match="matches only folders"):
+        expand_paths([str(tmp_path / "sc*")], "k")
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("a.png", b"<html><head><title>403</title>", "not a PNG file (it starts with '<html><h')"),
+    ("a.tif", b"\x89PNG\r\n\x1a\n" + bytes(40), "not a TIFF file (it is a PNG file)"),
+    ("a.npy", b"\x00\x01\x02\x03" * 10, "not a NPY file (it starts with '........')"),
+])
+def test_file_signature_is_checked(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(MicrovaeError) as info:
+        read_array(tmp_path / name)
+    assert str(info.value) == f"{tmp_path / name}: {message}"
+
+
+def test_group_labels():
+    from microvae.ingest import group_labels
+
+    paths = [Path("/d/A_s1.png"), Path("/d/A_s2.png"), Path("/d/B_s1.png")]
+    assert group_labels(paths, r"^([A-Z])_") == ["A", "A", "B"]
+    assert group_labels(paths, "all") == ["all"] * 3
+    assert group_labels(paths, None) == [str(p) for p in paths]
+    with pytest.raises(MicrovaeError, match="not a valid regular expression"):
+        group_labels(paths, "([")

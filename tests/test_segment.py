@@ -53,10 +53,11 @@ def test_constant_image_has_no_otsu_threshold():
 
 def test_binary_input_skips_threshold():
     binary = (np.random.default_rng(0).random((3, 16, 16)) > 0.5).astype(np.float32)
-    out, threshold = segment(binary, SegmentationParameters(phase="bright", opening_radius=0,
-                                                            closing_radius=0, fill_holes=0,
-                                                            min_island=0), binary_input=True)
+    out, threshold, steps = segment(binary, SegmentationParameters(), binary_input=True)
     assert threshold == 0.5 and np.array_equal(out, binary.astype(np.uint8))
+    assert steps == [("threshold", binary.mean())]  # no morphology on phase maps by default
+    out, _, steps = segment(binary, SegmentationParameters(min_island=5), binary_input=True)
+    assert [name for name, _ in steps] == ["threshold", "min_island"]
     with pytest.raises(MicrovaeError, match="declared binary"):
         segment(binary * 0.5 + 0.25 * np.random.default_rng(1).random(binary.shape),
                 SegmentationParameters(), binary_input=True)
@@ -93,8 +94,32 @@ def test_default_synthetic_segmentation_quality(tile):
     def tiles(volume):
         return volume.reshape(8, n, tile, n, tile).transpose(0, 1, 3, 2, 4).reshape(-1, tile, tile)
 
-    binary, _ = segment(tiles(iq.astype(np.float32) / 255), SegmentationParameters())
+    binary, _, _ = segment(tiles(iq.astype(np.float32) / 255), SegmentationParameters())
     truth = tiles(truth)
     pooled = np.count_nonzero(binary & truth) / np.count_nonzero(binary | truth)
     assert pooled >= 0.95
     assert abs(binary.mean() - truth.mean()) <= 0.01
+
+
+def test_qa_records_each_step_and_warns_on_a_large_change(tmp_path):
+    """Specks of one pixel are removed by the opening: the QA says so and warns."""
+    import json
+
+    from microvae.h5io import write_arrays
+    from microvae.stages import segment_file
+
+    rng = np.random.default_rng(0)
+    grey = np.where(rng.random((4, 32, 32)) < 0.2, 0.1, 0.9).astype(np.float32)
+    write_arrays(tmp_path / "i.h5", {"images": grey, "origin": np.zeros((4, 5), np.int32)},
+                 attrs={"source": "specks", "binary": False})
+    summary = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json", {})
+    steps = summary["phase_fraction_after"]
+    assert list(steps) == ["threshold", "opening", "closing", "fill_holes", "min_island"]
+    assert abs(steps["threshold"] - (grey < 0.5).mean()) < 1e-9
+    assert steps["opening"] < 0.5 * steps["threshold"]
+    assert "warning" in summary and "changed the phase fraction by" in summary["warning"]
+    assert json.loads((tmp_path / "qa.json").read_text())["warning"] == summary["warning"]
+    quiet = segment_file(tmp_path / "i.h5", tmp_path / "s2.h5", tmp_path / "qa2.json",
+                         {"opening_radius": 0, "closing_radius": 0, "fill_holes": 0,
+                          "min_island": 0})
+    assert list(quiet["phase_fraction_after"]) == ["threshold"] and "warning" not in quiet

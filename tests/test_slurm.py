@@ -4,6 +4,7 @@ Skipped, with the reason, where no SLURM controller answers.
 """
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -87,20 +88,33 @@ RETRY_CONFIG = json.loads(json.dumps(TINY_CONFIG))
 RETRY_CONFIG["image_size"] = 32
 RETRY_CONFIG["sources"][0]["synthetic"]["shape"] = [16, 128, 128]
 RETRY_CONFIG["model"]["latent_sizes"] = [4]
-# about 140 s of training on a 2-core machine against a first time limit of 1 minute (the
-# retries get 2 and 3 minutes): killed once at least, also on a machine twice as fast
-RETRY_CONFIG["train"].update(epochs=40, runtime=1, batch_size=32)
+RETRY_CONFIG["train"].update(runtime=1, batch_size=32)
+# Training long enough to outlive the first time limit (1 minute; the retries get 2 and 3) on
+# any CPU: the number of epochs comes from the epoch time measured on this machine.
+TRAINING_SECONDS = 120
+
+
+def epochs_for(seconds: float, directory) -> int:
+    """Epochs of RETRY_CONFIG that take about ``seconds`` here (from a 2-epoch calibration)."""
+    write_config(directory, {**RETRY_CONFIG, "train": {**RETRY_CONFIG["train"], "epochs": 2}})
+    snakemake(directory, "results/models/latent_4/model.pt")
+    history = (directory / "results/models/latent_4/history.csv").read_text().splitlines()
+    column = history[0].split(",").index("seconds")
+    per_epoch = max(float(line.split(",")[column]) for line in history[1:])
+    return max(4, min(5000, math.ceil(seconds / per_epoch)))
 
 
 @requires_slurm
 def test_train_killed_at_time_limit_resumes_on_retry(tmp_path):
+    epochs = epochs_for(TRAINING_SECONDS, tmp_path / "calibration")
+    config = {**RETRY_CONFIG, "train": {**RETRY_CONFIG["train"], "epochs": epochs}}
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     for directory in (local, cluster):
-        write_config(directory, RETRY_CONFIG)
+        write_config(directory, config)
     snakemake(local, "results/models/latent_4/model.pt")
     result = run_on_slurm(cluster, "results/models/latent_4/model.pt")
     output = result.stdout + result.stderr
     log = (cluster / "results/logs/train/latent_4.log").read_text()
     assert "resuming from results/checkpoints/latent_4/checkpoint.pt after epoch" in log, \
-        output[-3000:]
+        f"{epochs} epochs were not killed at the first limit:\n{output[-3000:]}"
     assert_same_results(local / "results", cluster / "results", (4,))

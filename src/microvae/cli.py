@@ -56,7 +56,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
 def cmd_pack(args: argparse.Namespace) -> None:
     from .stages import pack_files
 
-    counts = pack_files(args.inputs, args.out, args.fractions, args.seed)
+    counts = pack_files(args.inputs, args.out, args.fractions, args.seed, figure=args.figure)
     log.info("packed %s: %s", args.out, counts)
 
 
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='split fractions, e.g. {"train": 0.8, "val": 0.1, "test": 0.1}')
     p.add_argument("--seed", type=int, required=True, help="seed of the split")
     p.add_argument("--out", required=True, help="output data set HDF5")
+    p.add_argument("--figure", default=None, help="output PNG: which part of each file went "
+                   "to which split")
     p.set_defaults(func=cmd_pack)
 
     from . import cli_model

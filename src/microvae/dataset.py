@@ -1,15 +1,19 @@
 """Packing segmented tiles into the train/val/test HDF5 data set, and reading it back.
 
-Tiles are split by *group* (one source file or volume), so that neighbouring slices of one
-volume never sit on both sides of a split. Where a source has too few files for every split to
-get one, each file is cut into contiguous blocks of slices that are split instead.
+Tiles are split by *group*: one source file or volume, or the files that a source's ``group``
+option puts together (serial sections of one volume), so that neighbouring sections never sit
+on both sides of a split. A source with fewer groups than there are splits is split in space
+instead: every group is cut into slabs (strips of a 2-D image, slabs of a volume along an axis
+that no section is cut along), one per split, with a gap of at least one tile between slabs of
+different splits; tiles in the gaps are left out, and the slabs are recorded.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,15 +22,56 @@ from .errors import MicrovaeError
 from .h5io import open_h5, read_json_attr, write_arrays
 
 SPLITS = ("train", "val", "test")
+REGION_COLUMNS = ("source", "group", "split", "axis", "start", "stop")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class SourceTiles:
-    """The segmented tiles of one source with their origins (columns: file, axis, slice, y, x)."""
+    """The segmented tiles of one source with their origins (columns: entry, axis, slice, y, x),
+    their first voxel in their entry's array (z, y, x; needed for a split in space) and the
+    group label of each entry (default: every entry its own group)."""
 
     name: str
     images: np.ndarray
     origin: np.ndarray
+    corner: np.ndarray | None = None
+    groups: list[str] | None = None
+
+    def tile_groups(self) -> tuple[np.ndarray, list[str]]:
+        """Group index of each tile and the group labels, in order of first appearance."""
+        entries = self.origin[:, 0].astype(np.int64)
+        if self.groups is None:
+            order = list(dict.fromkeys(entries.tolist()))
+            position = {e: i for i, e in enumerate(order)}
+            return np.array([position[e] for e in entries.tolist()], np.int64), \
+                [str(e) for e in order]
+        labels = list(dict.fromkeys(self.groups))
+        entry_group = np.array([labels.index(g) for g in self.groups], np.int64)
+        return entry_group[entries], labels
+
+
+@dataclass
+class Region:
+    """A slab of one group that went to one split: voxels [start, stop) along ``axis``."""
+
+    source: int
+    group: int
+    split: str
+    axis: int
+    start: int
+    stop: int
+
+
+@dataclass
+class Split:
+    """Indices into the concatenated tiles of the sources, per split, and how they were made."""
+
+    index: dict[str, np.ndarray]
+    mode: dict[str, str]  # source name -> "groups" or "regions"
+    regions: list[Region] = field(default_factory=list)
+    in_gaps: dict[str, int] = field(default_factory=dict)  # tiles left out, per source
 
 
 def check_fractions(fractions: dict[str, float]) -> None:
@@ -34,23 +79,6 @@ def check_fractions(fractions: dict[str, float]) -> None:
     if any(fractions[s] < 0 for s in SPLITS) or abs(total - 1.0) > 1e-6:
         raise MicrovaeError(f"split: fractions train/val/test must be >= 0 and sum to 1, "
                             f"got {[fractions[s] for s in SPLITS]} (sum {total:g})")
-
-
-def tile_groups(origin: np.ndarray, blocks_per_file: int) -> np.ndarray:
-    """Group id of each tile: its file, or (file, block of contiguous slices) when
-    ``blocks_per_file`` > 1."""
-    files = origin[:, 0].astype(np.int64)
-    if blocks_per_file <= 1:
-        return files
-    key = origin[:, 1].astype(np.int64) * 1_000_000 + origin[:, 2]  # (axis, slice) order
-    groups = np.empty(len(origin), dtype=np.int64)
-    for f in np.unique(files):
-        mask = files == f
-        order = np.unique(key[mask])
-        block = np.minimum((np.searchsorted(order, key[mask]) * blocks_per_file) // len(order),
-                           blocks_per_file - 1)
-        groups[mask] = f * blocks_per_file + block
-    return groups
 
 
 def assign_groups(sizes: dict[Any, int], fractions: dict[str, float],
@@ -77,34 +105,111 @@ def assign_groups(sizes: dict[Any, int], fractions: dict[str, float],
     return assignment
 
 
-def split_tiles(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int,
-                blocks_per_file: int = 8) -> dict[str, np.ndarray]:
-    """Split indices into the concatenated tiles of ``sources``: split name -> sorted indices."""
+def region_runs(starts: np.ndarray, size: int, fractions: dict[str, float],
+                what: str) -> dict[str, tuple[int, int]]:
+    """Consecutive runs of tile positions ``starts`` (sorted, unique, px) for each split with a
+    positive fraction, in the order train, val, test, in proportion to the fractions (at least
+    one position each) and with a gap of at least ``size`` px between the last tile of a run and
+    the first tile of the next. Returns split -> (first, last) index into ``starts``."""
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    n = len(starts)
+    gap = int(np.count_nonzero((starts > starts[0]) & (starts < starts[0] + 2 * size)))
+    available = n - gap * (len(wanted) - 1)
+    counts = {s: max(1, int(round(fractions[s] * available))) for s in wanted[1:]}
+    counts[wanted[0]] = available - sum(counts.values())
+    runs: dict[str, tuple[int, int]] = {}
+    first = 0
+    for k, split in enumerate(wanted):
+        if k > 0:
+            first = int(np.searchsorted(starts, starts[runs[wanted[k - 1]][1]] + 2 * size))
+        last = n - 1 if k == len(wanted) - 1 else first + counts[split] - 1
+        if counts[wanted[0]] < 1 or first > last or last >= n:
+            extent = int(starts[-1] - starts[0]) + size
+            raise MicrovaeError(
+                f"{what}: {extent} px hold {n} tile positions along the split axis, too few for "
+                f"{len(wanted)} regions ({', '.join(wanted)}) of at least one {size} px tile each "
+                "with a gap of one tile between them; lower image_size or stride, add images, "
+                "or set a split fraction to 0")
+        runs[split] = (first, last)
+    return runs
+
+
+def split_in_space(source: SourceTiles, group_of_tile: np.ndarray, labels: list[str],
+                   fractions: dict[str, float], source_index: int
+                   ) -> tuple[np.ndarray, list[Region]]:
+    """Split label of each tile of a source ('' in a gap) and the slabs, group by group."""
+    if source.corner is None:
+        raise MicrovaeError(f"{source.name}: the segmented tiles carry no corner table (made by "
+                            "an older version): re-run ingest and segment")
+    size = int(source.images.shape[-1])
+    label_of_tile = np.full(len(source.images), "", dtype=object)
+    regions = []
+    for g, group_label in enumerate(labels):
+        rows = np.flatnonzero(group_of_tile == g)
+        cut = {0 if a < 0 else int(a) for a in np.unique(source.origin[rows, 1])}
+        free = [a for a in range(3) if a not in cut]
+        if not free:
+            raise MicrovaeError(
+                f"{group_label}: too few files or volumes in source '{source.name}' for whole-file "
+                "splits, and this volume is cut along every axis, so that no slab of it is free "
+                "of sections of another split; cut it along fewer axes, or add volumes")
+        corner = source.corner[rows]
+        extents = [corner[:, a].max() - corner[:, a].min() for a in free]
+        axis = free[int(np.argmax(extents))]
+        starts = np.unique(corner[:, axis])
+        runs = region_runs(starts, size, fractions, f"{group_label} (source '{source.name}')")
+        for split, (first, last) in runs.items():
+            inside = (corner[:, axis] >= starts[first]) & (corner[:, axis] <= starts[last])
+            label_of_tile[rows[inside]] = split
+            regions.append(Region(source_index, g, split, axis, int(starts[first]),
+                                  int(starts[last]) + size))
+    return label_of_tile, regions
+
+
+def split_tiles(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int) -> Split:
+    """Split the concatenated tiles of ``sources`` (see the module docstring).
+
+    A source with at least as many groups as splits with a positive fraction is split by whole
+    groups; one with fewer is split in space. Every source is represented in every split.
+    """
     check_fractions(fractions)
     n_wanted = sum(1 for s in SPLITS if fractions[s] > 0)
-    n_files = sum(len(np.unique(s.origin[:, 0])) for s in sources)
-    blocks = 1 if n_files >= n_wanted else blocks_per_file
-    keys = np.concatenate([
-        np.stack([np.full(len(s.origin), i), tile_groups(s.origin, blocks)], axis=1)
-        for i, s in enumerate(sources)])
-    group_keys = [tuple(k) for k in keys.tolist()]
-    sizes: dict[Any, int] = {}
-    for k in group_keys:
-        sizes[k] = sizes.get(k, 0) + 1
-    if len(sizes) < n_wanted:
-        raise MicrovaeError(f"split: {len(sizes)} groups of tiles cannot fill {n_wanted} "
-                            "non-empty splits; add images or set a split fraction to 0")
-    assignment = assign_groups(sizes, fractions, np.random.default_rng(seed))
-    labels = np.array([assignment[k] for k in group_keys])
-    return {s: np.flatnonzero(labels == s) for s in SPLITS}
+    rng = np.random.default_rng(seed)
+    labels_per_source, mode, regions, in_gaps = [], {}, [], {}
+    for i, source in enumerate(sources):
+        group_of_tile, labels = source.tile_groups()
+        if len(labels) >= n_wanted:
+            sizes: dict[int, int] = {}
+            for g in group_of_tile.tolist():
+                sizes[g] = sizes.get(g, 0) + 1
+            assignment = assign_groups(sizes, fractions, rng)
+            labels_per_source.append(np.array([assignment[g] for g in group_of_tile.tolist()],
+                                              dtype=object))
+            mode[source.name] = "groups"
+        else:
+            label_of_tile, source_regions = split_in_space(source, group_of_tile, labels,
+                                                           fractions, i)
+            labels_per_source.append(label_of_tile)
+            regions.extend(source_regions)
+            mode[source.name] = "regions"
+            in_gaps[source.name] = int(np.count_nonzero(label_of_tile == ""))
+            log.info("source '%s': %d group(s) for %d splits: split in space into slabs "
+                     "(%d of %d tiles lie in the gaps between slabs and are left out)",
+                     source.name, len(labels), n_wanted, in_gaps[source.name],
+                     len(label_of_tile))
+    split_of_tile = np.concatenate(labels_per_source) if labels_per_source else np.array([])
+    index = {s: np.flatnonzero(split_of_tile == s) for s in SPLITS}
+    return Split(index, mode, regions, in_gaps)
 
 
 def pack(sources: Sequence[SourceTiles], path: str | os.PathLike, fractions: dict[str, float],
-         seed: int, attrs: dict[str, Any]) -> dict[str, int]:
+         seed: int, attrs: dict[str, Any]) -> Split:
     """Write the train/val/test data set (uint8 {0,1}, (N,H,W)) to ``path`` atomically.
 
-    Each split also gets ``{split}_origin`` (N, 6): source index, then the tile origin.
-    Returns the number of tiles per split.
+    Each split also gets ``{split}_origin`` (N, 6): source index, then the tile origin, and,
+    where known, ``{split}_corner`` (N, 3); ``regions`` lists the slabs of a split in space
+    (columns :data:`REGION_COLUMNS`, split as its index in :data:`SPLITS`).
+    Returns the split.
     """
     shapes = {s.images.shape[1:] for s in sources}
     if len(shapes) != 1:
@@ -113,18 +218,29 @@ def pack(sources: Sequence[SourceTiles], path: str | os.PathLike, fractions: dic
     origin = np.concatenate([
         np.concatenate([np.full((len(s.origin), 1), i, np.int32), s.origin], axis=1)
         for i, s in enumerate(sources)])
-    index = split_tiles(sources, fractions, seed)
+    corner = None
+    if all(s.corner is not None for s in sources):
+        corner = np.concatenate([s.corner for s in sources]).astype(np.int32)
+    split = split_tiles(sources, fractions, seed)
     arrays: dict[str, np.ndarray] = {}
-    for split in SPLITS:
-        arrays[split] = images[index[split]]
-        arrays[f"{split}_origin"] = origin[index[split]]
-    counts = {s: int(len(index[s])) for s in SPLITS}
+    for name in SPLITS:
+        arrays[name] = images[split.index[name]]
+        arrays[f"{name}_origin"] = origin[split.index[name]]
+        if corner is not None:
+            arrays[f"{name}_corner"] = corner[split.index[name]]
+    arrays["regions"] = np.array(
+        [(r.source, r.group, SPLITS.index(r.split), r.axis, r.start, r.stop)
+         for r in split.regions], np.int64).reshape(-1, len(REGION_COLUMNS))
+    counts = {s: int(len(split.index[s])) for s in SPLITS}
     write_arrays(path, arrays, attrs={
         **attrs, "sources": [s.name for s in sources], "split_fractions": fractions,
         "split_seed": seed, "split_counts": counts, "image_size": list(images.shape[1:]),
         "origin_columns": ["source", "file", "axis", "slice", "y", "x"],
+        "split_mode": split.mode, "tiles_in_gaps": split.in_gaps,
+        "region_columns": list(REGION_COLUMNS),
+        "groups": {s.name: s.tile_groups()[1] for s in sources},
     })
-    return counts
+    return split
 
 
 def load_split(path: str | os.PathLike, split: str) -> np.ndarray:

@@ -2,47 +2,89 @@
 
 Conventions: arrays are indexed (row, column) = (y, x) for images and (z, y, x) for volumes.
 Grey values are scaled to [0, 1]: 8-bit by 255, 16-bit by 65535, booleans to {0, 1}, floats
-already in [0, 1] are kept and other floats are min-max scaled per file.
+already in [0, 1] are kept and other floats are min-max scaled per file. Phase maps (at most
+two distinct values, whatever the dtype) are kept exactly: the higher value becomes 1.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MicrovaeError
+from .errors import MicrovaeError, short_reason
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "png", ".jpeg": "png", ".bmp": "png",
                   ".tif": "tif", ".tiff": "tif", ".npy": "npy", ".h5": "h5", ".hdf5": "h5"}
-# Columns of the per-tile origin table.
+# What the first bytes of each kind of file are (HDF5 may sit behind a user block of 512 * 2^k).
+SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",),
+              "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "NPY": (b"\x93NUMPY",),
+              "HDF5": (b"\x89HDF\r\n\x1a\n",)}
+SUFFIX_KINDS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                ".tiff": "TIFF", ".npy": "NPY", ".h5": "HDF5", ".hdf5": "HDF5"}
+FORMAT_KINDS = {"png": ("PNG", "JPEG", "BMP"), "tif": ("TIFF",), "npy": ("NPY",), "h5": ("HDF5",)}
+# Columns of the per-tile origin table: the image entry (a file, or one series of a
+# multi-series TIFF), the axis cut (-1 for a 2-D image), the section index and the tile's
+# top-left corner in the cropped section.
 ORIGIN_COLUMNS = ("file", "axis", "slice", "y", "x")
+# Columns of the per-tile corner table: the tile's first voxel in its entry's own array, a 2-D
+# image being a volume of one section (z = 0).
+CORNER_COLUMNS = ("z", "y", "x")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class TileSet:
-    """Tiles of one source: grey images, optional truth, and where each tile came from."""
+    """Tiles of one source: grey images (or phase maps), optional truth, where each tile came from."""
 
-    images: np.ndarray  # (N, H, W) float32 in [0, 1]
+    images: np.ndarray  # (N, H, W) float32 in [0, 1]; {0, 1} where ``binary``
     origin: np.ndarray  # (N, 5) int32, columns ORIGIN_COLUMNS
-    files: list[str]
+    corner: np.ndarray  # (N, 3) int32, columns CORNER_COLUMNS
+    files: list[str]  # one label per image entry
+    groups: list[str]  # the split group of each entry
+    shapes: list[list[int]]  # the (Z, H, W) shape of each entry
+    binary: bool = False
     truth: np.ndarray | None = None  # (N, H, W) uint8 {0, 1}
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageEntry:
+    """One image or volume read from a file: the whole file, or one series of a TIFF."""
+
+    label: str
+    path: Path
+    array: np.ndarray
 
 
 def expand_paths(patterns: Sequence[str], key: str) -> list[Path]:
-    """Expand globs in order (each pattern's matches sorted); error if a pattern matches nothing."""
+    """Expand globs in order (each pattern's matches sorted); a folder stands for the image
+    files directly inside it. Error if a pattern matches no file."""
     files: list[Path] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-        matches = [m for m in matches if os.path.isfile(m)]
-        if not matches:
-            raise MicrovaeError(f"{key}: '{pattern}' matches no file")
-        files.extend(Path(m) for m in matches)
+        expanded = os.path.expanduser(pattern)
+        if os.path.isdir(expanded):
+            inside = sorted(p for p in Path(expanded).iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise MicrovaeError(f"{key}: '{pattern}' is a folder with no image files "
+                                    f"({' '.join(sorted(IMAGE_SUFFIXES))}) directly inside; give "
+                                    f"a glob such as '{os.path.join(pattern, '**', '*.tif')}'")
+            files.extend(inside)
+            continue
+        matches = sorted(glob.glob(expanded, recursive=True))
+        found = [m for m in matches if os.path.isfile(m)]
+        if not found:
+            hint = " (it matches only folders: end the pattern with a file name such as *.png)" \
+                if matches else ""
+            raise MicrovaeError(f"{key}: '{pattern}' matches no file{hint}")
+        files.extend(Path(m) for m in found)
     return files
 
 
@@ -56,35 +98,58 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
                             f"{sorted(IMAGE_SUFFIXES)} or set the source's 'format'") from None
 
 
-def read_array(path: Path, fmt: str = "auto", dataset: str | None = None,
-               rgb: bool = False) -> np.ndarray:
-    """Read one file as a grey 2-D image (H, W) or 3-D volume (Z, H, W), in its own dtype.
+def check_signature(path: Path, fmt: str) -> None:
+    """Refuse a file whose first bytes are not those of the format it is read as."""
+    kinds = FORMAT_KINDS.get(fmt, ())
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        if any(head.startswith(sig) for kind in kinds for sig in SIGNATURES[kind]):
+            return
+        if "HDF5" in kinds:  # the signature may follow a user block
+            for offset in (512, 1024, 2048, 4096):
+                handle.seek(offset)
+                if handle.read(8) == SIGNATURES["HDF5"][0]:
+                    return
+    claimed = SUFFIX_KINDS.get(path.suffix.lower(), kinds[0] if kinds else fmt)
+    if claimed not in kinds:
+        claimed = kinds[0] if kinds else fmt
+    actual = next((kind for kind, sigs in SIGNATURES.items()
+                   if any(head.startswith(sig) for sig in sigs)), None)
+    start = head[:8].decode("latin-1")
+    printable = "".join(c if c.isprintable() else "." for c in start)
+    what = f"it is a {actual} file" if actual else f"it starts with {printable!r}"
+    raise MicrovaeError(f"{path}: not a {claimed} file ({what})")
 
-    Colour images (RGB or RGBA) become grey by luminance (alpha dropped). For NPY and HDF5,
-    a 3-D array is a volume unless ``rgb`` says its last axis holds colour channels.
+
+def read_entries(path: Path, fmt: str = "auto", dataset: str | None = None,
+                 rgb: bool = False) -> list[ImageEntry]:
+    """Read one file as grey 2-D images (H, W) or 3-D volumes (Z, H, W), in their own dtype.
+
+    Every file gives one entry, except a TIFF with several image series (pages of different
+    shapes): every series becomes an entry of its own, so that no page is dropped. Colour
+    images (RGB or RGBA) become grey by luminance (alpha dropped). For NPY and HDF5, a 3-D
+    array is a volume unless ``rgb`` says its last axis holds colour channels.
     """
     fmt = detect_format(path, fmt)
     if not path.is_file():
         raise MicrovaeError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise MicrovaeError(f"{path}: file is empty (0 bytes)")
+    if fmt not in FORMAT_KINDS:
+        raise MicrovaeError(f"{path}: unsupported format '{fmt}'")
+    check_signature(path, fmt)
+    parts: list[tuple[str, np.ndarray, bool]] = []  # label suffix, array, colour
     try:
         if fmt == "png":
             import imageio.v3 as iio
 
             array = np.asarray(iio.imread(path))
-            colour = array.ndim == 3
+            parts.append(("", array, array.ndim == 3))
         elif fmt == "tif":
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                array = series.asarray()
-                colour = "S" in series.axes
+            parts.extend(_read_tiff(path))
         elif fmt == "npy":
-            array = np.load(path, allow_pickle=False)
-            colour = rgb
-        elif fmt == "h5":
+            parts.append(("", np.load(path, allow_pickle=False), rgb))
+        else:
             import h5py
 
             if not dataset:
@@ -94,27 +159,75 @@ def read_array(path: Path, fmt: str = "auto", dataset: str | None = None,
                 if dataset not in h5 or not isinstance(h5[dataset], h5py.Dataset):
                     raise MicrovaeError(f"{path}: no data set '{dataset}' in this HDF5 file "
                                         f"(top-level entries: {sorted(h5.keys())})")
-                array = h5[dataset][()]
-            colour = rgb
-        else:
-            raise MicrovaeError(f"{path}: unsupported format '{fmt}'")
+                parts.append(("", h5[dataset][()], rgb))
     except MicrovaeError:
         raise
     except Exception as exc:  # every reader has its own exception types
-        raise MicrovaeError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
-    if colour:
-        array = colour_to_grey(array, path)
-    if array.ndim not in (2, 3) or min(array.shape) < 1:
-        raise MicrovaeError(f"{path}: expected a 2-D image or 3-D volume, got shape {array.shape}")
-    if array.dtype.kind not in "biuf":
-        raise MicrovaeError(f"{path}: unsupported data type {array.dtype}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise MicrovaeError(f"{path}: contains {bad} NaN or infinite values")
-    return array
+        raise MicrovaeError(f"{path}: cannot read as {fmt}, the file may be truncated or "
+                            f"corrupt ({short_reason(exc)})") from exc
+    entries = []
+    for suffix, array, colour in parts:
+        label = f"{path}{suffix}"
+        if colour:
+            array = colour_to_grey(array, label)
+        elif fmt in ("npy", "h5") and array.ndim == 3 and array.shape[-1] in (3, 4) \
+                and min(array.shape[:2]) > 4:
+            raise MicrovaeError(f"{label}: array of shape {array.shape} looks like a colour image "
+                                f"(last axis of {array.shape[-1]}); set 'rgb: true' for the source "
+                                "to read it as one, or store volumes as (Z, H, W)")
+        if array.ndim not in (2, 3) or min(array.shape) < 1:
+            raise MicrovaeError(f"{label}: expected a 2-D image or 3-D volume, got shape "
+                                f"{array.shape}")
+        if array.dtype.kind not in "biuf":
+            raise MicrovaeError(f"{label}: unsupported data type {array.dtype}")
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise MicrovaeError(f"{label}: contains {bad} NaN or infinite values")
+        entries.append(ImageEntry(label, path, array))
+    return entries
 
 
-def colour_to_grey(array: np.ndarray, path: Path) -> np.ndarray:
+def _read_tiff(path: Path) -> list[tuple[str, np.ndarray, bool]]:
+    """Every image series of a TIFF; error if a page belongs to none."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = list(tif.series)
+        if not series:
+            raise MicrovaeError(f"{path}: cannot read as tif, the file may be truncated or "
+                                "corrupt (no image in it)")
+        covered: set[int] = set()
+        for s in series:
+            for level in s.levels:
+                covered.update(p.index for p in level.pages if p is not None
+                               and isinstance(p.index, int))
+        missing = sorted(set(range(len(tif.pages))) - covered)
+        if missing:
+            raise MicrovaeError(f"{path}: pages {missing} belong to no image series that can be "
+                                "read; re-save the file with one image per page")
+        parts = []
+        for i, s in enumerate(series):
+            first = s.pages[0].index if s.pages and s.pages[0] is not None else i
+            suffix = "" if len(series) == 1 else \
+                f"[series {i}: {len(s.pages)} page(s) from page {first}, shape {s.shape}]"
+            parts.append((suffix, s.asarray(), "S" in s.axes))
+        if len(series) > 1:
+            log.warning("%s: %d image series of different shapes %s: each is read as an image "
+                        "of its own", path, len(series), [s.shape for s in series])
+        return parts
+
+
+def read_array(path: Path, fmt: str = "auto", dataset: str | None = None,
+               rgb: bool = False) -> np.ndarray:
+    """The one image or volume of a file (error if a TIFF holds several series)."""
+    entries = read_entries(path, fmt, dataset, rgb)
+    if len(entries) > 1:
+        raise MicrovaeError(f"{path}: holds {len(entries)} images of different shapes where one "
+                            "was expected")
+    return entries[0].array
+
+
+def colour_to_grey(array: np.ndarray, path: Path | str) -> np.ndarray:
     """Luminance (ITU-R 601) of an RGB or RGBA array whose last axis is the channel."""
     if array.shape[-1] not in (3, 4):
         if array.shape[-1] in (1, 2):  # grey or grey+alpha
@@ -143,7 +256,7 @@ def scale_to_unit(array: np.ndarray) -> np.ndarray:
     return ((array - lo) / (hi - lo)).astype(np.float32)
 
 
-def slices(array: np.ndarray, axes: Sequence[int], step: int, path: Path
+def slices(array: np.ndarray, axes: Sequence[int], step: int, path: Path | str
            ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(axis, index, image)`` for every 2-D section; a 2-D image yields itself once.
 
@@ -161,7 +274,7 @@ def slices(array: np.ndarray, axes: Sequence[int], step: int, path: Path
             yield axis % array.ndim, index, moved[index]
 
 
-def crop_image(image: np.ndarray, crop: dict[str, int], path: Path) -> np.ndarray:
+def crop_image(image: np.ndarray, crop: dict[str, int], path: Path | str) -> np.ndarray:
     """Remove ``crop['top'|'bottom'|'left'|'right']`` pixels from the edges of a 2-D image."""
     top, bottom = crop.get("top", 0), crop.get("bottom", 0)
     left, right = crop.get("left", 0), crop.get("right", 0)
@@ -177,13 +290,90 @@ def tile_positions(height: int, width: int, size: int, stride: int) -> list[tupl
             for x in range(0, width - size + 1, stride)]
 
 
+def distinct_values(array: np.ndarray) -> int:
+    """How many distinct values ``array`` holds: 1, 2, or 3 for 'more than two'."""
+    lo, hi = array.min(), array.max()
+    if lo == hi:
+        return 1
+    return 3 if np.any((array != lo) & (array != hi)) else 2
+
+
+def is_binary_source(entries: Sequence[ImageEntry], binary: bool | str) -> bool:
+    """Whether the entries of a source are phase maps rather than grey images.
+
+    ``auto``: every entry holds at most two distinct values (whatever its dtype: bool,
+    {0, 1}, {0, 255}, {0.0, 1.0}, ...) and at least one holds two. ``True`` checks that.
+    """
+    counts = [distinct_values(e.array) for e in entries]
+    if binary is True:
+        for entry, count in zip(entries, counts):
+            if count > 2:
+                raise MicrovaeError(f"{entry.label}: the source is declared binary (binary: true) "
+                                    "but this image has more than two distinct values; remove "
+                                    "'binary: true' to threshold it")
+        if max(counts) < 2:
+            raise MicrovaeError(f"{entries[0].label}: the source is declared binary but every "
+                                "image is constant (one value)")
+        return True
+    if binary is False:
+        return False
+    return max(counts) == 2
+
+
+def phase_indicator(entries: Sequence[ImageEntry]) -> list[np.ndarray]:
+    """Binary entries as float32 {0, 1}: the higher of the two values is 1 (a constant entry is
+    1 where its value is the higher of the source's values)."""
+    lo = min(e.array.min() for e in entries)
+    hi = max(e.array.max() for e in entries)
+    out = []
+    for entry in entries:
+        e_lo, e_hi = entry.array.min(), entry.array.max()
+        top = e_hi if e_lo != e_hi else hi
+        out.append((entry.array == top).astype(np.float32) if top != lo
+                   else np.zeros(entry.array.shape, np.float32))
+    return out
+
+
+def group_labels(paths: Sequence[Path], group: str | None, key: str = "group") -> list[str]:
+    """The split group of each file: the file itself (None), one group for all files ('all'),
+    or the first capture group (else the whole match) of a regular expression on the file name."""
+    if group is None:
+        return [str(p) for p in paths]
+    if group == "all":
+        return ["all"] * len(paths)
+    try:
+        pattern = re.compile(group)
+    except re.error as exc:
+        raise MicrovaeError(f"{key}: {group!r} is not a valid regular expression ({exc})") from exc
+    labels = []
+    for path in paths:
+        match = pattern.search(path.name)
+        if not match:
+            raise MicrovaeError(f"{path}: the file name does not match {key} {group!r}")
+        labels.append(match.group(1) if pattern.groups else match.group(0))
+    return labels
+
+
+def section_corner(ndim: int, axis: int, index: int, y: int, x: int) -> tuple[int, int, int]:
+    """First voxel (z, y, x) of a tile in its entry's array (a 2-D image is one section)."""
+    if ndim == 2:
+        return 0, y, x
+    corner = [0, 0, 0]
+    rows, cols = (a for a in range(3) if a != axis)
+    corner[axis], corner[rows], corner[cols] = index, y, x
+    return corner[0], corner[1], corner[2]
+
+
 def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
                 axes: Sequence[int] = (0,), slice_step: int = 1,
                 crop: dict[str, int] | None = None, fmt: str = "auto",
                 dataset: str | None = None, rgb: bool = False,
-                truth_files: Sequence[Path] | None = None) -> TileSet:
+                truth_files: Sequence[Path] | None = None, binary: bool | str = "auto",
+                group: str | None = None) -> TileSet:
     """Read every file of a source and cut all its 2-D sections into tiles.
 
+    Grey images are scaled to [0, 1] (module docstring) and must not be constant in any
+    section; phase maps (``binary``, see :func:`is_binary_source`) become {0, 1} exactly.
     ``truth_files``, where given, pair one-to-one with ``files`` (same shapes) and are tiled
     the same way; they must be binary.
     """
@@ -191,39 +381,66 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
     crop = crop or {}
     if truth_files is not None and len(truth_files) != len(files):
         raise MicrovaeError(f"truth: {len(truth_files)} truth files for {len(files)} image files")
+    groups_of_files = group_labels(files, group)
+    entries: list[ImageEntry] = []
+    entry_groups: list[str] = []
+    truth_arrays: list[np.ndarray] = []
+    for file_index, path in enumerate(files):
+        read = read_entries(path, fmt, dataset, rgb)
+        entries.extend(read)
+        entry_groups.extend([groups_of_files[file_index]] * len(read))
+        if truth_files is not None:
+            truth_path = truth_files[file_index]
+            truth_read = read_entries(truth_path, "auto", dataset, rgb)
+            if [t.array.shape for t in truth_read] != [e.array.shape for e in read]:
+                raise MicrovaeError(f"{truth_path}: truth shape {[t.array.shape for t in truth_read]}"
+                                    f" differs from image shape {[e.array.shape for e in read]} "
+                                    f"of {path}")
+            truth_arrays.extend((t.array > 0).astype(np.uint8) for t in truth_read)
+    binary_source = is_binary_source(entries, binary)
+    arrays = phase_indicator(entries) if binary_source else \
+        [scale_to_unit(e.array) for e in entries]
     images: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     origin: list[tuple[int, int, int, int, int]] = []
-    for file_index, path in enumerate(files):
-        grey = scale_to_unit(read_array(path, fmt, dataset, rgb))
-        truth = None
-        if truth_files is not None:
-            truth = read_array(truth_files[file_index], "auto", dataset, rgb)
-            if truth.shape != grey.shape:
-                raise MicrovaeError(f"{truth_files[file_index]}: truth shape {truth.shape} differs "
-                                    f"from image shape {grey.shape} of {path}")
-            truth = (truth > 0).astype(np.uint8)
+    corners: list[tuple[int, int, int]] = []
+    top, left = crop.get("top", 0), crop.get("left", 0)
+    for entry_index, (entry, grey) in enumerate(zip(entries, arrays)):
+        truth = truth_arrays[entry_index] if truth_files is not None else None
         n_before = len(origin)
-        sections = slices(grey, axes, slice_step, path)
-        truth_sections = slices(truth, axes, slice_step, path) if truth is not None else None
+        sections = slices(grey, axes, slice_step, entry.label)
+        truth_sections = slices(truth, axes, slice_step, entry.label) if truth is not None \
+            else None
         for axis, index, image in sections:
-            image = crop_image(image, crop, path)
+            image = crop_image(image, crop, entry.label)
+            if not binary_source and image.max() - image.min() <= 0:
+                where = "the image" if axis < 0 else f"section {index} along axis {axis}"
+                raise MicrovaeError(
+                    f"{entry.label}: {where} is constant (every pixel has the same grey value): "
+                    "it holds no microstructure and Otsu's threshold is undefined for it; "
+                    "remove it from the source")
             truth_image = None
             if truth_sections is not None:
-                truth_image = crop_image(next(truth_sections)[2], crop, path)
+                truth_image = crop_image(next(truth_sections)[2], crop, entry.label)
             for y, x in tile_positions(*image.shape, size, stride):
                 images.append(image[y:y + size, x:x + size])
                 if truth_image is not None:
                     truths.append(truth_image[y:y + size, x:x + size])
-                origin.append((file_index, axis, index, y, x))
+                origin.append((entry_index, axis, index, y, x))
+                corners.append(section_corner(grey.ndim, axis, index, y + top, x + left))
         if len(origin) == n_before:
-            section_shape = crop_image(next(slices(grey, axes, slice_step, path))[2], crop,
-                                       path).shape
-            raise MicrovaeError(f"{path}: image of {section_shape[0]}x{section_shape[1]} px "
+            section_shape = crop_image(next(slices(grey, axes, slice_step, entry.label))[2],
+                                       crop, entry.label).shape
+            raise MicrovaeError(f"{entry.label}: image of {section_shape[0]}x{section_shape[1]} px "
                                 f"(after crop) is smaller than one {size}x{size} tile")
     return TileSet(
         images=np.stack(images).astype(np.float32),
         origin=np.asarray(origin, dtype=np.int32).reshape(-1, len(ORIGIN_COLUMNS)),
-        files=[str(f) for f in files],
+        corner=np.asarray(corners, dtype=np.int32).reshape(-1, len(CORNER_COLUMNS)),
+        files=[e.label for e in entries],
+        groups=entry_groups,
+        shapes=[list((1,) + e.array.shape if e.array.ndim == 2 else e.array.shape)
+                for e in entries],
+        binary=binary_source,
         truth=np.stack(truths) if truths else None,
     )

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import MicrovaeError
+from .errors import MicrovaeError, short_reason
 
 CHANNELS = (64, 128, 256)
 DENSE = 256
@@ -146,8 +146,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except MicrovaeError:
         raise
     except Exception as exc:
-        raise MicrovaeError(f"{path}: not a valid microvae model file "
-                            f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
+                            "train it again or check the path") from exc
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":  # NHWC is 1.4-2x faster for these convolutions on CPU
         model = model.to(memory_format=torch.channels_last)

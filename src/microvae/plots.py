@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,8 +60,81 @@ def segmentation_examples(grey: np.ndarray, binary: np.ndarray, truth: np.ndarra
     if "mean_iou" in summary:
         title += (f" (truth {summary['truth_phase_fraction']:.3f}), IoU {summary['iou_pooled']:.3f} "
                   f"(pooled), {summary['mean_iou']:.3f} (mean per tile)")
+    if "warning" in summary:
+        steps = summary["phase_fraction_after"]
+        title += ("\nWARNING: morphology changed the phase fraction by "
+                  f"{100 * summary['morphology_change']:+.0f}% "
+                  + " -> ".join(f"{k} {v:.3f}" for k, v in steps.items()))
     return image_grid(rows, row_labels=labels, title=title, size=1.6,
                       cmap=["gray"] + ["gray_r"] * (len(rows) - 1))
+
+
+SPLIT_COLOURS = {"train": (0.12, 0.47, 0.71), "val": (1.0, 0.5, 0.05), "test": (0.17, 0.63, 0.17)}
+
+
+def split_figure(sources, split, max_panels: int = 12):
+    """One section of each group (file, volume) of each source, the segmented tiles pasted at
+    their place and tinted by split (grey: in a gap, left out), with the slabs of a split in
+    space outlined. ``sources`` are :class:`microvae.dataset.SourceTiles`, ``split`` the
+    :class:`microvae.dataset.Split` of their concatenation."""
+    from matplotlib.patches import Patch, Rectangle
+
+    split_of_tile = np.full(sum(len(s.images) for s in sources), "", dtype=object)
+    for name, rows in split.index.items():
+        split_of_tile[rows] = name
+    panels, offset = [], 0
+    for i, source in enumerate(sources):
+        group_of_tile, labels = source.tile_groups()
+        for g, label in enumerate(labels):
+            rows = np.flatnonzero(group_of_tile == g)
+            entry, axis, index = source.origin[rows[0], :3]
+            rows = rows[(source.origin[rows, 0] == entry) & (source.origin[rows, 1] == axis)
+                        & (source.origin[rows, 2] == index)]
+            panels.append((i, g, f"{source.name}: {os.path.basename(label)[:40]}", rows, offset))
+        offset += len(source.images)
+    shown = panels[:max_panels]
+    n_cols = min(4, len(shown))
+    n_rows = -(-len(shown) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols, 3.2 * n_rows + 0.5),
+                             squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, (i, g, title, rows, offset) in zip(axes.flat, shown):
+        source = sources[i]
+        size = source.images.shape[-1]
+        axis = int(source.origin[rows[0], 1])
+        plane = [a for a in range(3) if a != (0 if axis < 0 else axis)]
+        if source.corner is not None:
+            ys, xs = source.corner[rows, plane[0]], source.corner[rows, plane[1]]
+        else:
+            ys, xs = source.origin[rows, 3], source.origin[rows, 4]
+        canvas = np.ones((ys.max() + size, xs.max() + size, 3))
+        for row, y, x in zip(rows, ys, xs):
+            colour = np.array(SPLIT_COLOURS.get(split_of_tile[offset + row], (0.6, 0.6, 0.6)))
+            tile = source.images[row].astype(float)[..., None]
+            canvas[y:y + size, x:x + size] = 0.35 + 0.65 * ((1 - tile) * colour + tile * colour * 0.3)
+        ax.imshow(canvas, interpolation="nearest")
+        for region in split.regions:
+            if region.source != i or region.group != g or region.axis not in plane:
+                continue
+            extent = canvas.shape[:2]
+            if region.axis == plane[0]:
+                box = (-0.5, region.start - 0.5, extent[1], region.stop - region.start)
+            else:
+                box = (region.start - 0.5, -0.5, region.stop - region.start, extent[0])
+            ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, lw=2,
+                                   edgecolor=SPLIT_COLOURS[region.split]))
+        mode = split.mode.get(source.name, "groups")
+        ax.set_title(f"{title}\n({'slabs' if mode == 'regions' else 'whole group'})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(color=c, label=n) for n, c in SPLIT_COLOURS.items()]
+    handles.append(Patch(color=(0.6, 0.6, 0.6), label="gap (left out)"))
+    note = f" (first {max_panels} of {len(panels)} groups)" if len(panels) > max_panels else ""
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    _finish(fig, f"train/val/test split: one section per group{note}")
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+    return fig
 
 
 def loss_curves(histories: dict[int, list[dict[str, Any]]]):

@@ -90,42 +90,86 @@ def remove_small(binary: np.ndarray, max_area: int, value: int) -> np.ndarray:
     return out
 
 
+# Morphology of grey images by default; phase maps that are already binary are kept as they are
+# unless the user asks for a step.
+MORPHOLOGY_DEFAULTS = {"grey": {"opening_radius": 1, "closing_radius": 1, "fill_holes": 10,
+                                "min_island": 10},
+                       "binary": {"opening_radius": 0, "closing_radius": 0, "fill_holes": 0,
+                                  "min_island": 0}}
+# Relative change of the phase fraction by the morphological steps above which a warning is given.
+MORPHOLOGY_WARNING = 0.10
+
+
 @dataclass(frozen=True)
 class SegmentationParameters:
-    """Parameters of :func:`segment` (areas in px, radii in px)."""
+    """Parameters of :func:`segment` (areas in px, radii in px). ``None`` = the default for the
+    kind of input (:data:`MORPHOLOGY_DEFAULTS`; ``phase``: dark for grey, bright for binary)."""
 
     threshold: str | float = "otsu"
-    phase: str = "dark"
-    fill_holes: int = 10
-    min_island: int = 10
-    opening_radius: int = 1
-    closing_radius: int = 1
+    phase: str | None = None
+    fill_holes: int | None = None
+    min_island: int | None = None
+    opening_radius: int | None = None
+    closing_radius: int | None = None
+
+    @classmethod
+    def from_options(cls, options: dict, key: str = "segmentation") -> SegmentationParameters:
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise MicrovaeError(f"{key}: unknown key(s) {sorted(unknown)}")
+        values = {k: (None if v == "auto" and k == "phase" else v) for k, v in options.items()}
+        return cls(**values)
+
+    def resolved(self, binary_input: bool) -> SegmentationParameters:
+        """The parameters with every ``None`` replaced by the default for the input kind."""
+        defaults = MORPHOLOGY_DEFAULTS["binary" if binary_input else "grey"]
+        values = {k: (defaults[k] if getattr(self, k) is None else int(getattr(self, k)))
+                  for k in defaults}
+        phase = self.phase or ("bright" if binary_input else "dark")
+        return SegmentationParameters(threshold=self.threshold, phase=phase, **values)
 
 
 def segment(images: np.ndarray, params: SegmentationParameters, binary_input: bool = False,
-            source: str = "images") -> tuple[np.ndarray, float]:
+            source: str = "images") -> tuple[np.ndarray, float, list[tuple[str, float]]]:
     """Binary phase maps of a stack of grey tiles in [0, 1].
 
-    Steps: threshold (Otsu over the whole source, or a fixed value; skipped for binary input,
-    which is cut at 0.5) -> erosion-dilation (opening, closing) -> region filling (holes below
-    ``fill_holes`` px) -> removal of islands below ``min_island`` px.
-    Returns the uint8 stack and the threshold used.
+    Steps: threshold (Otsu over the whole source, or a fixed value; phase maps, which are
+    {0, 1} already, are cut at 0.5) -> erosion-dilation (opening, closing) -> region filling
+    (holes below ``fill_holes`` px) -> removal of islands below ``min_island`` px.
+    Returns the uint8 stack, the threshold used and the phase fraction after each step that
+    ran, starting with ``threshold``.
     """
+    params = params.resolved(binary_input)
     if binary_input:
-        values = np.unique(images)
-        if values.size > 2:
-            raise MicrovaeError(f"{source}: declared binary, but has {values.size} distinct grey "
-                                "values; remove 'binary: true' to threshold it")
+        if distinct := np.unique(images[(images != 0) & (images != 1)]).size:
+            raise MicrovaeError(f"{source}: declared binary, but has {distinct} values other than "
+                                "0 and 1; remove 'binary: true' to threshold it")
         threshold = 0.5
     elif params.threshold == "otsu":
         threshold = otsu_threshold(images, source)
     else:
         threshold = float(params.threshold)
     binary = binarize(images, threshold, params.phase)
-    binary = erode_dilate(binary, params.opening_radius, params.closing_radius)
-    binary = remove_small(binary, params.fill_holes, value=0)
-    binary = remove_small(binary, params.min_island, value=1)
-    return binary, threshold
+    steps = [("threshold", float(binary.mean()))]
+    for name, radius, operation in (("opening", params.opening_radius, "open"),
+                                    ("closing", params.closing_radius, "close")):
+        if radius > 0:
+            binary = erode_dilate(binary, radius if operation == "open" else 0,
+                                  radius if operation == "close" else 0)
+            steps.append((name, float(binary.mean())))
+    if params.fill_holes > 0:
+        binary = remove_small(binary, params.fill_holes, value=0)
+        steps.append(("fill_holes", float(binary.mean())))
+    if params.min_island > 0:
+        binary = remove_small(binary, params.min_island, value=1)
+        steps.append(("min_island", float(binary.mean())))
+    return binary, threshold, steps
+
+
+def morphology_change(steps: list[tuple[str, float]]) -> float:
+    """Relative change of the phase fraction from thresholding to the last step."""
+    first, last = steps[0][1], steps[-1][1]
+    return (last - first) / first if first > 0 else (0.0 if last == 0 else float("inf"))
 
 
 def phase_fraction(binary: np.ndarray) -> np.ndarray:

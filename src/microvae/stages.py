@@ -6,6 +6,7 @@ outputs atomically; the command line (``microvae.cli``) and the Snakemake rules 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +16,19 @@ from .atomic import atomic_path, save_figure, write_json
 from .dataset import SourceTiles, pack
 from .errors import MicrovaeError
 from .h5io import open_h5, read_json_attr, write_arrays
-from .ingest import ORIGIN_COLUMNS, tile_source
-from .segment import SegmentationParameters, iou, phase_fraction, pooled_iou, segment
+from .ingest import CORNER_COLUMNS, ORIGIN_COLUMNS, tile_source
+from .segment import (
+    MORPHOLOGY_WARNING,
+    SegmentationParameters,
+    iou,
+    morphology_change,
+    phase_fraction,
+    pooled_iou,
+    segment,
+)
 from .synthetic import SteelParameters, synthesize_volume
+
+log = logging.getLogger(__name__)
 
 
 def synthesize(params: dict[str, Any], seed: int, iq_path: str | os.PathLike,
@@ -51,13 +62,18 @@ def ingest(files: Sequence[str], out: str | os.PathLike, source: dict[str, Any],
         axes=source.get("axes", [0]), slice_step=source.get("slice_step", 1),
         crop=source.get("crop") or {}, fmt=source.get("format", "auto"),
         dataset=source.get("dataset"), rgb=source.get("rgb", False),
-        truth_files=[Path(t) for t in truth] if truth else None)
-    arrays = {"images": tiles.images, "origin": tiles.origin}
+        truth_files=[Path(t) for t in truth] if truth else None,
+        binary=source.get("binary", "auto"), group=source.get("group"))
+    arrays = {"images": tiles.images, "origin": tiles.origin, "corner": tiles.corner}
     if tiles.truth is not None:
         arrays["truth"] = tiles.truth
+    if tiles.binary:
+        log.info("%s: phase maps (two values per image): kept exactly, the higher value is "
+                 "phase 1 unless segmentation.phase says 'dark'", name)
     write_arrays(out, arrays, attrs={
-        "source": name, "files": tiles.files, "image_size": image_size,
-        "origin_columns": list(ORIGIN_COLUMNS), "binary": bool(source.get("binary", False)),
+        "source": name, "files": tiles.files, "groups": tiles.groups, "shapes": tiles.shapes,
+        "image_size": image_size, "origin_columns": list(ORIGIN_COLUMNS),
+        "corner_columns": list(CORNER_COLUMNS), "binary": tiles.binary,
         "pixel_size": source.get("pixel_size") or 0.0, "pixel_unit": source.get("pixel_unit", "px"),
         "options": source,
     })
@@ -67,29 +83,39 @@ def ingest(files: Sequence[str], out: str | os.PathLike, source: dict[str, Any],
 def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
                  qa_json: str | os.PathLike, params: dict[str, Any],
                  figure: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Segment the tiles of an ingested source; per-tile QA in ``out``, a summary in ``qa_json``."""
+    """Segment the tiles of an ingested source; per-tile QA in ``out``, a summary in ``qa_json``.
+
+    The summary records the phase fraction after thresholding and after each morphological
+    step; a change of more than :data:`MORPHOLOGY_WARNING` (relative) is warned about.
+    """
     with open_h5(ingested, required=("images", "origin")) as h5:
         images = h5["images"][()]
         origin = h5["origin"][()]
+        corner = h5["corner"][()] if "corner" in h5 else None
         truth = h5["truth"][()] if "truth" in h5 else None
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
     binary_input = bool(attrs.get("binary", False))
-    phase = params.get("phase", "auto")
-    if phase == "auto":
-        phase = "bright" if binary_input else "dark"
-    seg = SegmentationParameters(
-        threshold=params.get("threshold", "otsu"), phase=phase,
-        fill_holes=int(params.get("fill_holes", 10)), min_island=int(params.get("min_island", 10)),
-        opening_radius=int(params.get("opening_radius", 1)),
-        closing_radius=int(params.get("closing_radius", 1)))
-    binary, threshold = segment(images, seg, binary_input=binary_input, source=str(ingested))
+    seg = SegmentationParameters.from_options(params).resolved(binary_input)
+    binary, threshold, steps = segment(images, seg, binary_input=binary_input,
+                                       source=str(ingested))
     fractions = phase_fraction(binary)
     arrays = {"images": binary, "origin": origin, "qa/phase_fraction": fractions}
+    if corner is not None:
+        arrays["corner"] = corner
+    resolved = {k: getattr(seg, k) for k in SegmentationParameters.__dataclass_fields__}
+    change = morphology_change(steps)
     summary: dict[str, Any] = {
         "source": attrs.get("source"), "n_tiles": int(len(binary)), "threshold": threshold,
-        "phase": phase, "phase_fraction": float(fractions.mean()),
-        "parameters": {**params, "phase": phase},
+        "phase": seg.phase, "phase_fraction": float(fractions.mean()),
+        "binary_input": binary_input, "parameters": resolved,
+        "phase_fraction_after": dict(steps), "morphology_change": change,
     }
+    if abs(change) > MORPHOLOGY_WARNING:
+        summary["warning"] = (
+            f"the morphological steps changed the phase fraction by {100 * change:+.0f}% "
+            f"({steps[0][1]:.4f} after thresholding -> {steps[-1][1]:.4f}); check the examples "
+            "figure and lower opening_radius, closing_radius, fill_holes or min_island")
+        log.warning("%s: %s", attrs.get("source"), summary["warning"])
     if truth is not None:
         scores = iou(binary, truth)
         arrays["qa/iou"] = scores
@@ -100,9 +126,8 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
                        iou_pooled=pooled, iou_class_mean=0.5 * (pooled + pooled_matrix),
                        truth_phase_fraction=float(truth.mean()),
                        phase_fraction_error=float(fractions.mean() - truth.mean()))
-    write_arrays(out, arrays, attrs={**{k: v for k, v in attrs.items() if k != "binary"},
-                                     "segmentation": summary["parameters"],
-                                     "threshold": threshold})
+    write_arrays(out, arrays, attrs={**{k: v for k, v in attrs.items()},
+                                     "segmentation": resolved, "threshold": threshold})
     write_json(qa_json, summary)
     if figure is not None:
         from .plots import segmentation_examples
@@ -112,13 +137,16 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
 
 
 def pack_files(segmented: Sequence[str], out: str | os.PathLike, fractions: dict[str, float],
-               seed: int) -> dict[str, int]:
-    """Pack the segmented sources into the train/val/test data set."""
+               seed: int, figure: str | os.PathLike | None = None) -> dict[str, int]:
+    """Pack the segmented sources into the train/val/test data set; ``figure`` shows which
+    part of each group (file, volume) went to which split."""
     sources, segmentation, pixel = [], {}, {}
     for path in segmented:
         with open_h5(path, required=("images", "origin")) as h5:
             name = read_json_attr(h5, "source", Path(path).stem)
-            sources.append(SourceTiles(name, h5["images"][()], h5["origin"][()]))
+            sources.append(SourceTiles(name, h5["images"][()], h5["origin"][()],
+                                       h5["corner"][()] if "corner" in h5 else None,
+                                       read_json_attr(h5, "groups", None)))
             segmentation[name] = read_json_attr(h5, "segmentation", {})
             pixel[name] = {"pixel_size": float(read_json_attr(h5, "pixel_size", 0.0) or 0.0),
                            "pixel_unit": read_json_attr(h5, "pixel_unit", "px"),
@@ -126,9 +154,13 @@ def pack_files(segmented: Sequence[str], out: str | os.PathLike, fractions: dict
     if not sources:
         raise MicrovaeError("pack: no segmented sources given")
     sizes = {p["pixel_size"] for p in pixel.values()}
-    return pack(sources, out, fractions, seed, attrs={
+    split = pack(sources, out, fractions, seed, attrs={
         "segmentation": segmentation, "provenance": pixel,
         "pixel_size": sizes.pop() if len(sizes) == 1 else 0.0,
         "pixel_unit": next(iter(pixel.values()))["pixel_unit"],
     })
+    if figure is not None:
+        from .plots import split_figure
 
+        save_figure(split_figure(sources, split), figure)
+    return {s: int(len(split.index[s])) for s in split.index}

@@ -97,7 +97,7 @@ def source_truth(wildcards):
 def ingest_options(wildcards):
     """The reader options of a source as JSON (a change re-runs ingest and what follows)."""
     keep = (
-        "name format dataset rgb axes slice_step crop stride pixel_size pixel_unit binary"
+        "name format dataset rgb axes slice_step crop stride pixel_size pixel_unit binary group"
     ).split()
     source = SOURCES[wildcards.source]
     return json.dumps({k: source[k] for k in keep if k in source}, sort_keys=True)

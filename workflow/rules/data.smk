@@ -75,7 +75,13 @@ rule pack:
     input:
         expand("results/segmented/{source}.h5", source=SOURCES),
     output:
-        "results/dataset/dataset.h5",
+        h5="results/dataset/dataset.h5",
+        figure=report(
+            "results/dataset/split.png",
+            caption="../report/split.rst",
+            category="1. Data",
+            labels={"figure": "train/val/test split"},
+        ),
     log:
         "results/logs/pack.log",
     benchmark:
@@ -89,4 +95,4 @@ rule pack:
         seed=config["split"]["seed"],
     shell:
         "python -m microvae pack --inputs {input:q} --fractions {params.fractions:q}"
-        " --seed {params.seed} --out {output:q} > {log:q} 2>&1"
+        " --seed {params.seed} --out {output.h5:q} --figure {output.figure:q} > {log:q} 2>&1"
