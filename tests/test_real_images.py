@@ -111,3 +111,19 @@ def test_users_own_images_in_the_workflow(tmp_path):
     assert qa["binary_input"] and qa["phase_fraction"] == pytest.approx(
         float(np.mean(volume[:8, :160, :160] > 0)), abs=1e-12)
     assert (tmp_path / "results/dataset/split.png").exists()
+
+
+@pytest.mark.parametrize("dtype,low,high", [(bool, False, True), (np.uint8, 0, 1),
+                                            (np.uint8, 0, 255), (np.uint16, 0, 65535),
+                                            (np.float32, 0.0, 1.0)])
+def test_real_phase_map_in_any_dtype_keeps_its_phase_fraction(tmp_path, dtype, low, high):
+    pores = np.load(DATA / "bentheimer_slice.npy") == 1
+    np.save(tmp_path / "map.npy", np.where(pores, high, low).astype(dtype))
+    ingest([str(tmp_path / "map.npy")], tmp_path / "i.h5", {"name": "map"}, 32)
+    qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json", {})
+    pack_files([str(tmp_path / "s.h5")], tmp_path / "d.h5", FRACTIONS, 0)
+    assert qa["phase_fraction"] == pores.mean()
+    with h5py.File(tmp_path / "d.h5") as h5:
+        for split in FRACTIONS:
+            for tile, (_, y, x) in zip(h5[split][()], h5[f"{split}_corner"][()]):
+                assert np.array_equal(tile, pores[y:y + 32, x:x + 32])
