@@ -100,7 +100,7 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
 
 def check_signature(path: Path, fmt: str) -> None:
     """Refuse a file whose first bytes are not those of the format it is read as."""
-    kinds = FORMAT_KINDS.get(fmt, ())
+    kinds = FORMAT_KINDS[fmt]
     with open(path, "rb") as handle:
         head = handle.read(16)
         if any(head.startswith(sig) for kind in kinds for sig in SIGNATURES[kind]):
@@ -110,9 +110,9 @@ def check_signature(path: Path, fmt: str) -> None:
                 handle.seek(offset)
                 if handle.read(8) == SIGNATURES["HDF5"][0]:
                     return
-    claimed = SUFFIX_KINDS.get(path.suffix.lower(), kinds[0] if kinds else fmt)
+    claimed = SUFFIX_KINDS.get(path.suffix.lower())
     if claimed not in kinds:
-        claimed = kinds[0] if kinds else fmt
+        claimed = kinds[0]
     actual = next((kind for kind, sigs in SIGNATURES.items()
                    if any(head.startswith(sig) for sig in sigs)), None)
     start = head[:8].decode("latin-1")

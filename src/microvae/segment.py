@@ -167,9 +167,10 @@ def segment(images: np.ndarray, params: SegmentationParameters, binary_input: bo
 
 
 def morphology_change(steps: list[tuple[str, float]]) -> float:
-    """Relative change of the phase fraction from thresholding to the last step."""
+    """Relative change of the phase fraction from thresholding to the last step (1.0 where
+    the steps create phase 1 in an image that had none)."""
     first, last = steps[0][1], steps[-1][1]
-    return (last - first) / first if first > 0 else (0.0 if last == 0 else float("inf"))
+    return (last - first) / first if first > 0 else (0.0 if last == 0 else 1.0)
 
 
 def phase_fraction(binary: np.ndarray) -> np.ndarray:
