@@ -197,7 +197,7 @@ def split_tiles(sources: Sequence[SourceTiles], fractions: dict[str, float], see
                      "(%d of %d tiles lie in the gaps between slabs and are left out)",
                      source.name, len(labels), n_wanted, in_gaps[source.name],
                      len(label_of_tile))
-    split_of_tile = np.concatenate(labels_per_source) if labels_per_source else np.array([])
+    split_of_tile = np.concatenate(labels_per_source)
     index = {s: np.flatnonzero(split_of_tile == s) for s in SPLITS}
     return Split(index, mode, regions, in_gaps)
 

@@ -59,7 +59,6 @@ class ImageEntry:
     """One image or volume read from a file: the whole file, or one series of a TIFF."""
 
     label: str
-    path: Path
     array: np.ndarray
 
 
@@ -183,7 +182,7 @@ def read_entries(path: Path, fmt: str = "auto", dataset: str | None = None,
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             raise MicrovaeError(f"{label}: contains {bad} NaN or infinite values")
-        entries.append(ImageEntry(label, path, array))
+        entries.append(ImageEntry(label, array))
     return entries
 
 

@@ -151,11 +151,10 @@ def segment(images: np.ndarray, params: SegmentationParameters, binary_input: bo
         threshold = float(params.threshold)
     binary = binarize(images, threshold, params.phase)
     steps = [("threshold", float(binary.mean()))]
-    for name, radius, operation in (("opening", params.opening_radius, "open"),
-                                    ("closing", params.closing_radius, "close")):
-        if radius > 0:
-            binary = erode_dilate(binary, radius if operation == "open" else 0,
-                                  radius if operation == "close" else 0)
+    for name, opening, closing in (("opening", params.opening_radius, 0),
+                                   ("closing", 0, params.closing_radius)):
+        if opening or closing:
+            binary = erode_dilate(binary, opening, closing)
             steps.append((name, float(binary.mean())))
     if params.fill_holes > 0:
         binary = remove_small(binary, params.fill_holes, value=0)

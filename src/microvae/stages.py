@@ -126,8 +126,7 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
                        iou_pooled=pooled, iou_class_mean=0.5 * (pooled + pooled_matrix),
                        truth_phase_fraction=float(truth.mean()),
                        phase_fraction_error=float(fractions.mean() - truth.mean()))
-    write_arrays(out, arrays, attrs={**{k: v for k, v in attrs.items()},
-                                     "segmentation": resolved, "threshold": threshold})
+    write_arrays(out, arrays, attrs={**attrs, "segmentation": resolved, "threshold": threshold})
     write_json(qa_json, summary)
     if figure is not None:
         from .plots import segmentation_examples
