@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from machine import save
-from microvae.dataset import evenly_spaced, load_split
-from microvae.model import load_model
+from microvae.dataset import evenly_spaced
+from microvae.h5io import load_split
+from microvae.modelfile import load_model
 from microvae.sample import aggregate, decode, encode, fit_aggregate_posterior
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 
 from machine import save
-from microvae.model import VAE, save_model
-from microvae.sample import SampleConfig, sample_to_file
+from microvae.model import VAE
+from microvae.modelfile import save_model
+from microvae.sample import SampleConfig
+from microvae.stages.network import sample
 
 
 def main() -> None:
@@ -28,7 +30,7 @@ def main() -> None:
         model_path = Path(tmp) / "model.pt"
         save_model(VAE(args.size, 12), model_path)
         started = time.perf_counter()
-        sample_to_file(model_path, Path(tmp) / "samples.h5", None,
+        sample(model_path, Path(tmp) / "samples.h5", None,
                        SampleConfig(n_prior=args.n), modes=("prior",))
         seconds = time.perf_counter() - started
     print(f"{args.n} prior samples of {args.size} px (model load, decode, HDF5 write): "

@@ -12,12 +12,15 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
 from machine import save
 from microvae.device import Runtime, select_runtime
-from microvae.model import VAE, vae_loss
+from microvae.model import VAE
+from microvae.train import TrainConfig, to_tensor, train_step
+from microvae.train import prepare as prepare_training
 
 
 def forward_flops(model: VAE) -> float:
@@ -52,24 +55,26 @@ def forward_flops(model: VAE) -> float:
     return flops
 
 
-def prepare(size: int, batch: int, runtime: Runtime, fused_adam: bool = False):
-    """One training step of the latent-12 network on a fixed batch (warmed up)."""
-    torch.manual_seed(0)
-    model = VAE(size, 12).to(runtime.device)
-    x = (torch.rand(batch, 1, size, size) > 0.75).float().to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)
+def prepare(size: int, batch: int, runtime: Runtime, project: bool = False):
+    """One training step of the latent-12 network on a fixed batch (warmed up): the project's
+    own :func:`microvae.train.train_step`, on the network and optimizer that
+    :func:`microvae.train.prepare` builds (project) or on a plain NCHW network with unfused
+    Adam (baseline)."""
+    images = (np.random.default_rng(0).random((batch, size, size)) > 0.75).astype(np.uint8)
+    if project:
+        cfg = TrainConfig(channels_last=runtime.channels_last,
+                          precision="bf16" if runtime.bf16 else "fp32")
+        training = prepare_training(images, images, 12, cfg, runtime)
+        model, optimizer, x = training.model, training.optimizer, training.x_train
+    else:
+        torch.manual_seed(0)
+        model = VAE(size, 12).to(runtime.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = to_tensor(images, runtime)
     eps = torch.randn(batch, 12).to(runtime.device)
 
     def step():
-        with runtime.autocast():
-            logits, z_mean, z_log_var, _ = model(x, eps)
-        loss, _, _ = vae_loss(logits, x, z_mean, z_log_var, 0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x, eps, 0.1, runtime)
 
     for _ in range(2):
         step()
@@ -91,7 +96,7 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
     """Median images/s of the baseline and the project's step, timed in alternating windows
     (a shared, noisy host slows both alike instead of whichever ran second)."""
     base_step = prepare(size, batch, baseline)
-    ours_step = prepare(size, batch, project, fused_adam=True)
+    ours_step = prepare(size, batch, project, project=True)
     base_rates, ours_rates = [], []
     for _ in range(rounds):
         base_rates.append(images_per_s(base_step, batch, seconds / rounds, baseline.device))

@@ -70,10 +70,39 @@ def tiny_run(tmp_path_factory) -> Path:
     return directory
 
 
+def build_tiny_dataset(directory: Path, config: dict | None = None) -> Path:
+    """The data half of the workflow on a config with one synthetic source, by the library's
+    stage functions (no Snakemake): the same files under ``results/`` as the workflow writes."""
+    from microvae.ingest import SourceOptions
+    from microvae.segment import SegmentationParameters
+    from microvae.stages.data import ingest, pack_files, segment_file, synthesize
+    from microvae.synthetic import SteelParameters
+
+    config = config or TINY_CONFIG
+    (source,) = config["sources"]
+    name, synthetic = source["name"], dict(source["synthetic"])
+    n_volumes, seed = synthetic.pop("n_volumes"), synthetic.pop("seed")
+    results = directory / "results"
+    for folder in ("raw", "ingested", "segmented", "dataset"):
+        (results / folder).mkdir(parents=True, exist_ok=True)
+    iq, phase = [], []
+    for i in range(n_volumes):
+        iq.append(results / "raw" / f"volume_{i:03d}_iq.tif")
+        phase.append(results / "raw" / f"volume_{i:03d}_phase.tif")
+        synthesize(SteelParameters.from_options(synthetic), seed + i, iq[-1], phase[-1])
+    reader = {k: v for k, v in source.items() if k not in ("synthetic", "segmentation")}
+    ingest([str(p) for p in iq], results / "ingested" / f"{name}.h5",
+           SourceOptions.from_options(reader), config["image_size"], truth=[str(p) for p in phase])
+    segment_file(results / "ingested" / f"{name}.h5", results / "segmented" / f"{name}.h5",
+                 results / "segmented" / f"{name}_qa.json",
+                 SegmentationParameters.from_options(source.get("segmentation", {})))
+    split = config["split"]
+    pack_files([str(results / "segmented" / f"{name}.h5")], results / "dataset" / "dataset.h5",
+               {k: split[k] for k in ("train", "val", "test")}, split["seed"])
+    return results / "dataset" / "dataset.h5"
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """A packed data set of the tiny configuration (data stages only)."""
-    directory = tmp_path_factory.mktemp("tiny_data")
-    write_config(directory)
-    snakemake(directory, "results/dataset/dataset.h5")
-    return directory / "results" / "dataset" / "dataset.h5"
+    """A packed data set of the tiny configuration, built with the library."""
+    return build_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))

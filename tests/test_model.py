@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from microvae.errors import MicrovaeError
-from microvae.model import VAE, kl_per_dimension, load_model, reparameterize, save_model, vae_loss
+from microvae.model import VAE, kl_per_dimension, reparameterize, vae_loss
+from microvae.modelfile import load_model, save_model
 
 
 def conv_params(c_in, c_out, k=3):

@@ -11,8 +11,9 @@ import tifffile
 from skimage.filters import threshold_otsu
 
 from conftest import snakemake, write_config
-from microvae.ingest import read_array
-from microvae.stages import ingest, pack_files, segment_file
+from microvae.ingest import SourceOptions, read_array
+from microvae.segment import SegmentationParameters
+from microvae.stages.data import ingest, pack_files, segment_file
 
 DATA = Path(__file__).parent / "data"
 FRACTIONS = {"train": 0.75, "val": 0.125, "test": 0.125}
@@ -27,9 +28,9 @@ BINARY = [("bentheimer_slice.npy", {}, 32), ("berea_volume.tif", {"axes": [0]}, 
 
 def run_stages(tmp_path, name, options, size, segmentation=None):
     source = {"name": Path(name).stem, **options}
-    ingest([str(DATA / name)], tmp_path / "i.h5", source, size)
+    ingest([str(DATA / name)], tmp_path / "i.h5", SourceOptions.from_options(source), size)
     qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json",
-                      segmentation or {})
+                      SegmentationParameters.from_options(segmentation or {}))
     counts = pack_files([str(tmp_path / "s.h5")], tmp_path / "d.h5", FRACTIONS, 0,
                         figure=tmp_path / "split.png")
     return qa, counts
@@ -119,8 +120,9 @@ def test_users_own_images_in_the_workflow(tmp_path):
 def test_real_phase_map_in_any_dtype_keeps_its_phase_fraction(tmp_path, dtype, low, high):
     pores = np.load(DATA / "bentheimer_slice.npy") == 1
     np.save(tmp_path / "map.npy", np.where(pores, high, low).astype(dtype))
-    ingest([str(tmp_path / "map.npy")], tmp_path / "i.h5", {"name": "map"}, 32)
-    qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json", {})
+    ingest([str(tmp_path / "map.npy")], tmp_path / "i.h5", SourceOptions(name="map"), 32)
+    qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json",
+                      SegmentationParameters())
     pack_files([str(tmp_path / "s.h5")], tmp_path / "d.h5", FRACTIONS, 0)
     assert qa["phase_fraction"] == pores.mean()
     with h5py.File(tmp_path / "d.h5") as h5:

@@ -4,15 +4,18 @@ import pytest
 import torch
 
 from conftest import microvae
-from microvae.model import VAE, reparameterize, save_model
+from microvae.errors import MicrovaeError
+from microvae.model import VAE, reparameterize
+from microvae.modelfile import save_model
 from microvae.sample import (
     SampleConfig,
     aggregate,
     fit_aggregate_posterior,
     generate,
     interpolation,
-    sample_to_file,
+    latent_manifold,
 )
+from microvae.stages.network import sample
 
 CFG = SampleConfig(n_prior=10, n_posterior_images=3, n_draws=4, noise_sigmas=[0.5, 2.0],
                    n_pairs=2, n_steps=5, seed=11)
@@ -28,7 +31,7 @@ def model_file(tmp_path_factory):
 
 def test_groups_shapes_dtypes_attributes(model_file, tiny_dataset, tmp_path):
     out = tmp_path / "s.h5"
-    sample_to_file(model_file, out, tiny_dataset, CFG)
+    sample(model_file, out, tiny_dataset, CFG)
     with h5py.File(out) as h5:
         assert h5["prior"].shape == (10, 16, 16) and h5["prior"].dtype == np.float16
         assert h5["aggregate"].shape == (10, 16, 16) and h5["aggregate"].dtype == np.float16
@@ -50,8 +53,8 @@ def test_groups_shapes_dtypes_attributes(model_file, tiny_dataset, tmp_path):
 
 
 def test_same_seed_same_file(model_file, tiny_dataset, tmp_path):
-    sample_to_file(model_file, tmp_path / "a.h5", tiny_dataset, CFG)
-    sample_to_file(model_file, tmp_path / "b.h5", tiny_dataset, CFG)
+    sample(model_file, tmp_path / "a.h5", tiny_dataset, CFG)
+    sample(model_file, tmp_path / "b.h5", tiny_dataset, CFG)
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         names = []
         a.visit(names.append)
@@ -115,7 +118,7 @@ def test_aggregate_posterior_moments_are_those_of_the_mixture():
 
 def test_aggregate_needs_training_images(model_file, tiny_dataset):
     model = VAE(16, 3)
-    with pytest.raises(Exception, match="aggregate needs at least 2 training images"):
+    with pytest.raises(MicrovaeError, match="aggregate needs at least 2 training images"):
         generate(model, None, CFG, ("aggregate",))
 
 
@@ -159,6 +162,40 @@ def test_cli_bad_arguments(model_file, tmp_path, args, message):
     result = microvae("sample", "--model", str(model_file), "--out", str(out), *args)
     assert result.returncode != 0 and message in result.stderr
     assert not out.exists()
+
+
+def test_latent_manifold_decodes_the_grid():
+    torch.manual_seed(2)
+    model = VAE(16, 2).eval()
+    manifold = latent_manifold(model, grid=3, extent=2.0)
+    with torch.no_grad():
+        top_left = model.decode(torch.tensor([[-2.0, 2.0]]))[0, 0].numpy()
+        bottom_right = model.decode(torch.tensor([[2.0, -2.0]]))[0, 0].numpy()
+    assert manifold.shape == (3, 3, 16, 16)
+    assert np.allclose(manifold[0, 0], top_left, atol=1e-6)
+    assert np.allclose(manifold[2, 2], bottom_right, atol=1e-6)
+    with pytest.raises(MicrovaeError, match="2-D latent space"):
+        latent_manifold(VAE(16, 3))
+
+
+def test_every_figure_is_written_where_asked(model_file, tiny_dataset, tmp_path):
+    names = ("prior", "posterior", "noise", "interpolation", "latent_map")
+    figures = {name: tmp_path / f"renamed_{name}.png" for name in names}
+    sample(model_file, tmp_path / "s.h5", tiny_dataset, CFG, figures=figures)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in figures.values())
+
+
+@pytest.mark.parametrize("modes,figure,message", [
+    (("prior",), "noise", "needs --mode noise"),
+    (("prior", "aggregate"), "latent_map", "needs the encoded test images"),
+    (("prior",), "sketch", "unknown figure"),
+])
+def test_figure_of_a_mode_not_generated_is_refused(model_file, tiny_dataset, tmp_path, modes,
+                                                   figure, message):
+    with pytest.raises(MicrovaeError, match=message):
+        sample(model_file, tmp_path / "s.h5", tiny_dataset, CFG, modes,
+               figures={figure: tmp_path / "f.png"})
+    assert not (tmp_path / "s.h5").exists()
 
 
 def test_model_of_other_image_size(tiny_dataset, tmp_path):

@@ -3,15 +3,14 @@ import json
 import numpy as np
 import pytest
 
+from microvae.descriptors import iou, phase_fraction
 from microvae.errors import MicrovaeError
 from microvae.segment import (
     SegmentationParameters,
     binarize,
     disk,
     erode_dilate,
-    iou,
     otsu_threshold,
-    phase_fraction,
     remove_small,
     segment,
 )
@@ -72,7 +71,7 @@ def test_iou_and_fraction():
     assert phase_fraction(a).tolist() == [0.5, 0.0]
 
 
-def test_workflow_writes_segmentation_qa(tiny_dataset):
+def test_segment_stage_writes_segmentation_qa(tiny_dataset):
     qa = json.loads((tiny_dataset.parents[1] / "segmented" / "tiny_qa.json").read_text())
     assert {"mean_iou", "iou_pooled", "iou_class_mean", "phase_fraction", "truth_phase_fraction",
             "threshold", "parameters"} <= set(qa)
@@ -106,13 +105,14 @@ def test_qa_records_each_step_and_warns_on_a_large_change(tmp_path):
     import json
 
     from microvae.h5io import write_arrays
-    from microvae.stages import segment_file
+    from microvae.stages.data import segment_file
 
     rng = np.random.default_rng(0)
     grey = np.where(rng.random((4, 32, 32)) < 0.2, 0.1, 0.9).astype(np.float32)
     write_arrays(tmp_path / "i.h5", {"images": grey, "origin": np.zeros((4, 5), np.int32)},
                  attrs={"source": "specks", "binary": False})
-    summary = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json", {})
+    summary = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json",
+                           SegmentationParameters())
     steps = summary["phase_fraction_after"]
     assert list(steps) == ["threshold", "opening", "closing", "fill_holes", "min_island"]
     assert abs(steps["threshold"] - (grey < 0.5).mean()) < 1e-9
@@ -120,6 +120,6 @@ def test_qa_records_each_step_and_warns_on_a_large_change(tmp_path):
     assert "warning" in summary and "changed the phase fraction by" in summary["warning"]
     assert json.loads((tmp_path / "qa.json").read_text())["warning"] == summary["warning"]
     quiet = segment_file(tmp_path / "i.h5", tmp_path / "s2.h5", tmp_path / "qa2.json",
-                         {"opening_radius": 0, "closing_radius": 0, "fill_holes": 0,
-                          "min_island": 0})
+                         SegmentationParameters(opening_radius=0, closing_radius=0,
+                                                fill_holes=0, min_island=0))
     assert list(quiet["phase_fraction_after"]) == ["threshold"] and "warning" not in quiet

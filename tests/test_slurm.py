@@ -1,6 +1,7 @@
 """The workflow on a real SLURM cluster (tests/slurm/local_slurm.sh starts one; .ci/run does).
 
-Skipped, with the reason, where no SLURM controller answers.
+The tests that submit jobs are marked ``slurm`` and skipped, with the reason, where no SLURM
+controller answers; the dry run with the SLURM profile needs no cluster and always runs.
 """
 
 import json
@@ -16,7 +17,7 @@ import torch
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def slurm_available() -> bool:
@@ -26,9 +27,12 @@ def slurm_available() -> bool:
     return result.returncode == 0 and "UP" in result.stdout
 
 
-requires_slurm = pytest.mark.skipif(
-    not slurm_available(),
-    reason="no SLURM controller answers (start one with: sudo bash tests/slurm/local_slurm.sh up)")
+def requires_slurm(test):
+    """Marked ``slurm`` and skipped, with the reason, where no controller answers."""
+    skip = pytest.mark.skipif(
+        not slurm_available(),
+        reason="no SLURM controller answers (start one with: sudo bash tests/slurm/local_slurm.sh up)")
+    return pytest.mark.slurm(skip(test))
 
 # The project's profile, with what a single-node CI cluster without accounting needs.
 CI_OVERRIDES = ["--workflow-profile", str(REPO / "profiles" / "slurm"),

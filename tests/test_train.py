@@ -10,15 +10,16 @@ import torch
 
 from conftest import REPO
 from microvae.errors import MicrovaeError
-from microvae.train import TrainConfig, kl_weight_at, read_history, train_model
+from microvae.stages.network import read_history, train
+from microvae.train import TrainConfig, kl_weight_at
 
-SETTINGS = {"epochs": 4, "batch_size": 16, "threads": 1, "seed": 3}
+SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3}
 
 
 def run_training(dataset, out, **changes):
     cfg = TrainConfig(**{**SETTINGS, **changes})
-    return train_model(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
-                       out / "loss.png")
+    return train(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
+                 out / "loss.png", threads=1)
 
 
 def weights(path):
@@ -46,8 +47,8 @@ def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
     run_training(tiny_dataset, tmp_path / "full")
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "resumed"
-    train_model(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
-                stop_after_epoch=2)
+    train(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv", threads=1,
+          stop_after_epoch=2)
     assert not (out / "model.pt").exists()
     run_training(tiny_dataset, out)
     assert same_weights(tmp_path / "full" / "model.pt", out / "model.pt")
@@ -98,10 +99,11 @@ def test_resume_after_sigkill(tiny_dataset, tmp_path):
 def test_checkpoint_of_other_settings_is_not_resumed(tiny_dataset, tmp_path):
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "x"
-    train_model(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", stop_after_epoch=1)
+    train(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", threads=1,
+          stop_after_epoch=1)
     other = TrainConfig(**{**SETTINGS, "learning_rate": 0.01, "epochs": 1})
-    history = train_model(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv")
-    assert len(history) == 1  # started over: one fresh epoch, not a resumed one
+    training = train(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv", threads=1)
+    assert len(training.history) == 1  # started over: one fresh epoch, not a resumed one
 
 
 def test_divergence_names_epoch_and_batch(tiny_dataset, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""The ``microvae`` command line: one sub-command per pipeline stage, plus user tools.
+"""The ``microvae`` command line: one sub-command per pipeline stage (the table
+:data:`COMMANDS`), each a thin call of the stage function in :mod:`microvae.stages`.
 
 Errors in the input (a :class:`MicrovaeError`) print one line naming the file or key and exit
 with status 1, without a traceback. Outputs are written atomically: a failed command leaves
@@ -11,9 +12,11 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .errors import MicrovaeError
+from .stages import EVALUATION_FIGURES, SAMPLE_FIGURES
 
 log = logging.getLogger("microvae")
 
@@ -25,71 +28,78 @@ def _json(text: str) -> object:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def cmd_synthesize(args: argparse.Namespace) -> None:
-    from .stages import synthesize
+def _figures(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
+    """The ``--{name}-figure`` arguments that were given, by figure name."""
+    given = {name: getattr(args, f"{name}_figure") for name in names}
+    return {name: path for name, path in given.items() if path}
 
-    synthesize(args.params, args.seed, args.iq, args.phase)
+
+# --- data stages -------------------------------------------------------------------------------
+
+def synthesize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=_json, required=True,
+                   help="generator parameters (JSON, keys of sources[i].synthetic)")
+    p.add_argument("--seed", type=int, required=True, help="random seed of this volume")
+    p.add_argument("--iq", required=True, help="output: 8-bit image-quality volume (.tif)")
+    p.add_argument("--phase", required=True, help="output: true phase volume (.tif)")
 
 
-def cmd_ingest(args: argparse.Namespace) -> None:
-    from .stages import ingest
+def run_synthesize(args: argparse.Namespace) -> None:
+    from .stages.data import synthesize
+    from .synthetic import SteelParameters
 
-    n = ingest(args.files, args.out, args.source, args.image_size, truth=args.truth)
+    synthesize(SteelParameters.from_options(args.params), args.seed, args.iq, args.phase)
+
+
+def ingest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--files", nargs="+", required=True, help="image or volume files")
+    p.add_argument("--truth", nargs="*", default=None, help="true phase maps, one per file")
+    p.add_argument("--source", type=_json, required=True,
+                   help="reader options of the source (JSON, keys of sources[i])")
+    p.add_argument("--image-size", type=int, required=True, help="tile edge length (px)")
+    p.add_argument("--out", required=True, help="output HDF5 of grey tiles")
+
+
+def run_ingest(args: argparse.Namespace) -> None:
+    from .ingest import SourceOptions
+    from .stages.data import ingest
+
+    name = args.source.get("name") if isinstance(args.source, dict) else None
+    source = SourceOptions.from_options(args.source, key=f"sources[{name}]")
+    n = ingest(args.files, args.out, source, args.image_size, truth=args.truth)
     log.info("ingested %d tiles of %dx%d px into %s", n, args.image_size, args.image_size,
              args.out)
 
 
-def cmd_segment(args: argparse.Namespace) -> None:
-    from .stages import segment_file
-
-    summary = segment_file(args.input, args.out, args.qa, args.params, figure=args.figure)
-    log.info("segmented %s: %s", args.input, json.dumps(summary, sort_keys=True))
-
-
-def cmd_pack(args: argparse.Namespace) -> None:
-    from .stages import pack_files
-
-    counts = pack_files(args.inputs, args.out, args.fractions, args.seed, figure=args.figure)
-    log.info("packed %s: %s", args.out, counts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microvae", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("synthesize", help="write one synthetic dual-phase steel volume")
-    p.add_argument("--params", type=_json, required=True, help="generator parameters (JSON)")
-    p.add_argument("--seed", type=int, required=True, help="random seed of this volume")
-    p.add_argument("--iq", required=True, help="output: 8-bit image-quality volume (.tif)")
-    p.add_argument("--phase", required=True, help="output: true phase volume (.tif)")
-    p.set_defaults(func=cmd_synthesize)
-
-    p = sub.add_parser("ingest", help="read images/volumes of one source and cut tiles")
-    p.add_argument("--files", nargs="+", required=True, help="image or volume files")
-    p.add_argument("--truth", nargs="*", default=None, help="true phase maps, one per file")
-    p.add_argument("--source", type=_json, required=True, help="source options (JSON)")
-    p.add_argument("--image-size", type=int, required=True, help="tile edge length (px)")
-    p.add_argument("--out", required=True, help="output HDF5 of grey tiles")
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("segment", help="binary phase maps of ingested tiles, with QA")
+def segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="ingested HDF5")
-    p.add_argument("--params", type=_json, required=True, help="segmentation options (JSON)")
+    p.add_argument("--params", type=_json, required=True,
+                   help="segmentation options (JSON, keys of sources[i].segmentation)")
     p.add_argument("--out", required=True, help="output HDF5 of binary tiles")
     p.add_argument("--qa", required=True, help="output JSON summary of the QA")
     p.add_argument("--figure", default=None, help="output PNG of example tiles")
-    p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("pack", help="train/val/test data set from segmented sources")
+
+def run_segment(args: argparse.Namespace) -> None:
+    from .segment import SegmentationParameters
+    from .stages.data import segment_file
+
+    params = SegmentationParameters.from_options(args.params)
+    summary = segment_file(args.input, args.out, args.qa, params, figure=args.figure)
+    log.info("segmented %s: %s", args.input, json.dumps(summary, sort_keys=True))
+
+
+def pack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", nargs="+", required=True, help="segmented HDF5 files")
     p.add_argument("--fractions", type=_json, required=True,
                    help='split fractions, e.g. {"train": 0.8, "val": 0.1, "test": 0.1}')
@@ -97,11 +107,171 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output data set HDF5")
     p.add_argument("--figure", default=None, help="output PNG: which part of each file went "
                    "to which split")
-    p.set_defaults(func=cmd_pack)
 
-    from . import cli_model
 
-    cli_model.add_commands(sub)
+def run_pack(args: argparse.Namespace) -> None:
+    from .stages.data import pack_files
+
+    counts = pack_files(args.inputs, args.out, args.fractions, args.seed, figure=args.figure)
+    log.info("packed %s: %s", args.out, counts)
+
+
+# --- network stages ----------------------------------------------------------------------------
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import section_schema
+
+    p.add_argument("--dataset", required=True, help="packed data set (HDF5)")
+    p.add_argument("--latent", type=int, required=True, help="latent size")
+    p.add_argument("--params", type=_json, default={},
+                   help="training settings (JSON; keys of the config's train section and the "
+                        "model's kl_weight, kl_warmup_epochs: "
+                        f"{', '.join(section_schema('training')['properties'])})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch")
+    p.add_argument("--checkpoint-dir", required=True,
+                   help="folder of the resumable checkpoint (kept between runs)")
+    p.add_argument("--model", required=True, help="output: best model (.pt)")
+    p.add_argument("--history", required=True, help="output: per-epoch history (.csv)")
+    p.add_argument("--loss-figure", default=None, help="output: loss curves (.png)")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="stop after this epoch without writing the outputs (tests)")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .stages.network import train
+    from .train import TrainConfig
+
+    train(args.dataset, args.latent, TrainConfig.from_options(args.params), args.checkpoint_dir,
+          args.model, args.history, args.loss_figure, threads=args.threads,
+          stop_after_epoch=args.stop_after_epoch)
+
+
+SAMPLE_MODES = ["all", "prior", "aggregate", "posterior", "noise", "interpolation"]
+
+
+def sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="trained model (.pt) from the train stage")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--mode", nargs="+", default=["prior"], choices=SAMPLE_MODES,
+                   help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
+                        "fitted to the encoded training images), posterior (eq. 1 on test "
+                        "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
+                        "or all; every mode but prior needs --dataset (default: prior)")
+    p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="split of --dataset to encode (default: test)")
+    p.add_argument("--n", type=_count, default=500,
+                   help="number of prior samples, and of aggregate samples (default 500)")
+    p.add_argument("--n-images", type=_count, default=64,
+                   help="images encoded for posterior and noise modes (default 64)")
+    p.add_argument("--draws", type=_count, default=8, help="draws per encoded image (default 8)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                   help="latent noise levels of the noise mode (default 0.5 1 2)")
+    p.add_argument("--pairs", type=_count, default=8, help="interpolation pairs (default 8)")
+    p.add_argument("--steps", type=_count, default=9,
+                   help="points on each interpolation path, endpoints included (default 9)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    for name in SAMPLE_FIGURES:
+        p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
+                       help=f"output: the {name.replace('_', ' ')} figure (.png)")
+    p.add_argument("--export-dir", default=None,
+                   help="also write binarised (at 0.5) prior/aggregate/posterior images here")
+    p.add_argument("--export-format", default="png", choices=["png", "tif", "npy"],
+                   help="format of --export-dir files: one PNG/TIFF per image or one NPY stack")
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from .sample import MODES, SampleConfig
+    from .stages.network import sample
+
+    modes = MODES if "all" in args.mode else tuple(dict.fromkeys(args.mode))
+    cfg = SampleConfig.from_options({
+        "n_prior": args.n, "n_posterior_images": args.n_images, "n_draws": args.draws,
+        "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
+        "seed": args.seed})
+    sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
+           figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
+           export_format=args.export_format)
+
+
+# --- statistics stages -------------------------------------------------------------------------
+
+def evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
+    p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
+    p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real split")
+    p.add_argument("--metrics", required=True, help="output: metrics.json")
+    p.add_argument("--s2", required=True, help="output: S2 curves (.csv)")
+    for name in EVALUATION_FIGURES:
+        p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
+                       help=f"output: the {name.replace('_', ' ')} figure (.png)")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .stages.statistics import evaluate
+
+    evaluate(args.samples, args.dataset, args.metrics, args.s2,
+             _figures(args, EVALUATION_FIGURES), seed=args.seed, latent=args.latent)
+
+
+def summarize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each latent size")
+    p.add_argument("--histories", nargs="+", required=True,
+                   help="history.csv of each latent size, same order as --metrics")
+    p.add_argument("--latents", type=int, nargs="+", required=True, help="latent sizes, same order")
+    p.add_argument("--table", required=True, help="output: summary.csv")
+    p.add_argument("--comparison-figure", required=True, help="output: latent-size comparison .png")
+    p.add_argument("--loss-figure", required=True, help="output: loss curves of all sizes .png")
+
+
+def run_summarize(args: argparse.Namespace) -> None:
+    from .stages.statistics import summarize
+
+    if not len(args.metrics) == len(args.histories) == len(args.latents):
+        raise MicrovaeError("summarize: --metrics, --histories and --latents differ in length")
+    summarize(args.metrics, dict(zip(args.latents, args.histories)), args.table,
+              args.comparison_figure, args.loss_figure)
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    description: str | None = None
+
+
+COMMANDS = {
+    "synthesize": Command("write one synthetic dual-phase steel volume", synthesize_arguments,
+                          run_synthesize),
+    "ingest": Command("read images/volumes of one source and cut tiles", ingest_arguments,
+                      run_ingest),
+    "segment": Command("binary phase maps of ingested tiles, with QA", segment_arguments,
+                       run_segment),
+    "pack": Command("train/val/test data set from segmented sources", pack_arguments, run_pack),
+    "train": Command("train one VAE on a packed data set", train_arguments, run_train),
+    "sample": Command(
+        "generate microstructures from a trained model", sample_arguments, run_sample,
+        description="Generate new microstructures from a trained VAE and write them to an HDF5 "
+                    "file of phase-1 probabilities (float16 in [0,1]). Example: microvae sample "
+                    "--model results/models/latent_12/model.pt --n 500 --out my_samples.h5"),
+    "evaluate": Command("statistics of generated against real microstructures",
+                        evaluate_arguments, run_evaluate),
+    "summarize": Command("summary table and figures across latent sizes", summarize_arguments,
+                         run_summarize),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microvae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        command.arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

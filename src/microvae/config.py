@@ -1,14 +1,37 @@
-"""Validation of the workflow configuration against its JSON schema, with errors that name
-the offending key (``sources[0].synthetic.shape[0]``), and loading of YAML configs."""
+"""The workflow configuration: its JSON schema is the one source of truth for every option,
+its type, range and default. The typed parameter classes of the library
+(:class:`~microvae.train.TrainConfig`, :class:`~microvae.sample.SampleConfig`, ...) are built
+with :func:`parse_options`, which validates against the matching part of the schema, so a
+value the workflow refuses is refused by the command line too; ``tests/test_config.py`` checks
+that their fields and defaults are the schema's.
+
+Errors name the offending key (``sources[0].synthetic.shape[0]``).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterable
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import MicrovaeError
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Keys of the schema that configure Snakemake (jobs, resources, per-volume seeds), not the
+# library's parameter classes.
+WORKFLOW_KEYS = {
+    "synthetic": ("n_volumes", "seed"),
+    "train": ("threads", "mem_mb", "runtime", "gpus"),
+    "model": ("latent_sizes",),
+}
+# The model section's training keys go to TrainConfig beside the train section's.
+TRAINING_SECTIONS = ("train", "model")
 
 
 def key_path(parts) -> str:
@@ -19,7 +42,8 @@ def key_path(parts) -> str:
     return text or "(top level)"
 
 
-def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+def config_errors(config: dict[str, Any], schema: dict[str, Any], prefix: str = "config key ",
+                  root: Iterable[str | int] = ()) -> list[str]:
     """Every schema violation of ``config`` as 'config key K: message', sorted by key."""
     import jsonschema
 
@@ -28,9 +52,122 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     for error in validator.iter_errors(config):
         message = error.message
         if error.validator == "additionalProperties":
-            message = f"unknown key(s): {message.split('(')[-1].rstrip(')')}"
-        errors.append(f"config key {key_path(error.absolute_path)}: {message}")
+            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            message = f"unknown key(s): {', '.join(map(repr, unknown))}"
+        errors.append(f"{prefix}{key_path([*root, *error.absolute_path])}: {message}")
     return sorted(set(errors))
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The configuration schema (``workflow/schemas/config.schema.yaml``)."""
+    return load_yaml(SCHEMA_FILE)
+
+
+def section_schema(section: str) -> dict[str, Any]:
+    """The schema of one parameter set, without the keys that only the workflow reads.
+
+    ``section``: a top-level key (``train``, ``sample``, ...), ``source`` (one entry of
+    ``sources``), ``synthetic``, ``segmentation`` or ``training`` (train and model together).
+    """
+    top = schema()["properties"]
+    source = top["sources"]["items"]
+    if section == "training":
+        properties = {}
+        for name in TRAINING_SECTIONS:
+            properties.update(section_schema(name)["properties"])
+        return {"type": "object", "additionalProperties": False, "properties": properties}
+    if section == "source":
+        part = {**source, "properties": {k: v for k, v in source["properties"].items()
+                                         if k not in ("synthetic", "paths", "truth",
+                                                      "segmentation")}}
+        part.pop("required", None)
+        return part
+    part = source["properties"][section] if section in ("synthetic", "segmentation") \
+        else top[section]
+    skip = WORKFLOW_KEYS.get(section, ())
+    return {**part, "properties": {k: v for k, v in part["properties"].items() if k not in skip}}
+
+
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The default of every key of a parameter set, as the schema gives it."""
+    return {k: v.get("default") for k, v in section_schema(section)["properties"].items()}
+
+
+def check_options(options: dict[str, Any], section: str, key: str | None = None) -> None:
+    """Refuse unknown keys and values the schema does not allow; the error names each key
+    (as ``key.name``; ``key`` defaults to the section's name)."""
+    if not isinstance(options, dict):
+        raise MicrovaeError(f"{key or section}: expected a mapping of options, got {options!r}")
+    if section == "training":  # name each key by the section of the config it comes from
+        model_keys = set(section_schema("model")["properties"])
+        errors = config_errors({k: v for k, v in options.items() if k not in model_keys},
+                               section_schema("train"), prefix="", root=["train"])
+        errors += config_errors({k: v for k, v in options.items() if k in model_keys},
+                                section_schema("model"), prefix="", root=["model"])
+    else:
+        errors = config_errors(options, section_schema(section), prefix="", root=[key or section])
+    if errors:
+        raise MicrovaeError("; ".join(errors))
+
+
+def check_parameters(parameters: Any, section: str, key: str | None = None) -> None:
+    """Check a parameter dataclass against the schema (``None`` = the default, not checked)."""
+    values = {}
+    for f in fields(parameters):
+        value = getattr(parameters, f.name)
+        if value is not None:
+            values[f.name] = list(value) if isinstance(value, tuple) else value
+    check_options(values, section, key)
+
+
+def parse_options(cls, options: dict[str, Any], section: str, key: str | None = None):
+    """An instance of the dataclass ``cls`` from ``options``, checked against the schema;
+    keys not given take the class's defaults (which are the schema's)."""
+    check_options(options, section, key)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in names})
+
+
+def training_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a validated workflow config that :class:`TrainConfig` takes."""
+    return {k: config[name][k] for name in TRAINING_SECTIONS for k in config[name]
+            if k not in WORKFLOW_KEYS.get(name, ())}
+
+
+def source_options(source: dict[str, Any]) -> dict[str, Any]:
+    """The reader options of one entry of ``sources`` (what ``ingest`` takes)."""
+    keys = section_schema("source")["properties"]
+    return {k: v for k, v in source.items() if k in keys}
+
+
+def synthetic_options(source: dict[str, Any]) -> dict[str, Any]:
+    """The generator parameters of a synthetic source (without its volume count and seed)."""
+    return {k: v for k, v in source["synthetic"].items() if k not in WORKFLOW_KEYS["synthetic"]}
+
+
+def cross_field_errors(config: dict[str, Any]) -> list[str]:
+    """Rules across keys that a JSON schema does not express well (on a config that passed
+    the schema, with its defaults filled in)."""
+    errors = []
+    names = [s.get("name") for s in config.get("sources", [])]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        errors.append(f"config key sources: duplicate source names {duplicates}")
+    for i, source in enumerate(config.get("sources", [])):
+        kinds = [k for k in ("synthetic", "paths") if k in source]
+        if len(kinds) != 1:
+            errors.append(f"config key sources[{i}] ({source.get('name')}): give exactly one of "
+                          f"'synthetic' or 'paths', got {kinds or 'neither'}")
+        if "truth" in source and "paths" not in source:
+            errors.append(f"config key sources[{i}].truth: only file sources (paths) take truth "
+                          "files")
+    split = config.get("split", {})
+    if all(k in split for k in ("train", "val", "test")):
+        total = split["train"] + split["val"] + split["test"]
+        if abs(total - 1.0) > 1e-6:
+            errors.append(f"config key split: train + val + test must be 1, got {total:g}")
+    return errors
 
 
 def load_yaml(path: str | os.PathLike) -> Any:

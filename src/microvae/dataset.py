@@ -1,4 +1,5 @@
-"""Packing segmented tiles into the train/val/test HDF5 data set, and reading it back.
+"""The train/val/test data set: which tiles go to which split (the file is written and read
+by :mod:`microvae.h5io`).
 
 Tiles are split by *group*: one source file or volume, or the files that a source's ``group``
 option puts together (serial sections of one volume), so that neighbouring sections never sit
@@ -11,7 +12,6 @@ different splits; tiles in the gaps are left out, and the slabs are recorded.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from .errors import MicrovaeError
-from .h5io import open_h5, read_json_attr, write_arrays
+from .h5io import SPLITS
 
-SPLITS = ("train", "val", "test")
 REGION_COLUMNS = ("source", "group", "split", "axis", "start", "stop")
 
 log = logging.getLogger(__name__)
@@ -202,14 +201,14 @@ def split_tiles(sources: Sequence[SourceTiles], fractions: dict[str, float], see
     return Split(index, mode, regions, in_gaps)
 
 
-def pack(sources: Sequence[SourceTiles], path: str | os.PathLike, fractions: dict[str, float],
-         seed: int, attrs: dict[str, Any]) -> Split:
-    """Write the train/val/test data set (uint8 {0,1}, (N,H,W)) to ``path`` atomically.
+def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
+         ) -> tuple[dict[str, np.ndarray], dict[str, Any], Split]:
+    """The train/val/test data set of the sources: its arrays, its attributes and the split.
 
-    Each split also gets ``{split}_origin`` (N, 6): source index, then the tile origin, and,
-    where known, ``{split}_corner`` (N, 3); ``regions`` lists the slabs of a split in space
-    (columns :data:`REGION_COLUMNS`, split as its index in :data:`SPLITS`).
-    Returns the split.
+    Arrays: each split (uint8 {0,1}, (N,H,W)) with ``{split}_origin`` (N, 6): source index,
+    then the tile origin, and, where known, ``{split}_corner`` (N, 3); ``regions`` lists the
+    slabs of a split in space (columns :data:`REGION_COLUMNS`, split as its index in
+    :data:`SPLITS`).
     """
     shapes = {s.images.shape[1:] for s in sources}
     if len(shapes) != 1:
@@ -232,27 +231,15 @@ def pack(sources: Sequence[SourceTiles], path: str | os.PathLike, fractions: dic
         [(r.source, r.group, SPLITS.index(r.split), r.axis, r.start, r.stop)
          for r in split.regions], np.int64).reshape(-1, len(REGION_COLUMNS))
     counts = {s: int(len(split.index[s])) for s in SPLITS}
-    write_arrays(path, arrays, attrs={
-        **attrs, "sources": [s.name for s in sources], "split_fractions": fractions,
+    attrs = {
+        "sources": [s.name for s in sources], "split_fractions": fractions,
         "split_seed": seed, "split_counts": counts, "image_size": list(images.shape[1:]),
         "origin_columns": ["source", "file", "axis", "slice", "y", "x"],
         "split_mode": split.mode, "tiles_in_gaps": split.in_gaps,
         "region_columns": list(REGION_COLUMNS),
         "groups": {s.name: s.tile_groups()[1] for s in sources},
-    })
-    return split
-
-
-def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
-    """One split of a packed data set as a uint8 array (N, H, W); error if missing or empty."""
-    if split not in SPLITS:
-        raise MicrovaeError(f"unknown split {split!r}; use one of {SPLITS}")
-    with open_h5(path, required=(split,)) as h5:
-        images = h5[split][()]
-    if images.ndim != 3 or images.shape[0] == 0:
-        raise MicrovaeError(f"{path}: split '{split}' is empty (shape {images.shape}); "
-                            "change the split fractions or add images")
-    return images
+    }
+    return arrays, attrs, split
 
 
 def evenly_spaced(images: np.ndarray, n: int | None) -> np.ndarray:
@@ -261,9 +248,3 @@ def evenly_spaced(images: np.ndarray, n: int | None) -> np.ndarray:
     if not n or n >= len(images):
         return images
     return images[np.linspace(0, len(images) - 1, n).astype(int)]
-
-
-def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The attributes of a packed data set (sources, pixel size, split counts, ...)."""
-    with open_h5(path, required=SPLITS) as h5:
-        return {k: read_json_attr(h5, k) for k in h5.attrs}

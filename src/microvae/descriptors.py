@@ -20,6 +20,21 @@ def phase_fraction(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).mean(axis=1, dtype=np.float64)
 
 
+def iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Intersection over union of phase 1, per image (N,); 1 where both images lack phase 1."""
+    p = predicted.reshape(predicted.shape[0], -1).astype(bool)
+    t = truth.reshape(truth.shape[0], -1).astype(bool)
+    inter = np.count_nonzero(p & t, axis=1)
+    union = np.count_nonzero(p | t, axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def pooled_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of phase 1 over all pixels of all images together."""
+    p, t = predicted.astype(bool), truth.astype(bool)
+    return float(np.count_nonzero(p & t) / max(np.count_nonzero(p | t), 1))
+
+
 @dataclass(frozen=True)
 class S2Plan:
     """What the S2 estimator of one image shape needs, computed once per shape.

@@ -8,7 +8,6 @@ floor that a perfect generator would reach.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +15,8 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from . import descriptors as d
+from .descriptors import iou, pooled_iou
 from .errors import MicrovaeError
-from .h5io import open_h5, read_json_attr
-from .segment import iou, pooled_iou
 
 
 @dataclass
@@ -98,44 +96,6 @@ def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray) -> dict
             "iou": float(iou(binary, t).mean()), "iou_pooled": pooled_iou(binary, t)}
 
 
-def source_indices(h5) -> dict[str, np.ndarray]:
-    """Test-set indices of the real images that each encoded mode started from."""
-    sources = {}
-    if "posterior_index" in h5:
-        sources["posterior"] = h5["posterior_index"][()]
-    if "noise_index" in h5 and "noise" in h5:
-        for sigma in h5["noise"]:
-            sources[f"noise_{sigma}"] = h5["noise_index"][()]
-    if "interpolation" in h5 and "pairs" in h5["interpolation"]:
-        sources["interpolation_midpoint"] = h5["interpolation"]["pairs"][()].ravel()
-    if "reconstruction" in h5:
-        sources["reconstruction"] = np.arange(len(h5["reconstruction"]))
-    return sources
-
-
-def generated_sets(h5) -> dict[str, np.ndarray]:
-    """Every generation mode of a samples file as (N, H, W) probabilities (float32)."""
-    sets: dict[str, np.ndarray] = {}
-
-    def flat(a: np.ndarray) -> np.ndarray:
-        return a.reshape(-1, *a.shape[-2:]).astype(np.float32)
-
-    if "prior" in h5:
-        sets["prior"] = flat(h5["prior"][()])
-    if "aggregate" in h5:
-        sets["aggregate"] = flat(h5["aggregate"][()])
-    if "posterior" in h5:
-        sets["posterior"] = flat(h5["posterior"][()])
-    if "noise" in h5:
-        for sigma in sorted(h5["noise"], key=float):
-            sets[f"noise_{sigma}"] = flat(h5["noise"][sigma][()])
-    if "interpolation" in h5 and "midpoint" in h5["interpolation"]:
-        sets["interpolation_midpoint"] = flat(h5["interpolation"]["midpoint"][()])
-    if "reconstruction" in h5:
-        sets["reconstruction"] = flat(h5["reconstruction"][()])
-    return sets
-
-
 @dataclass
 class Evaluation:
     metrics: dict[str, Any]
@@ -185,79 +145,16 @@ def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int 
     return Evaluation(metrics, reference, floor_all, modes)
 
 
-def load_for_evaluation(samples_path: str | os.PathLike, dataset_path: str | os.PathLike
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Real test images, generated sets and the samples' attributes."""
-    from .dataset import dataset_info, load_split
-
-    real = load_split(dataset_path, "test")
-    with open_h5(samples_path) as h5:
-        generated = generated_sets(h5)
-        attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
-        attrs["sources"] = source_indices(h5)
-    if not generated:
-        raise MicrovaeError(f"{samples_path}: holds no generated images")
-    shape = next(iter(generated.values())).shape[1:]
-    if tuple(shape) != tuple(real.shape[1:]):
-        raise MicrovaeError(f"{samples_path}: images of {shape} px, but the test set of "
-                            f"{dataset_path} has {real.shape[1:]} px")
-    info = dataset_info(dataset_path)
-    attrs["pixel_size"] = float(info.get("pixel_size") or 0.0)
-    attrs["pixel_unit"] = info.get("pixel_unit", "px")
-    return real, generated, attrs
-
-
-def s2_table(evaluation: Evaluation) -> str:
-    """CSV text: r, then the mean S2 of the real reference and of every mode, radial, x and y."""
-    r = evaluation.reference.s2.r
-    columns = {"r": r}
+def s2_columns(evaluation: Evaluation) -> dict[str, np.ndarray]:
+    """r, then the mean S2 of the real reference, the real floor set and every mode: radial
+    (named by the set), then x and y (``{set}_x``, ``{set}_y``)."""
+    columns = {"r": evaluation.reference.s2.r}
     sets = {"real": evaluation.reference, "real_floor": evaluation.floor_set, **evaluation.modes}
     for direction in ("radial", "x", "y"):
         for name, stats in sets.items():
             columns[f"{name}_{direction}" if direction != "radial" else name] = \
                 stats.mean_curve(direction)
-    header = ",".join(columns)
-    lines = [header] + [",".join(f"{columns[c][i]:.8g}" for c in columns) for i in range(len(r))]
-    return "\n".join(lines) + "\n"
-
-
-def evaluate_files(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
-                   metrics_out: str | os.PathLike, s2_out: str | os.PathLike,
-                   figures: dict[str, str | os.PathLike], seed: int = 0,
-                   latent: int | None = None) -> dict[str, Any]:
-    """The ``evaluate`` stage: metrics.json, s2.csv and figures (keys: s2, phase_fraction,
-    chords)."""
-    from . import plots
-    from .atomic import save_figure, write_json, write_text
-
-    real, generated, attrs = load_for_evaluation(samples_path, dataset_path)
-    evaluation = evaluate_sets(real, generated, seed, sources=attrs["sources"])
-    metrics = evaluation.metrics
-    metrics["latent_size"] = latent if latent is not None else attrs.get("latent_size")
-    metrics["pixel_size"] = attrs["pixel_size"]
-    metrics["pixel_unit"] = attrs["pixel_unit"]
-    metrics["units"] = {"lengths": "px", "areas": "px^2", "specific_perimeter": "1/px",
-                        "bce_per_pixel": "nats"}
-    if "reconstruction" in generated:
-        metrics["reconstruction"] = reconstruction_metrics(generated["reconstruction"], real)
-    write_json(metrics_out, metrics)
-    write_text(s2_out, s2_table(evaluation))
-    tag = f"latent size {metrics['latent_size']}"
-    shown = {k: v for k, v in evaluation.modes.items() if k != "reconstruction"}
-    if "s2" in figures:
-        save_figure(plots.s2_figure(evaluation.reference, shown, attrs["pixel_size"],
-                                    attrs["pixel_unit"], title=f"two-point correlation, {tag}"),
-                    figures["s2"])
-    if "phase_fraction" in figures:
-        save_figure(plots.phase_fraction_figure(evaluation.reference, evaluation.modes,
-                                                title=f"phase fraction per image, {tag}"),
-                    figures["phase_fraction"])
-    if "chords" in figures:
-        save_figure(plots.chord_island_figure(evaluation.reference, shown, attrs["pixel_size"],
-                                              attrs["pixel_unit"],
-                                              title=f"chord lengths and island sizes, {tag}"),
-                    figures["chords"])
-    return metrics
+    return columns
 
 
 SUMMARY_KEYS = ("phase_fraction_difference", "phase_fraction_wasserstein", "s2_nrmse_radial",
@@ -265,14 +162,11 @@ SUMMARY_KEYS = ("phase_fraction_difference", "phase_fraction_wasserstein", "s2_n
                 "island_area_median_difference")
 
 
-def summary_rows(metrics_files: list[str | os.PathLike]) -> list[dict[str, Any]]:
-    """One row per latent size x mode: distances, their floors, and reconstruction quality."""
-    import json
-
+def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per latent size x mode (from the metrics of each latent size): distances,
+    their floors, and reconstruction quality."""
     rows = []
-    for path in metrics_files:
-        with open(path) as handle:
-            metrics = json.load(handle)
+    for metrics in metrics_of_sizes:
         recon = metrics.get("reconstruction", {})
         for mode, values in metrics["modes"].items():
             row: dict[str, Any] = {"latent": metrics["latent_size"], "mode": mode,
@@ -290,28 +184,4 @@ def summary_rows(metrics_files: list[str | os.PathLike]) -> list[dict[str, Any]]
             row["recon_accuracy"] = recon.get("pixel_accuracy", float("nan"))
             rows.append(row)
     rows.sort(key=lambda r: (r["latent"], r["mode"]))
-    return rows
-
-
-def summarize_files(metrics_files: list[str | os.PathLike], history_files: dict[int, str],
-                    table_out: str | os.PathLike, comparison_figure: str | os.PathLike,
-                    loss_figure: str | os.PathLike) -> list[dict[str, Any]]:
-    """The ``summarize`` stage: summary.csv, the latent-size comparison and all loss curves."""
-    import csv
-    import io
-
-    from . import plots
-    from .atomic import save_figure, write_text
-    from .train import read_history
-
-    rows = summary_rows(metrics_files)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(table_out, buffer.getvalue())
-    save_figure(plots.latent_comparison(rows), comparison_figure)
-    save_figure(plots.loss_curves({latent: read_history(path)
-                                   for latent, path in history_files.items()}), loss_figure)
     return rows

@@ -1,4 +1,5 @@
-"""Small HDF5 helpers: atomic writes of named arrays with attributes, checked reads."""
+"""HDF5 files: atomic writes of named arrays with attributes, checked reads, and the splits of
+a packed data set."""
 
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ def encode_attr(value: Any) -> Any:
 
 
 def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-                 attrs: Mapping[str, Any] | None = None,
-                 dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-                 image_chunks: bool = True) -> None:
+                 attrs: Mapping[str, Any] | None = None) -> None:
     """Write ``arrays`` (name -> array, names may contain '/') to ``path`` atomically.
 
     Image stacks (3-D arrays) are stored chunked one image per chunk row and compressed.
@@ -34,12 +33,10 @@ def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         for name, array in arrays.items():
             array = np.asarray(array)
             kwargs: dict[str, Any] = {}
-            if image_chunks and array.ndim == 3 and array.shape[0] > 0:
+            if array.ndim == 3 and array.shape[0] > 0:
                 kwargs = dict(chunks=(min(16, array.shape[0]),) + array.shape[1:],
                               compression="gzip", compression_opts=4, shuffle=True)
-            dset = h5.create_dataset(name, data=array, **kwargs)
-            for key, value in (dataset_attrs or {}).get(name, {}).items():
-                dset.attrs[key] = encode_attr(value)
+            h5.create_dataset(name, data=array, **kwargs)
         for key, value in (attrs or {}).items():
             h5.attrs[key] = encode_attr(value)
 
@@ -73,3 +70,24 @@ def read_json_attr(h5: h5py.File | h5py.Dataset, key: str, default: Any = None) 
         except json.JSONDecodeError:
             return value
     return value
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
+    """One split of a packed data set as a uint8 array (N, H, W); error if missing or empty."""
+    if split not in SPLITS:
+        raise MicrovaeError(f"unknown split {split!r}; use one of {SPLITS}")
+    with open_h5(path, required=(split,)) as h5:
+        images = h5[split][()]
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise MicrovaeError(f"{path}: split '{split}' is empty (shape {images.shape}); "
+                            "change the split fractions or add images")
+    return images
+
+
+def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a packed data set (sources, pixel size, split counts, ...)."""
+    with open_h5(path, required=SPLITS) as h5:
+        return {k: read_json_attr(h5, k) for k in h5.attrs}

@@ -13,11 +13,12 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .config import check_options
 from .errors import MicrovaeError, short_reason
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "png", ".jpeg": "png", ".bmp": "png",
@@ -38,6 +39,29 @@ ORIGIN_COLUMNS = ("file", "axis", "slice", "y", "x")
 CORNER_COLUMNS = ("z", "y", "x")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How the files of one source are read and cut (the reader keys of ``sources[i]``)."""
+
+    name: str = "source"
+    format: str = "auto"
+    dataset: str | None = None
+    rgb: bool = False
+    axes: tuple[int, ...] = (0,)
+    slice_step: int = 1
+    crop: dict[str, int] = field(default_factory=dict)
+    stride: int | None = None
+    pixel_size: float | None = None
+    pixel_unit: str = "um"
+    binary: bool | str = "auto"
+    group: str | None = None
+
+    @classmethod
+    def from_options(cls, options: dict, key: str = "source") -> SourceOptions:
+        check_options(options, "source", key)
+        return cls(**{k: (tuple(v) if k == "axes" else v) for k, v in options.items()})
 
 
 @dataclass

@@ -10,14 +10,13 @@ Images are tensors (N, 1, H, W) with values in [0, 1].
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import MicrovaeError, short_reason
+from .errors import MicrovaeError
 
 CHANNELS = (64, 128, 256)
 DENSE = 256
@@ -114,41 +113,3 @@ def vae_loss(logits: torch.Tensor, x: torch.Tensor, z_mean: torch.Tensor, z_log_
     bce = bce.flatten(1).sum(1).mean()
     kl = kl_per_dimension(z_mean.float(), z_log_var.float()).sum(1).mean()
     return bce + kl_weight * kl, bce, kl
-
-
-def save_model(model: VAE, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-    """Save weights plus the model's config (atomic); loadable with ``weights_only=True``."""
-    from . import __version__
-    from .atomic import atomic_path
-
-    payload = {
-        "state_dict": {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
-        "config": model.config,
-        "versions": {"microvae": __version__, "torch": str(torch.__version__)},
-        "extra": extra or {},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VAE, dict]:
-    """Load a model saved by :func:`save_model` (``weights_only=True``: no pickle code runs).
-
-    Returns the model in eval mode and the whole payload (config, versions, extra).
-    """
-    if not os.path.isfile(path):
-        raise MicrovaeError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        config = payload["config"]
-        model = VAE(config["image_size"], config["latent_size"])
-        model.load_state_dict(payload["state_dict"])
-    except MicrovaeError:
-        raise
-    except Exception as exc:
-        raise MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
-                            "train it again or check the path") from exc
-    model = model.to(device).eval()
-    if torch.device(device).type == "cpu":  # NHWC is 1.4-2x faster for these convolutions on CPU
-        model = model.to(memory_format=torch.channels_last)
-    return model, payload

@@ -16,25 +16,24 @@ Outputs are pixel probabilities of phase 1 in [0, 1]; all randomness comes from 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .config import check_parameters, parse_options
 from .errors import MicrovaeError
-from .h5io import write_arrays
-from .model import VAE, load_model, reparameterize
+from .model import VAE, reparameterize
 
 MODES = ("prior", "aggregate", "posterior", "noise", "interpolation")
 ENCODED_MODES = ("posterior", "noise", "interpolation")
-STORAGE = "float16 probabilities of phase 1 in [0, 1]"
 
 
 @dataclass
 class SampleConfig:
+    """Settings of the generation (the config's ``sample`` section; defaults as the schema)."""
+
     n_prior: int = 500
     n_posterior_images: int = 64
     n_draws: int = 8
@@ -43,14 +42,12 @@ class SampleConfig:
     n_steps: int = 9
     seed: int = 0
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> SampleConfig:
+        return parse_options(cls, options, "sample")
+
     def check(self) -> None:
-        for key in ("n_prior", "n_posterior_images", "n_draws", "n_pairs"):
-            if getattr(self, key) < 0:
-                raise MicrovaeError(f"sample.{key}: must be >= 0, got {getattr(self, key)}")
-        if self.n_steps < 2:
-            raise MicrovaeError(f"sample.n_steps: need at least 2 path points, got {self.n_steps}")
-        if any(s <= 0 for s in self.noise_sigmas):
-            raise MicrovaeError(f"sample.noise_sigmas: must be > 0, got {self.noise_sigmas}")
+        check_parameters(self, "sample")
 
 
 @torch.no_grad()
@@ -197,123 +194,13 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     return out
 
 
-def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
-                  attrs: dict[str, Any]) -> None:
-    """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
-    stored = {}
-    for name, array in arrays.items():
-        is_images = name in ("prior", "aggregate", "posterior", "reconstruction") or name.startswith(
-            ("noise/", "interpolation/midpoint", "interpolation/path"))
-        stored[name] = array.astype(np.float16) if is_images else array
-    write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
-
-
-@dataclass
-class SampleRun:
-    """What :func:`sample_to_file` generated, with the model and real images it used."""
-
-    arrays: dict[str, np.ndarray]
-    model: VAE
-    real: np.ndarray | None
-
-
-def sample_to_file(model_path: str | os.PathLike, out: str | os.PathLike,
-                   dataset: str | os.PathLike | None, cfg: SampleConfig,
-                   modes: tuple[str, ...] = MODES, split: str = "test",
-                   max_fit_images: int = 5000) -> SampleRun:
-    """Load a model, generate the modes and write them to ``out`` (atomic).
-
-    The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
-    """
-    from .dataset import evenly_spaced, load_split
-
-    model, payload = load_model(model_path)
-    test_images = load_split(dataset, split) if dataset is not None else None
-    fit_images = None
-    if "aggregate" in modes and dataset is not None:
-        fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
-    arrays = generate(model, test_images, cfg, modes, fit_images)
-    write_samples(out, arrays, attrs={
-        "model": str(model_path), "model_config": payload["config"],
-        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
-        "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
-        "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
-        "n_steps": cfg.n_steps})
-    return SampleRun(arrays, model, test_images)
-
-
-def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,
-                  prefix: str = "sample") -> list[Path]:
-    """Binarise probabilities at 0.5 and write one file per image (png|tif) or one stack (npy)."""
-    from .atomic import atomic_path
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    binary = (images.reshape(-1, *images.shape[-2:]) > 0.5).astype(np.uint8)
-    if fmt == "npy":
-        path = directory / f"{prefix}.npy"
-        with atomic_path(path) as tmp:
-            np.save(tmp, binary)
-        return [path]
-    written = []
-    for i, image in enumerate(binary):
-        path = directory / f"{prefix}_{i:05d}.{fmt}"
-        with atomic_path(path) as tmp:
-            if fmt == "png":
-                import imageio.v3 as iio
-
-                iio.imwrite(tmp, image * 255)
-            elif fmt == "tif":
-                import tifffile
-
-                tifffile.imwrite(tmp, image * 255)
-            else:
-                raise MicrovaeError(f"--export-format: unknown format {fmt!r}")
-        written.append(path)
-    return written
-
-
-FIGURES = ("prior", "posterior", "noise", "interpolation", "latent_map")
-
-
-def write_figures(model: VAE, arrays: dict[str, np.ndarray], test_images: np.ndarray,
-                  paths: dict[str, str | os.PathLike], grid: int = 15, extent: float = 3.0) -> None:
-    """PNG figures of the generated sets (keys of ``paths``: FIGURES)."""
-    from . import plots
-    from .atomic import save_figure
-
-    latent = model.latent_size
-    tag = f"latent size {latent}"
-    if "prior" in paths:
-        title = f"prior samples, {tag}"
-        if "aggregate" in arrays:
-            title = f"prior (top) and aggregate-posterior (bottom) samples, {tag}"
-        save_figure(plots.prior_grid(arrays["prior"], arrays.get("aggregate"), title=title),
-                    paths["prior"])
-    chosen = arrays.get("posterior_index")
-    if "posterior" in paths:
-        save_figure(plots.posterior_figure(test_images[chosen], arrays["reconstruction"][chosen],
-                                           arrays["posterior"],
-                                           title=f"posterior draws (eq. 1), {tag}"),
-                    paths["posterior"])
-    if "noise" in paths:
-        noisy = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("noise/")}
-        save_figure(plots.noise_figure(test_images[chosen], noisy,
-                                       title=f"z_mean + sigma * eps, {tag}"), paths["noise"])
-    if "interpolation" in paths:
-        pairs = arrays["interpolation/pairs"]
-        save_figure(plots.interpolation_figure(
-            test_images[pairs[:, 0]], test_images[pairs[:, 1]], arrays["interpolation/midpoint"],
-            arrays["interpolation/path"], title=f"latent interpolation, {tag}"),
-            paths["interpolation"])
-    if "latent_map" in paths:
-        manifold = None
-        if latent == 2:
-            values = np.linspace(-extent, extent, grid)
-            z2, z1 = np.meshgrid(values[::-1], values, indexing="ij")  # top row: z2 = +extent
-            z = torch.from_numpy(np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32))
-            manifold = decode(model, z).reshape(grid, grid, *model.config["image_size"])
-        fractions = test_images.reshape(len(test_images), -1).mean(1)
-        save_figure(plots.latent_map(arrays["test_z_mean"], fractions, manifold, extent,
-                                     title=f"latent space (Figure 7), {tag}"),
-                    paths["latent_map"])
+def latent_manifold(model: VAE, grid: int = 15, extent: float = 3.0) -> np.ndarray:
+    """Decoded images (grid, grid, H, W) of a 2-D latent space on a regular grid over
+    [-extent, extent]^2; the top row is z2 = +extent (Figure 7)."""
+    if model.latent_size != 2:
+        raise MicrovaeError(f"a latent manifold needs a 2-D latent space, this model has "
+                            f"{model.latent_size}")
+    values = np.linspace(-extent, extent, grid)
+    z2, z1 = np.meshgrid(values[::-1], values, indexing="ij")
+    z = torch.from_numpy(np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32))
+    return decode(model, z).reshape(grid, grid, *model.config["image_size"])

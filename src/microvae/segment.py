@@ -1,4 +1,4 @@
-"""Segmentation of grey tiles into binary phase maps, and its quality checks.
+"""Segmentation of grey tiles into binary phase maps.
 
 Phase indicator: 1 = the phase of interest (martensite: the dark phase of an EBSD
 image-quality map by default), 0 = matrix. All functions work on stacks (N, H, W) and treat
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .config import check_options
 from .errors import MicrovaeError
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
@@ -114,9 +115,8 @@ class SegmentationParameters:
 
     @classmethod
     def from_options(cls, options: dict, key: str = "segmentation") -> SegmentationParameters:
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise MicrovaeError(f"{key}: unknown key(s) {sorted(unknown)}")
+        """From the ``segmentation`` options of a source (checked against the schema)."""
+        check_options(options, "segmentation", key)
         values = {k: (None if v == "auto" and k == "phase" else v) for k, v in options.items()}
         return cls(**values)
 
@@ -170,23 +170,3 @@ def morphology_change(steps: list[tuple[str, float]]) -> float:
     the steps create phase 1 in an image that had none)."""
     first, last = steps[0][1], steps[-1][1]
     return (last - first) / first if first > 0 else (0.0 if last == 0 else 1.0)
-
-
-def phase_fraction(binary: np.ndarray) -> np.ndarray:
-    """Fraction of phase-1 pixels of each image of a stack (N,)."""
-    return binary.reshape(binary.shape[0], -1).mean(axis=1, dtype=np.float64)
-
-
-def iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Intersection over union of phase 1, per image (N,); 1 where both images lack phase 1."""
-    p = predicted.reshape(predicted.shape[0], -1).astype(bool)
-    t = truth.reshape(truth.shape[0], -1).astype(bool)
-    inter = np.count_nonzero(p & t, axis=1)
-    union = np.count_nonzero(p | t, axis=1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def pooled_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Intersection over union of phase 1 over all pixels of all images together."""
-    p, t = predicted.astype(bool), truth.astype(bool)
-    return float(np.count_nonzero(p & t) / max(np.count_nonzero(p | t), 1))

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import MicrovaeError
+from .config import check_options, check_parameters
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,15 @@ class SteelParameters:
     noise: float = 0.04
     blur: float = 0.7
 
+    @classmethod
+    def from_options(cls, options: dict, key: str = "synthetic") -> SteelParameters:
+        """From the ``synthetic`` options of a source (checked against the schema; its
+        ``n_volumes`` and ``seed`` belong to the workflow and are not taken here)."""
+        check_options(options, "synthetic", key)
+        return cls(**{k: (tuple(v) if k == "shape" else v) for k, v in options.items()})
+
     def check(self) -> None:
-        if len(self.shape) != 3 or min(self.shape) < 8:
-            raise MicrovaeError(f"synthetic.shape: need three sizes >= 8, got {list(self.shape)}")
-        if not 0.0 < self.martensite_fraction < 1.0:
-            raise MicrovaeError("synthetic.martensite_fraction: must lie strictly between 0 and 1, "
-                                f"got {self.martensite_fraction}")
-        for key in ("grain_size", "island_size", "band_period", "elongation"):
-            if getattr(self, key) <= 0:
-                raise MicrovaeError(f"synthetic.{key}: must be positive, got {getattr(self, key)}")
-        for key in ("noise", "blur", "banding"):
-            if getattr(self, key) < 0:
-                raise MicrovaeError(f"synthetic.{key}: must be >= 0, got {getattr(self, key)}")
+        check_parameters(self, "synthetic")
 
 
 def grain_geometry(params: SteelParameters, rng: np.random.Generator

@@ -1,34 +1,36 @@
-"""Training of one VAE: in-memory data, Adam, validation every epoch, best-epoch model,
-resumable checkpoints, divergence and posterior-collapse guards.
+"""Training of one VAE on arrays: Adam, validation every epoch, best-epoch weights,
+resumable state, divergence and posterior-collapse guards. No file I/O here: the network stage
+(:mod:`microvae.stages.network`) loads the data, keeps the checkpoint and writes the outputs.
+
+The run is split into :func:`prepare` (data subset, network, optimizer, fingerprint),
+:func:`resume` (from a saved :func:`training_state`), :func:`train_step` (one optimizer step,
+what ``benchmarks/train_throughput.py`` times) and :func:`fit` (the epochs).
 
 Determinism: on the CPU, the same data, configuration, seed and thread count give
 bit-identical weights, also across a kill and resume: all randomness (initialisation,
-shuffling, the eps of eq. 1) comes from one generator whose state is checkpointed.
+shuffling, the eps of eq. 1) comes from one generator whose state is saved with the run.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .atomic import atomic_path, save_figure, write_text
-from .dataset import evenly_spaced, load_split
-from .device import Runtime, select_runtime
+from .config import check_parameters, parse_options
+from .dataset import evenly_spaced
+from .device import Runtime
 from .errors import MicrovaeError
-from .model import VAE, kl_per_dimension, model_config, save_model, vae_loss
+from .model import VAE, kl_per_dimension, model_config, reparameterize, vae_loss
 
 log = logging.getLogger("microvae.train")
 
@@ -39,7 +41,8 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_bce", "train_kl", "val_loss", "
 
 @dataclass
 class TrainConfig:
-    """Training settings (see config/README.md, section train and model)."""
+    """Training settings: the keys of the config's ``train`` section (without the cluster
+    resources) and the model's ``kl_weight`` and ``kl_warmup_epochs``; defaults as the schema."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -53,17 +56,14 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
-    threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TrainConfig:
+        """From training options (JSON of the rule, or a user's): unknown keys are refused."""
+        return parse_options(cls, options, "training")
 
     def check(self) -> None:
-        if self.kl_weight < 0:
-            raise MicrovaeError(f"model.kl_weight: must be >= 0, got {self.kl_weight}")
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise MicrovaeError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
-        if not self.learning_rate > 0:
-            raise MicrovaeError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+        check_parameters(self, "training")
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Settings that change the trajectory; a checkpoint resumes only if they match.
@@ -113,7 +113,7 @@ def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, se
             z_mean, z_log_var = model.encode(xb)
         eps = torch.randn(z_mean.shape, generator=generator).to(runtime.device)
         with runtime.autocast():
-            logits = model.decode_logits(z_mean.float() + torch.exp(0.5 * z_log_var.float()) * eps)
+            logits = model.decode_logits(reparameterize(z_mean.float(), z_log_var.float(), eps))
         loss, bce, kl = vae_loss(logits, xb, z_mean, z_log_var, kl_weight)
         totals += np.array([loss.item(), bce.item(), kl.item()]) * len(xb)
         means.append(z_mean.float().cpu())
@@ -127,31 +127,6 @@ def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, se
             "kl_per_dim": torch.cat(kls).mean(0).tolist()}
 
 
-class Checkpoint:
-    """Resumable training state kept beside (not among) the declared outputs."""
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
-        self.path = self.directory / "checkpoint.pt"
-
-    def save(self, state: dict[str, Any]) -> None:
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
-
-    def load(self, fingerprint: str) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a checkpoint is a cache: a bad one means starting over
-            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
-            return None
-        if state.get("fingerprint") != fingerprint:
-            log.info("checkpoint %s belongs to other data or settings: starting over", self.path)
-            return None
-        return state
-
-
 def _progress(total: int, desc: str):
     if sys.stderr.isatty():
         from tqdm import tqdm
@@ -160,20 +135,46 @@ def _progress(total: int, desc: str):
     return None
 
 
-def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
-                checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
-                history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
-                stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
-    """Train one VAE on the data set's train split, validating on its val split.
+class NonFiniteLoss(ArithmeticError):
+    """The loss of a training step is NaN or infinite (raised before the update)."""
 
-    Writes the best epoch's model (by validation loss), ``history.csv`` and the loss figure.
-    A checkpoint after every epoch in ``checkpoint_dir`` lets a killed run continue.
-    ``stop_after_epoch`` ends the run early (for tests of resumption).
-    """
+
+@dataclass
+class Training:
+    """One training run in memory: network, optimizer, data on the device, the generator of
+    all its randomness, its history and the best epoch so far."""
+
+    cfg: TrainConfig
+    runtime: Runtime
+    latent_size: int
+    model_config: dict[str, Any]
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    fingerprint: str
+    epoch: int = 0  # epochs done
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def step_model(self) -> torch.nn.Module:
+        if self.cfg.compile and self.runtime.device.type == "cuda":
+            if not hasattr(self, "_compiled"):
+                self._compiled = torch.compile(self.model)
+            return self._compiled
+        return self.model
+
+
+def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
+            cfg: TrainConfig, runtime: Runtime) -> Training:
+    """A fresh run: the seeded subset of the training images, the evenly spaced validation
+    subset, the initialised network and its optimizer, and the run's fingerprint (data, model,
+    settings) that a saved state must match to be resumed."""
     cfg.check()
-    runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
-    train_images = load_split(dataset, "train")
-    val_images = load_split(dataset, "val")
     config = model_config(list(train_images.shape[1:]), latent_size)
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.max_train_images and cfg.max_train_images < len(train_images):
@@ -192,116 +193,134 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     # fused: one kernel for all parameters instead of ~10 small ops per tensor (Adam was 12% of
     # a CPU step at 32 px); same update rule, deterministic
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
-    history: list[dict[str, Any]] = []
-    best = {"val_loss": math.inf, "epoch": 0, "state": None}
-    checkpoint = Checkpoint(checkpoint_dir)
-    state = checkpoint.load(fingerprint)
-    start_epoch = 0
-    if state is not None and state["epoch"] <= cfg.epochs:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history = [dict(row) for row in state["history"]]
-        best = {"val_loss": state["best_val_loss"], "epoch": state["best_epoch"],
-                "state": state["best_model"]}
-        start_epoch = state["epoch"]
-        log.info("resuming from %s after epoch %d", checkpoint.path, start_epoch)
-    step_model = torch.compile(model) if cfg.compile and runtime.device.type == "cuda" else model
+    return Training(cfg=cfg, runtime=runtime, latent_size=latent_size, model_config=config,
+                    model=model, optimizer=optimizer, generator=generator,
+                    x_train=to_tensor(train_images, runtime), x_val=to_tensor(val_images, runtime),
+                    fingerprint=fingerprint)
 
-    x_train = to_tensor(train_images, runtime)
-    x_val = to_tensor(val_images, runtime)
-    n = len(x_train)
-    log.info("training latent %d on %s (%s%s): %d train / %d val images of %s px, %d epochs",
-             latent_size, runtime.device, "bf16" if runtime.bf16 else "fp32",
-             ", channels_last" if runtime.channels_last else "", n, len(x_val),
-             "x".join(map(str, config["image_size"])), cfg.epochs)
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        kl_weight = kl_weight_at(epoch, cfg)
-        order = torch.randperm(n, generator=generator)
-        totals = torch.zeros(3, dtype=torch.float64)
-        started = time.perf_counter()
-        bar = _progress(n, f"latent {latent_size} epoch {epoch + 1}/{cfg.epochs}")
-        for batch, begin in enumerate(range(0, n, cfg.batch_size)):
-            index = order[begin:begin + cfg.batch_size]
-            xb = x_train[index.to(runtime.device)]
-            eps = torch.randn((len(index), latent_size), generator=generator).to(runtime.device)
-            with runtime.autocast():
-                logits, z_mean, z_log_var, _ = step_model(xb, eps)
-            loss, bce, kl = vae_loss(logits, xb, z_mean, z_log_var, kl_weight)
-            if not torch.isfinite(loss):
-                raise MicrovaeError(
-                    f"training of latent {latent_size} diverged: loss is {loss.item()} at epoch "
-                    f"{epoch + 1}, batch {batch + 1}; the last good checkpoint (epoch {epoch}) "
-                    f"is kept in {checkpoint.path}. Lower train.learning_rate or check the data.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            totals += torch.tensor([loss.item(), bce.item(), kl.item()], dtype=torch.float64) * len(index)
-            if bar is not None:
-                bar.update(len(index))
-                bar.set_postfix(loss=f"{loss.item():.1f}")
+
+def training_state(training: Training) -> dict[str, Any]:
+    """What :func:`resume` needs to continue the run exactly (tensors and plain values)."""
+    return {"fingerprint": training.fingerprint, "epoch": training.epoch,
+            "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+            "generator": training.generator.get_state(), "history": training.history,
+            "best_val_loss": training.best_val_loss, "best_epoch": training.best_epoch,
+            "best_model": training.best_state}
+
+
+def resume(training: Training, state: dict[str, Any] | None) -> bool:
+    """Continue from a saved state if it belongs to this run (same fingerprint) and is not
+    past its last epoch; returns whether it did."""
+    if state is None:
+        return False
+    if state.get("fingerprint") != training.fingerprint:
+        log.info("saved state belongs to other data or settings: starting over")
+        return False
+    if state["epoch"] > training.cfg.epochs:
+        return False
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.generator.set_state(state["generator"])
+    training.history = [dict(row) for row in state["history"]]
+    training.best_val_loss = state["best_val_loss"]
+    training.best_epoch = state["best_epoch"]
+    training.best_state = state["best_model"]
+    training.epoch = state["epoch"]
+    return True
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor,
+               eps: torch.Tensor, kl_weight: float, runtime: Runtime
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on the batch ``xb`` with the noise ``eps`` of eq. 1; returns
+    ``(loss, bce, kl)``. A non-finite loss raises :class:`NonFiniteLoss` before the update."""
+    with runtime.autocast():
+        logits, z_mean, z_log_var, _ = model(xb, eps)
+    loss, bce, kl = vae_loss(logits, xb, z_mean, z_log_var, kl_weight)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(loss.item())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, bce, kl
+
+
+def run_epoch(training: Training) -> dict[str, Any]:
+    """Train one epoch over the shuffled training images, validate; returns its history row."""
+    cfg, runtime, epoch = training.cfg, training.runtime, training.epoch
+    kl_weight = kl_weight_at(epoch, cfg)
+    n = len(training.x_train)
+    order = torch.randperm(n, generator=training.generator)
+    totals = torch.zeros(3, dtype=torch.float64)
+    started = time.perf_counter()
+    bar = _progress(n, f"latent {training.latent_size} epoch {epoch + 1}/{cfg.epochs}")
+    for batch, begin in enumerate(range(0, n, cfg.batch_size)):
+        index = order[begin:begin + cfg.batch_size]
+        xb = training.x_train[index.to(runtime.device)]
+        eps = torch.randn((len(index), training.latent_size),
+                          generator=training.generator).to(runtime.device)
+        try:
+            loss, bce, kl = train_step(training.step_model, training.optimizer, xb, eps, kl_weight,
+                                       runtime)
+        except NonFiniteLoss as exc:
+            raise MicrovaeError(
+                f"training of latent {training.latent_size} diverged: loss is {exc.args[0]} at "
+                f"epoch {epoch + 1}, batch {batch + 1}; the last good checkpoint (epoch {epoch}) "
+                "is kept. Lower train.learning_rate or check the data.") from None
+        totals += torch.tensor([loss.item(), bce.item(), kl.item()], dtype=torch.float64) * len(index)
         if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - started
-        val = validate(model, x_val, runtime, kl_weight, seed=cfg.seed + 1)
-        train_loss, train_bce, train_kl = (totals / n).tolist()
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_bce": train_bce,
-               "train_kl": train_kl, "val_loss": val["val_loss"], "val_bce": val["val_bce"],
-               "val_kl": val["val_kl"], "kl_weight": kl_weight, "seconds": seconds,
-               "images_per_s": n / seconds, "active_units": val["active_units"],
-               "kl_per_dim": ";".join(f"{v:.4g}" for v in val["kl_per_dim"])}
-        history.append(row)
+            bar.update(len(index))
+            bar.set_postfix(loss=f"{loss.item():.1f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    val = validate(training.model, training.x_val, runtime, kl_weight, seed=cfg.seed + 1)
+    train_loss, train_bce, train_kl = (totals / n).tolist()
+    return {"epoch": epoch + 1, "train_loss": train_loss, "train_bce": train_bce,
+            "train_kl": train_kl, "val_loss": val["val_loss"], "val_bce": val["val_bce"],
+            "val_kl": val["val_kl"], "kl_weight": kl_weight, "seconds": seconds,
+            "images_per_s": n / seconds, "active_units": val["active_units"],
+            "kl_per_dim": ";".join(f"{v:.4g}" for v in val["kl_per_dim"])}
+
+
+def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
+        stop_after_epoch: int | None = None) -> Training:
+    """Train from ``training.epoch`` to ``cfg.epochs``, keeping the best epoch's weights (by
+    validation loss). ``on_epoch`` runs after every epoch (the stage saves a checkpoint there);
+    ``stop_after_epoch`` ends the run early (for tests of resumption)."""
+    cfg, latent = training.cfg, training.latent_size
+    log.info("training latent %d on %s (%s%s): %d train / %d val images of %s px, %d epochs",
+             latent, training.runtime.device, "bf16" if training.runtime.bf16 else "fp32",
+             ", channels_last" if training.runtime.channels_last else "",
+             len(training.x_train), len(training.x_val),
+             "x".join(map(str, training.model_config["image_size"])), cfg.epochs)
+    training.model.train()
+    while training.epoch < cfg.epochs:
+        row = run_epoch(training)
+        training.history.append(row)
+        training.epoch += 1
         log.info("latent %d epoch %d/%d: train loss %.2f (BCE %.2f, KL %.2f), val loss %.2f, "
-                 "%.1f images/s, active units %d/%d", latent_size, epoch + 1, cfg.epochs,
-                 train_loss, train_bce, train_kl, val["val_loss"], n / seconds,
-                 val["active_units"], latent_size)
-        if val["active_units"] == 0:
+                 "%.1f images/s, active units %d/%d", latent, training.epoch, cfg.epochs,
+                 row["train_loss"], row["train_bce"], row["train_kl"], row["val_loss"],
+                 row["images_per_s"], row["active_units"], latent)
+        if row["active_units"] == 0:
             log.warning("latent %d epoch %d: posterior collapse, no latent unit is active "
-                        "(variance of z_mean <= %g); consider train.kl_warmup_epochs",
-                        latent_size, epoch + 1, ACTIVE_UNIT_VARIANCE)
-        if val["val_loss"] < best["val_loss"]:
-            best = {"val_loss": val["val_loss"], "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        checkpoint.save({
-            "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-            "history": history, "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
-            "best_model": best["state"]})
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            log.info("stopping after epoch %d as asked", epoch + 1)
-            return history
-
-    final = VAE(config["image_size"], latent_size)
-    final.load_state_dict(best["state"])
-    save_model(final, model_out, extra={
-        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "epochs": cfg.epochs,
-        "train": json.dumps(asdict(cfg), sort_keys=True), "dataset": str(dataset),
-        "data_fingerprint": fingerprint})
-    write_history(history, history_out)
-    if loss_figure is not None:
-        from .plots import loss_curves
-
-        save_figure(loss_curves({latent_size: history}), loss_figure)
-    log.info("latent %d: best epoch %d (val loss %.2f) saved to %s", latent_size, best["epoch"],
-             best["val_loss"], model_out)
-    return history
+                        "(variance of z_mean <= %g); consider model.kl_warmup_epochs",
+                        latent, training.epoch, ACTIVE_UNIT_VARIANCE)
+        if row["val_loss"] < training.best_val_loss:
+            training.best_val_loss, training.best_epoch = row["val_loss"], training.epoch
+            training.best_state = {k: v.detach().cpu().clone()
+                                   for k, v in training.model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(training)
+        if stop_after_epoch is not None and training.epoch >= stop_after_epoch:
+            log.info("stopping after epoch %d as asked", training.epoch)
+            break
+    return training
 
 
-def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(path, buffer.getvalue())
-
-
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in HISTORY_COLUMNS:
-            if key not in ("kl_per_dim",) and key in row:
-                row[key] = float(row[key])
-    return rows
+def best_model(training: Training) -> VAE:
+    """A fresh network (on the CPU) with the weights of the best epoch."""
+    final = VAE(training.model_config["image_size"], training.latent_size)
+    final.load_state_dict(training.best_state)
+    return final

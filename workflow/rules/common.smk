@@ -10,44 +10,30 @@ from snakemake.utils import validate
 # dependencies: rules run `python -m microvae` with src/ on the path.
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
-from microvae.config import config_errors, load_yaml, prepend_pythonpath  # noqa: E402
+from microvae.config import (  # noqa: E402
+    config_errors,
+    cross_field_errors,
+    prepend_pythonpath,
+    schema,
+    source_options,
+    synthetic_options as synthetic_parameters,
+    training_options as training_parameters,
+)
 from microvae.errors import MicrovaeError  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
 prepend_pythonpath(SRC)
 
-SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-_errors = config_errors(config, load_yaml(SCHEMA))
-if _errors:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
+# Schema and cross-field checks are library functions (microvae.config, unit-tested); the
+# schema is the one source of every option's default.
+def _refuse(errors):
+    if errors:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+_refuse(config_errors(config, schema()))
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
-
-
-def _check_config():
-    names = [s["name"] for s in config["sources"]]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise WorkflowError(f"config key sources: duplicate source names {duplicates}")
-    for i, source in enumerate(config["sources"]):
-        kinds = [k for k in ("synthetic", "paths") if k in source]
-        if len(kinds) != 1:
-            raise WorkflowError(
-                f"config key sources[{i}] ({source['name']}): give exactly one of "
-                f"'synthetic' or 'paths', got {kinds or 'neither'}"
-            )
-        if "truth" in source and "paths" not in source:
-            raise WorkflowError(
-                f"config key sources[{i}].truth: only file sources (paths) take truth files"
-            )
-    split = config["split"]
-    total = split["train"] + split["val"] + split["test"]
-    if abs(total - 1.0) > 1e-6:
-        raise WorkflowError(
-            f"config key split: train + val + test must be 1, got {total:g}"
-        )
-
-
-_check_config()
+_refuse(cross_field_errors(config))
 SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
 
@@ -96,11 +82,7 @@ def source_truth(wildcards):
 
 def ingest_options(wildcards):
     """The reader options of a source as JSON (a change re-runs ingest and what follows)."""
-    keep = (
-        "name format dataset rgb axes slice_step crop stride pixel_size pixel_unit binary group"
-    ).split()
-    source = SOURCES[wildcards.source]
-    return json.dumps({k: source[k] for k in keep if k in source}, sort_keys=True)
+    return json.dumps(source_options(SOURCES[wildcards.source]), sort_keys=True)
 
 
 def segmentation_options(wildcards):
@@ -108,7 +90,7 @@ def segmentation_options(wildcards):
 
 
 def synthetic_options(wildcards):
-    return json.dumps(SOURCES[wildcards.source]["synthetic"], sort_keys=True)
+    return json.dumps(synthetic_parameters(SOURCES[wildcards.source]), sort_keys=True)
 
 
 def synthetic_seed(wildcards):
@@ -122,14 +104,7 @@ def split_fractions():
 
 def training_options():
     """Training settings as JSON: a change re-runs training and everything downstream."""
-    keys = (
-        "epochs batch_size learning_rate seed max_train_images max_val_images device precision"
-        " channels_last compile"
-    ).split()
-    options = {k: config["train"][k] for k in keys}
-    options["kl_weight"] = config["model"]["kl_weight"]
-    options["kl_warmup_epochs"] = config["model"]["kl_warmup_epochs"]
-    return json.dumps(options, sort_keys=True)
+    return json.dumps(training_parameters(config), sort_keys=True)
 
 
 def data_targets():

@@ -40,11 +40,12 @@ rule evaluate:
         mem_mb=4000,
     params:
         seed=config["evaluate"]["seed"],
-        figures_dir=lambda wildcards: f"results/evaluation/latent_{wildcards.latent}",
     shell:
         "python -m microvae evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
         " --latent {wildcards.latent} --seed {params.seed} --metrics {output.metrics:q}"
-        " --s2 {output.s2:q} --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
+        " --s2 {output.s2:q} --s2-figure {output.s2_png:q}"
+        " --phase-fraction-figure {output.phase_fraction_png:q}"
+        " --chords-figure {output.chords_png:q} > {log:q} 2>&1"
 
 
 rule summarize:

@@ -59,10 +59,11 @@ rule sample:
         n_pairs=config["sample"]["n_pairs"],
         n_steps=config["sample"]["n_steps"],
         seed=config["sample"]["seed"],
-        figures_dir=lambda wildcards: f"results/samples/latent_{wildcards.latent}",
     shell:
         "python -m microvae sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
         " --seed {params.seed} --out {output.samples:q}"
-        " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
+        " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
+        " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
+        " --latent-map-figure {output.latent_map:q} > {log:q} 2>&1"

@@ -1,7 +1,8 @@
-"""File-level stages of the data path: synthesize, ingest, segment, pack.
+"""Stages of the data half: synthesize, ingest, segment, pack.
 
-Each function reads its inputs, calls the science in the other modules and writes its
-outputs atomically; the command line (``microvae.cli``) and the Snakemake rules call these.
+Each function reads its inputs, calls the science (:mod:`microvae.synthetic`,
+:mod:`microvae.ingest`, :mod:`microvae.segment`, :mod:`microvae.dataset`) and writes every
+output it is given, atomically; the command line (``microvae.cli``) calls these.
 """
 
 from __future__ import annotations
@@ -9,79 +10,66 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, save_figure, write_json
-from .dataset import SourceTiles, pack
-from .errors import MicrovaeError
-from .h5io import open_h5, read_json_attr, write_arrays
-from .ingest import CORNER_COLUMNS, ORIGIN_COLUMNS, tile_source
-from .segment import (
-    MORPHOLOGY_WARNING,
-    SegmentationParameters,
-    iou,
-    morphology_change,
-    phase_fraction,
-    pooled_iou,
-    segment,
-)
-from .synthetic import SteelParameters, synthesize_volume
+from ..atomic import atomic_path, save_figure, write_json
+from ..dataset import SourceTiles, pack
+from ..descriptors import iou, phase_fraction, pooled_iou
+from ..errors import MicrovaeError
+from ..h5io import open_h5, read_json_attr, write_arrays
+from ..ingest import CORNER_COLUMNS, ORIGIN_COLUMNS, SourceOptions, tile_source
+from ..plots import segmentation_examples, split_figure
+from ..segment import MORPHOLOGY_WARNING, SegmentationParameters, morphology_change, segment
+from ..synthetic import SteelParameters, synthesize_volume
 
 log = logging.getLogger(__name__)
 
 
-def synthesize(params: dict[str, Any], seed: int, iq_path: str | os.PathLike,
+def synthesize(params: SteelParameters, seed: int, iq_path: str | os.PathLike,
                phase_path: str | os.PathLike) -> None:
     """Write one synthetic volume: 8-bit IQ map and true phase map, as multi-page TIFFs."""
     import tifffile
 
-    known = set(SteelParameters.__dataclass_fields__)
-    unknown = set(params) - known - {"n_volumes", "seed"}
-    if unknown:
-        raise MicrovaeError(f"synthetic: unknown keys {sorted(unknown)}")
-    steel = SteelParameters(**{k: (tuple(v) if k == "shape" else v)
-                               for k, v in params.items() if k in known})
-    iq, phase = synthesize_volume(steel, seed)
+    iq, phase = synthesize_volume(params, seed)
     for path, volume in ((iq_path, iq), (phase_path, phase)):
         with atomic_path(path) as tmp:
             tifffile.imwrite(tmp, volume, compression="zlib", photometric="minisblack",
                              metadata={"axes": "ZYX"})
 
 
-def ingest(files: Sequence[str], out: str | os.PathLike, source: dict[str, Any],
+def ingest(files: Sequence[str], out: str | os.PathLike, source: SourceOptions,
            image_size: int, truth: Sequence[str] | None = None) -> int:
-    """Tile the files of one source (options in ``source``) into ``out``; return the tile count."""
-    name = source.get("name", "source")
+    """Tile the files of one source into ``out``; return the tile count."""
     if not files:
-        raise MicrovaeError(f"sources[{name}]: no input files")
+        raise MicrovaeError(f"sources[{source.name}]: no input files")
     if image_size % 8:
         raise MicrovaeError(f"image_size: must be a multiple of 8, got {image_size}")
     tiles = tile_source(
-        [Path(f) for f in files], image_size, stride=source.get("stride") or image_size,
-        axes=source.get("axes", [0]), slice_step=source.get("slice_step", 1),
-        crop=source.get("crop") or {}, fmt=source.get("format", "auto"),
-        dataset=source.get("dataset"), rgb=source.get("rgb", False),
+        [Path(f) for f in files], image_size, stride=source.stride or image_size,
+        axes=source.axes, slice_step=source.slice_step, crop=source.crop, fmt=source.format,
+        dataset=source.dataset, rgb=source.rgb,
         truth_files=[Path(t) for t in truth] if truth else None,
-        binary=source.get("binary", "auto"), group=source.get("group"))
+        binary=source.binary, group=source.group)
     arrays = {"images": tiles.images, "origin": tiles.origin, "corner": tiles.corner}
     if tiles.truth is not None:
         arrays["truth"] = tiles.truth
     if tiles.binary:
         log.info("%s: phase maps (two values per image): kept exactly, the higher value is "
-                 "phase 1 unless segmentation.phase says 'dark'", name)
+                 "phase 1 unless segmentation.phase says 'dark'", source.name)
     write_arrays(out, arrays, attrs={
-        "source": name, "files": tiles.files, "groups": tiles.groups, "shapes": tiles.shapes,
-        "image_size": image_size, "origin_columns": list(ORIGIN_COLUMNS),
+        "source": source.name, "files": tiles.files, "groups": tiles.groups,
+        "shapes": tiles.shapes, "image_size": image_size, "origin_columns": list(ORIGIN_COLUMNS),
         "corner_columns": list(CORNER_COLUMNS), "binary": tiles.binary,
-        "pixel_size": source.get("pixel_size") or 0.0, "pixel_unit": source.get("pixel_unit", "px"),
-        "options": source,
+        "pixel_size": source.pixel_size or 0.0, "pixel_unit": source.pixel_unit,
+        "options": asdict(source),
     })
     return len(tiles.images)
 
 
 def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
-                 qa_json: str | os.PathLike, params: dict[str, Any],
+                 qa_json: str | os.PathLike, params: SegmentationParameters,
                  figure: str | os.PathLike | None = None) -> dict[str, Any]:
     """Segment the tiles of an ingested source; per-tile QA in ``out``, a summary in ``qa_json``.
 
@@ -95,7 +83,7 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
         truth = h5["truth"][()] if "truth" in h5 else None
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
     binary_input = bool(attrs.get("binary", False))
-    seg = SegmentationParameters.from_options(params).resolved(binary_input)
+    seg = params.resolved(binary_input)
     binary, threshold, steps = segment(images, seg, binary_input=binary_input,
                                        source=str(ingested))
     fractions = phase_fraction(binary)
@@ -129,8 +117,6 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
     write_arrays(out, arrays, attrs={**attrs, "segmentation": resolved, "threshold": threshold})
     write_json(qa_json, summary)
     if figure is not None:
-        from .plots import segmentation_examples
-
         save_figure(segmentation_examples(images, binary, truth, summary), figure)
     return summary
 
@@ -153,13 +139,12 @@ def pack_files(segmented: Sequence[str], out: str | os.PathLike, fractions: dict
     if not sources:
         raise MicrovaeError("pack: no segmented sources given")
     sizes = {p["pixel_size"] for p in pixel.values()}
-    split = pack(sources, out, fractions, seed, attrs={
+    arrays, attrs, split = pack(sources, fractions, seed)
+    write_arrays(out, arrays, attrs={
         "segmentation": segmentation, "provenance": pixel,
         "pixel_size": sizes.pop() if len(sizes) == 1 else 0.0,
-        "pixel_unit": next(iter(pixel.values()))["pixel_unit"],
+        "pixel_unit": next(iter(pixel.values()))["pixel_unit"], **attrs,
     })
     if figure is not None:
-        from .plots import split_figure
-
         save_figure(split_figure(sources, split), figure)
     return {s: int(len(split.index[s])) for s in split.index}

@@ -1,0 +1,226 @@
+"""Stages of the model half: train and sample. Each reads its inputs, calls the science of
+:mod:`microvae.train` and :mod:`microvae.sample`, and writes every output it is given
+(atomically): model, history, samples, figures, exported images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..atomic import atomic_path, save_figure
+from ..device import select_runtime
+from ..errors import MicrovaeError
+from ..h5io import load_split, write_arrays
+from ..modelfile import load_model, save_model
+from ..sample import ENCODED_MODES, MODES, SampleConfig, generate, latent_manifold
+from ..tables import read_csv, write_csv
+from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
+from ..train import training_state as saved_state
+from . import SAMPLE_FIGURES
+
+log = logging.getLogger("microvae.stages.network")
+
+IMAGE_ARRAYS = ("prior", "aggregate", "posterior", "reconstruction")
+STORAGE = "float16 probabilities of phase 1 in [0, 1]"
+
+
+class Checkpoint:
+    """Resumable training state kept beside (not among) the declared outputs."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.path = self.directory / "checkpoint.pt"
+
+    def save(self, training: Training) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(saved_state(training), tmp)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a checkpoint is a cache: a bad one means starting over
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
+            return None
+
+
+def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    write_csv(path, history, HISTORY_COLUMNS)
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return read_csv(path, text_columns=("kl_per_dim",))
+
+
+def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
+          checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
+          history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
+          threads: int | None = None, stop_after_epoch: int | None = None) -> Training:
+    """Train one VAE on the data set's train split, validating on its val split.
+
+    Writes the best epoch's model (by validation loss), ``history.csv`` and the loss figure.
+    A checkpoint after every epoch in ``checkpoint_dir`` lets a killed run continue;
+    ``stop_after_epoch`` ends the run early without writing the outputs (tests).
+    """
+    cfg.check()
+    runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, threads)
+    training = prepare(load_split(dataset, "train"), load_split(dataset, "val"), latent_size, cfg,
+                       runtime)
+    checkpoint = Checkpoint(checkpoint_dir)
+    if resume(training, checkpoint.load()):
+        log.info("resuming from %s after epoch %d", checkpoint.path, training.epoch)
+    fit(training, on_epoch=checkpoint.save, stop_after_epoch=stop_after_epoch)
+    if training.epoch < cfg.epochs:
+        return training
+    save_model(best_model(training), model_out, extra={
+        "best_epoch": training.best_epoch, "best_val_loss": training.best_val_loss,
+        "epochs": cfg.epochs, "train": json.dumps(asdict(cfg), sort_keys=True),
+        "dataset": str(dataset), "data_fingerprint": training.fingerprint})
+    write_history(training.history, history_out)
+    if loss_figure is not None:
+        save_figure(plots.loss_curves({latent_size: training.history}), loss_figure)
+    log.info("latent %d: best epoch %d (val loss %.2f) saved to %s", latent_size,
+             training.best_epoch, training.best_val_loss, model_out)
+    return training
+
+
+def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
+                  attrs: dict[str, Any]) -> None:
+    """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
+    stored = {}
+    for name, array in arrays.items():
+        is_images = name in IMAGE_ARRAYS or name.startswith(
+            ("noise/", "interpolation/midpoint", "interpolation/path"))
+        stored[name] = array.astype(np.float16) if is_images else array
+    write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
+
+
+def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,
+                  prefix: str = "sample") -> list[Path]:
+    """Binarise probabilities at 0.5 and write one file per image (png|tif) or one stack (npy)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = (images.reshape(-1, *images.shape[-2:]) > 0.5).astype(np.uint8)
+    if fmt == "npy":
+        path = directory / f"{prefix}.npy"
+        with atomic_path(path) as tmp:
+            np.save(tmp, binary)
+        return [path]
+    if fmt not in ("png", "tif"):
+        raise MicrovaeError(f"--export-format: unknown format {fmt!r}")
+    written = []
+    for i, image in enumerate(binary):
+        path = directory / f"{prefix}_{i:05d}.{fmt}"
+        with atomic_path(path) as tmp:
+            if fmt == "png":
+                import imageio.v3 as iio
+
+                iio.imwrite(tmp, image * 255)
+            else:
+                import tifffile
+
+                tifffile.imwrite(tmp, image * 255)
+        written.append(path)
+    return written
+
+
+def check_figures(figures: dict[str, str | os.PathLike], modes: tuple[str, ...]) -> None:
+    """Every figure asked for can be drawn from the modes asked for."""
+    for name in figures:
+        if name not in SAMPLE_FIGURES:
+            raise MicrovaeError(f"unknown figure {name!r}; use {sorted(SAMPLE_FIGURES)}")
+        mode = SAMPLE_FIGURES[name]
+        if mode is not None and mode not in modes:
+            raise MicrovaeError(f"the {name} figure needs --mode {mode} (or all)")
+        if mode is None and not set(modes) & set(ENCODED_MODES):
+            raise MicrovaeError(f"the {name} figure needs the encoded test images: --mode "
+                                "posterior, noise or interpolation (or all)")
+
+
+def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.ndarray | None,
+                         figures: dict[str, str | os.PathLike], extent: float = 3.0) -> None:
+    """PNG figures of the generated sets (keys of ``figures``: :data:`SAMPLE_FIGURES`)."""
+    tag = f"latent size {model.latent_size}"
+    if "prior" in figures:
+        title = f"prior samples, {tag}"
+        if "aggregate" in arrays:
+            title = f"prior (top) and aggregate-posterior (bottom) samples, {tag}"
+        save_figure(plots.prior_grid(arrays["prior"], arrays.get("aggregate"), title=title),
+                    figures["prior"])
+    chosen = arrays.get("posterior_index", arrays.get("noise_index"))
+    if "posterior" in figures:
+        save_figure(plots.posterior_figure(test_images[chosen], arrays["reconstruction"][chosen],
+                                           arrays["posterior"],
+                                           title=f"posterior draws (eq. 1), {tag}"),
+                    figures["posterior"])
+    if "noise" in figures:
+        noisy = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("noise/")}
+        save_figure(plots.noise_figure(test_images[chosen], noisy,
+                                       title=f"z_mean + sigma * eps, {tag}"), figures["noise"])
+    if "interpolation" in figures:
+        pairs = arrays["interpolation/pairs"]
+        save_figure(plots.interpolation_figure(
+            test_images[pairs[:, 0]], test_images[pairs[:, 1]], arrays["interpolation/midpoint"],
+            arrays["interpolation/path"], title=f"latent interpolation, {tag}"),
+            figures["interpolation"])
+    if "latent_map" in figures:
+        manifold = latent_manifold(model, extent=extent) if model.latent_size == 2 else None
+        z_mean = arrays["test_z_mean"]
+        fractions = test_images.reshape(len(test_images), -1).mean(1)
+        save_figure(plots.latent_map(z_mean, fractions, manifold, extent,
+                                     title=f"latent space (Figure 7), {tag}"),
+                    figures["latent_map"])
+
+
+def sample(model_path: str | os.PathLike, out: str | os.PathLike,
+           dataset: str | os.PathLike | None, cfg: SampleConfig,
+           modes: tuple[str, ...] = MODES, split: str = "test",
+           figures: dict[str, str | os.PathLike] | None = None,
+           export_dir: str | os.PathLike | None = None, export_format: str = "png",
+           max_fit_images: int = 5000) -> dict[str, np.ndarray]:
+    """Load a model, generate the modes and write them to ``out``, then the figures asked
+    for (name -> path) and, with ``export_dir``, the binarised prior/aggregate/posterior images.
+
+    The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
+    """
+    from ..dataset import evenly_spaced
+
+    figures = figures or {}
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
+    needs_data = [m for m in modes if m in (*ENCODED_MODES, "aggregate")]
+    if needs_data and dataset is None:
+        raise MicrovaeError(f"--mode {' '.join(needs_data)} needs --dataset (real images to "
+                            "encode)")
+    check_figures(figures, modes)
+    model, payload = load_model(model_path)
+    test_images = load_split(dataset, split) if dataset is not None else None
+    fit_images = None
+    if "aggregate" in modes:
+        fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
+    arrays = generate(model, test_images, cfg, modes, fit_images)
+    write_samples(out, arrays, attrs={
+        "model": str(model_path), "model_config": payload["config"],
+        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
+        "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
+        "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
+        "n_steps": cfg.n_steps})
+    log.info("wrote %s: %s", out, {k: v.shape for k, v in arrays.items()})
+    write_sample_figures(model, arrays, test_images, figures)
+    if export_dir is not None:
+        for name in ("prior", "aggregate", "posterior"):
+            if name in arrays:
+                files = export_binary(arrays[name], export_dir, export_format, name)
+                log.info("exported %d %s file(s) to %s", len(files), name, export_dir)
+    return arrays

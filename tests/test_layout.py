@@ -1,0 +1,104 @@
+"""The package's layers: science modules (arrays and tensors in, arrays and tensors out) import
+no stage module, no figure module and no command line; the stages import no command line; and
+no module imports itself through others (no cycle)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
+SCIENCE = ("synthetic", "ingest", "segment", "dataset", "descriptors", "model", "device", "train",
+           "sample", "evaluate")
+FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile")
+UPPER = ("stages", "plots", "cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__") or "microvae"
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (relative or absolute, anywhere in it)."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
+        if path.name != "__init__.py" and "." not in name:
+            package = ""
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".") if package else []
+                    base = base[:len(base) - (node.level - 1)]
+                    target = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+                elif (node.module or "").startswith("microvae"):
+                    target = node.module.removeprefix("microvae").strip(".")
+                else:
+                    continue
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}".strip(".")
+                    found.add(sub if (PACKAGE / (sub.replace(".", "/") + ".py")).exists()
+                              or (PACKAGE / sub.replace(".", "/")).is_dir() else target)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("microvae."):
+                        found.add(alias.name.removeprefix("microvae."))
+        graph[name] = {t for t in found if t and t != name}
+    return graph
+
+
+GRAPH = imports()
+
+
+def test_the_graph_sees_the_known_imports():
+    assert "train" in GRAPH["stages.network"] and "modelfile" in GRAPH["stages.network"]
+    assert "config" in GRAPH["train"] and "stages" in GRAPH["cli"]
+
+
+@pytest.mark.parametrize("module", SCIENCE + FOUNDATION)
+def test_science_and_file_helpers_import_no_upper_layer(module):
+    upper = {t for t in GRAPH[module] if t.split(".")[0] in UPPER}
+    assert not upper, f"{module} imports {sorted(upper)}"
+
+
+@pytest.mark.parametrize("module", FOUNDATION)
+def test_file_helpers_import_no_science(module):
+    science = {t for t in GRAPH[module] if t.split(".")[0] in SCIENCE}
+    assert science <= {"model"} if module == "modelfile" else not science, science
+
+
+def test_stages_import_no_command_line():
+    for module, targets in GRAPH.items():
+        if module.startswith("stages"):
+            assert "cli" not in targets, module
+
+
+def test_every_module_is_in_a_layer():
+    layers = set(SCIENCE + FOUNDATION + UPPER)
+    assert {m.split(".")[0] for m in GRAPH} - {"microvae", "__main__"} <= layers
+
+
+def test_no_cycle():
+    state: dict[str, str] = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in GRAPH.get(module, ()):
+            if state.get(target) == "open":
+                raise AssertionError(" -> ".join([*path, module, target]))
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = "done"
+
+    for module in GRAPH:
+        if module not in state:
+            visit(module, [])
+
+
+def test_the_benchmark_times_the_real_training_step():
+    source = (PACKAGE.parents[1] / "benchmarks" / "train_throughput.py").read_text()
+    assert "from microvae.train import" in source and "train_step" in source
+    assert "loss.backward()" not in source
