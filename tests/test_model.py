@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -95,3 +97,14 @@ def test_corrupt_and_missing_model(tmp_path):
         load_model(tmp_path / "bad.pt")
     with pytest.raises(MicrovaeError, match="not found"):
         load_model(tmp_path / "none.pt")
+
+
+def test_kl_at_log_variance_ln2_and_mean_zero():
+    """KL(N(0, 2) || N(0, 1)) = 0.5 (1 - ln 2) per dimension: a sign error in the log-variance
+    term would give 0.5 (3 + ln 2) - 1 instead."""
+    z_mean = torch.zeros(3, 5)
+    z_log_var = torch.full((3, 5), math.log(2.0))
+    kl = kl_per_dimension(z_mean, z_log_var)
+    assert torch.allclose(kl, torch.full((3, 5), 0.5 * (1 - math.log(2.0))), atol=1e-7)
+    shifted = kl_per_dimension(torch.full((1, 1), 3.0), torch.zeros(1, 1))
+    assert shifted.item() == pytest.approx(4.5)

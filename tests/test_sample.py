@@ -90,6 +90,77 @@ def test_posterior_draws_follow_equation_1(monkeypatch):
                           z_mean[chosen][:, None] + torch.exp(z_log_var[chosen][:, None] / 2) * eps)
 
 
+def test_noise_draws_are_z_mean_plus_sigma_eps(monkeypatch):
+    torch.manual_seed(0)
+    model = VAE(16, 3).eval()
+    images = (np.random.default_rng(1).random((4, 16, 16)) > 0.5).astype(np.uint8)
+    captured = []
+    from microvae import sample as sample_module
+
+    original = sample_module.decode
+    monkeypatch.setattr(sample_module, "decode",
+                        lambda m, z, batch_size=64: captured.append(z.clone()) or original(m, z))
+    cfg = SampleConfig(n_prior=1, n_posterior_images=4, n_draws=2, noise_sigmas=[0.5, 2.0],
+                       n_pairs=1, n_steps=3, seed=9)
+    out = generate(model, images, cfg, modes=("noise",))
+    z_mean, _ = sample_module.encode(model, images)
+    chosen = out["noise_index"]
+    generator = torch.Generator().manual_seed(9)
+    for sigma, z in zip((0.5, 2.0), captured[1:]):  # captured[0]: the reconstructions
+        eps = torch.randn((4, 2, 3), generator=generator)
+        assert torch.allclose(z, (z_mean[chosen][:, None] + sigma * eps).reshape(-1, 3))
+
+
+def test_reconstruction_bce_comes_from_fp32_logits():
+    from torch.nn import functional as F
+
+    from microvae.sample import reconstruction_bce
+
+    torch.manual_seed(3)
+    model = VAE(16, 2).eval()
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(12.0)  # confident: probabilities above 0.99976 round to 1
+    images = np.ones((3, 16, 16), np.uint8)
+    z = torch.randn(3, 2)
+    bce = reconstruction_bce(model, images, z)
+    with torch.no_grad():
+        logits = model.decode_logits(z).double()
+    expected = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits),
+                                                  reduction="none").mean((1, 2, 3)).numpy()
+    assert np.allclose(bce, expected, rtol=1e-5)
+    with torch.no_grad():
+        rounded = model.decode(z).half().double().clamp(1e-7, 1 - 1e-7)
+    assert not np.allclose(-torch.log(rounded).mean((1, 2, 3)).numpy(), expected, rtol=0.5)
+
+
+def test_mixture_finds_two_clusters_of_codes_and_shuffles_its_draws():
+    from microvae.sample import fit_mixture, mixture
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-3.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    spread = torch.tensor([0.3, 0.05, 0.05])  # variances 0.09, 0.0025, 0.0025
+
+    def codes(n):
+        return centres[torch.randint(0, 2, (n,), generator=g)] + spread * torch.randn(n, 3, generator=g)
+
+    small = torch.full((1, 3), 2 * np.log(0.01))  # posterior sd 0.01
+    fit = fit_mixture((codes(2000), small.expand(2000, 3)), (codes(500), small.expand(500, 3)),
+                      random_state=1)
+    assert fit.mixture.n_components >= 2 and fit.used == 1  # one direction carries the codes
+
+    class Identity(torch.nn.Module):
+        latent_size = 3
+        config = {"image_size": [1, 3]}
+
+        def decode(self, z):
+            return z[:, None, None, :]
+
+    images, z = mixture(Identity(), fit, 400, torch.Generator().manual_seed(2))
+    first = z[:, 0].numpy()
+    assert 0.35 < (first > 0).mean() < 0.65 and abs(np.abs(first).mean() - 3.0) < 0.2
+    assert (np.diff(first[:200] > 0) != 0).sum() > 20  # not sorted by component
+
+
 def test_aggregate_posterior_moments_are_those_of_the_mixture():
     """Mean and covariance of q(z) = mean_i N(mu_i, diag s_i^2), checked against a direct
     Monte-Carlo draw from the mixture; samples from the fit reproduce its moments."""

@@ -137,3 +137,16 @@ def test_kl_warmup_ramp():
 def test_bad_settings(tiny_dataset, tmp_path, change, key):
     with pytest.raises(MicrovaeError, match=key):
         run_training(tiny_dataset, tmp_path, **change)
+
+
+def test_best_epoch_is_chosen_on_the_full_weight_validation_loss(tiny_dataset, tmp_path):
+    """During a KL warm-up the history's val_loss is BCE + the full kl_weight x KL, and the
+    saved model is the epoch where that is lowest."""
+    training = run_training(tiny_dataset, tmp_path, epochs=5, kl_warmup_epochs=4, kl_weight=0.5)
+    history = training.history
+    assert [row["kl_weight"] for row in history] == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.5])
+    for row in history:
+        assert row["val_loss"] == pytest.approx(row["val_bce"] + 0.5 * row["val_kl"], rel=1e-6)
+    best = min(history, key=lambda row: row["val_loss"])["epoch"]
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["extra"]
+    assert saved["best_epoch"] == best == training.best_epoch

@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, TINY_CONFIG, build_tiny_dataset, snakemake, write_config
 
 pytestmark = pytest.mark.slow
-MODES = {"prior", "aggregate", "posterior", "noise_0.5", "noise_1", "interpolation_midpoint",
-         "reconstruction"}
+MODES = {"prior", "aggregate", "mixture", "posterior", "noise_0.5", "noise_1",
+         "interpolation_midpoint", "reconstruction"}
 
 
 def test_dry_run_lists_every_stage(tmp_path):
@@ -32,7 +32,10 @@ def test_full_run_outputs(tiny_run):
         assert set(metrics["modes"]) == MODES
         assert 0 <= metrics["reconstruction"]["iou"] <= 1
         for mode in metrics["modes"].values():
-            assert set(mode) >= {"distance", "floor", "binarisation_bias", "summary"}
+            assert set(mode) >= {"distance", "interval", "floor", "floor_p95", "within_floor",
+                                 "verdict", "binarisation_bias", "summary"}
+        for name in ("prior", "aggregate", "mixture"):
+            assert 0 <= metrics["modes"][name]["novelty"]["fraction_closer"] <= 1
         header = (results / f"evaluation/latent_{latent}/s2.csv").read_text().splitlines()[0]
         assert header.startswith("r,real,real_floor,") and "prior_x" in header
         for figure in ("prior", "posterior", "noise", "interpolation", "latent_map"):

@@ -146,7 +146,7 @@ def run_train(args: argparse.Namespace) -> None:
           stop_after_epoch=args.stop_after_epoch)
 
 
-SAMPLE_MODES = ["all", "prior", "aggregate", "posterior", "noise", "interpolation"]
+SAMPLE_MODES = ["all", "prior", "aggregate", "mixture", "posterior", "noise", "interpolation"]
 
 
 def sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,7 +154,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--mode", nargs="+", default=["prior"], choices=SAMPLE_MODES,
                    help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
-                        "fitted to the encoded training images), posterior (eq. 1 on test "
+                        "fitted to the encoded training images), mixture (a Gaussian mixture "
+                        "fitted to them), posterior (eq. 1 on test "
                         "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
                         "or all; every mode but prior needs --dataset (default: prior)")
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
@@ -175,7 +176,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
                        help=f"output: the {name.replace('_', ' ')} figure (.png)")
     p.add_argument("--export-dir", default=None,
-                   help="also write binarised (at 0.5) prior/aggregate/posterior images here")
+                   help="also write binarised (at 0.5) prior/aggregate/mixture/posterior images "
+                        "here")
     p.add_argument("--export-format", default="png", choices=["png", "tif", "npy"],
                    help="format of --export-dir files: one PNG/TIFF per image or one NPY stack")
 

@@ -122,10 +122,10 @@ def two_point_correlation(images: np.ndarray, batch_size: int = 256) -> S2Curves
                     np.concatenate(along_y))
 
 
-def chord_lengths(images: np.ndarray, phase: int, axis: str) -> np.ndarray:
+def chord_lengths(images: np.ndarray, phase: int, axis: str, with_owner: bool = False):
     """Lengths (px) of all chords of ``phase`` along ``axis`` ('x' = rows, 'y' = columns),
     pooled over the stack. Chords that touch the image border are left out (their true length
-    is unknown)."""
+    is unknown). ``with_owner``: also the index of the image each chord lies in."""
     stack = images if axis == "x" else np.swapaxes(images, 1, 2)
     rows = (stack.reshape(-1, stack.shape[-1]) == phase).astype(np.int8)
     padded = np.pad(rows, ((0, 0), (1, 1)), constant_values=-1)  # -1 marks the border
@@ -138,7 +138,10 @@ def chord_lengths(images: np.ndarray, phase: int, axis: str) -> np.ndarray:
     touches = (flat[starts - 1] == -1) | (flat[np.minimum(ends, flat.size - 1)] == -1) | \
         (ends % width == 0)
     keep = (values == 1) & ~touches
-    return lengths[keep]
+    if not with_owner:
+        return lengths[keep]
+    owner = starts[keep] // width // stack.shape[1]
+    return lengths[keep], owner
 
 
 def specific_perimeter(images: np.ndarray) -> np.ndarray:
@@ -156,14 +159,20 @@ _CROSS_PER_IMAGE = np.zeros((3, 3, 3), bool)
 _CROSS_PER_IMAGE[1] = ndimage.generate_binary_structure(2, 1)
 
 
-def islands(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def islands(images: np.ndarray, with_owner: bool = False):
     """Connected regions of phase 1 (4-connectivity) in each image.
 
-    Returns ``(count per image (N,), area in px of every island, pooled)``.
+    Returns ``(count per image (N,), area in px of every island, pooled)``, and with
+    ``with_owner`` the index of the image of every island.
     """
     labels, total = ndimage.label(images.astype(bool), structure=_CROSS_PER_IMAGE)
     if total == 0:
-        return np.zeros(len(images), int), np.zeros(0, int)
+        empty = (np.zeros(len(images), int), np.zeros(0, int))
+        return (*empty, np.zeros(0, int)) if with_owner else empty
     areas = np.bincount(labels.ravel())[1:]
-    counts = np.array([np.unique(image[image > 0]).size for image in labels])
-    return counts, areas
+    # labels are numbered in scan order, so every image holds one contiguous range of them
+    last_label = np.maximum.accumulate(labels.reshape(len(images), -1).max(axis=1))
+    counts = np.diff(np.concatenate([[0], last_label]))
+    if not with_owner:
+        return counts, areas
+    return counts, areas, np.searchsorted(last_label, np.arange(1, total + 1))

@@ -172,14 +172,12 @@ def _binary(p: np.ndarray) -> np.ndarray:
     return (p > 0.5).astype(np.float32)
 
 
-def prior_grid(prior: np.ndarray, aggregate: np.ndarray | None = None, n: int = 8,
-               title: str = ""):
-    """Prior samples (and, below them, aggregate-posterior samples): rows alternate probability
-    and binarised (at 0.5) views."""
+def prior_grid(sets: dict[str, np.ndarray], n: int = 8, title: str = ""):
+    """Samples of each unseeded mode (name -> probabilities), one below the other: rows
+    alternate probability and binarised (at 0.5) views."""
     rows, labels = [], []
-    sets = [("prior", prior)] + ([("aggregate", aggregate)] if aggregate is not None else [])
-    blocks = 3 if aggregate is None else 2
-    for name, images in sets:
+    blocks = 3 if len(sets) == 1 else (2 if len(sets) == 2 else 1)
+    for name, images in sets.items():
         k = min(n, len(images))
         for i in range(min(blocks, (len(images) + k - 1) // max(k, 1))):
             block = images[i * k:(i + 1) * k]
@@ -346,14 +344,15 @@ def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, un
 
 
 def latent_comparison(rows: list[dict[str, Any]]):
-    """Across latent sizes: reconstruction IoU and BCE, and the distances of the prior and
-    aggregate samples with their floors."""
+    """Across latent sizes: reconstruction IoU and BCE, and the distances of the unseeded
+    samples (prior, aggregate, mixture) with the floor as a band."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
     recon = table[table["mode"] == "reconstruction"].sort_values("latent")
     prior = table[table["mode"] == "prior"].sort_values("latent")
     fitted = table[table["mode"] == "aggregate"].sort_values("latent")
+    mixture = table[table["mode"] == "mixture"].sort_values("latent")
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     axes[0].plot(recon["latent"], recon["recon_iou"], "o-")
     axes[0].set_ylabel("test-set IoU (thresholded at 0.5)")
@@ -363,11 +362,16 @@ def latent_comparison(rows: list[dict[str, Any]]):
     axes[1].set_title("reconstruction loss", fontsize=10)
     for ax, key, label in ((axes[2], "s2_nrmse_radial", "S2 NRMSE (radial)"),
                            (axes[3], "phase_fraction_wasserstein", "W1 of phase fraction")):
-        ax.plot(prior["latent"], prior[key], "o-", label="prior vs real")
-        if len(fitted):
-            ax.plot(fitted["latent"], fitted[key], "^-", label="aggregate vs real")
-        ax.plot(prior["latent"], prior[f"floor_{key}"], "s--", color="0.5",
-                label="real vs real (floor)")
+        for rows, marker, name in ((prior, "o-", "prior"), (fitted, "^-", "aggregate"),
+                                   (mixture, "s-", "mixture")):
+            if len(rows):
+                ax.errorbar(rows["latent"], rows[key],
+                            yerr=[np.zeros(len(rows)), rows[f"upper_{key}"] - rows[key]],
+                            fmt=marker, capsize=3, label=f"{name} vs real (median, upper 95%)")
+        ax.fill_between(prior["latent"], 0, prior[f"floor_p95_{key}"], color="0.85",
+                        label="real vs real: floor up to its 95th percentile")
+        ax.plot(prior["latent"], prior[f"floor_{key}"], "--", color="0.5",
+                label="floor median")
         ax.set_title(f"unseeded samples: {label}", fontsize=10)
         ax.legend(fontsize=7)
     for ax in axes:

@@ -7,6 +7,11 @@ Modes:
   ("ex-post density estimation", Ghosh et al., ICLR 2020). No real image seeds a sample; it
   covers the part of the latent space the decoder was trained on, which N(0, I) does not when
   the encoder uses only a subspace of a large latent space (see README, "Prior samples").
+* ``mixture``: z from a Gaussian mixture (scikit-learn) fitted to one posterior draw of each
+  training image, in the subspace the encoder uses (directions in which the z_mean vary by
+  more than 0.01; the other directions get a Gaussian of their own variance); the number of
+  components and the covariance type (full, tied, diag) are the ones under which draws of the
+  validation images are most likely.
 * ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
 * ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
 * ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
@@ -21,12 +26,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .config import check_parameters, parse_options
 from .errors import MicrovaeError
 from .model import VAE, reparameterize
 
-MODES = ("prior", "aggregate", "posterior", "noise", "interpolation")
+MODES = ("prior", "aggregate", "mixture", "posterior", "noise", "interpolation")
+FITTED_MODES = ("aggregate", "mixture")
+MIXTURE_COMPONENTS = (1, 2, 4, 8)
+MIXTURE_COVARIANCES = ("full", "tied", "diag")
+# Directions of the codes with a variance above this are the subspace the encoder uses.
+USED_VARIANCE = 0.01
+# A mixture is tried only where the training codes number at least this many per parameter.
+CODES_PER_PARAMETER = 5
 ENCODED_MODES = ("posterior", "noise", "interpolation")
 
 
@@ -76,6 +89,20 @@ def encode(model: VAE, images: np.ndarray, batch_size: int = 250) -> tuple[torch
     return torch.cat(means), torch.cat(log_vars)
 
 
+@torch.no_grad()
+def reconstruction_bce(model: VAE, images: np.ndarray, z_mean: torch.Tensor,
+                       batch_size: int = 64) -> np.ndarray:
+    """BCE per pixel (nats) of each image against its reconstruction from ``z_mean``,
+    computed from the decoder's fp32 logits (not from rounded probabilities)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = model.decode_logits(z_mean[i:i + batch_size]).float()
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).float()[:, None]
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        out.append(bce.flatten(1).mean(1).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def prior(model: VAE, n: int, generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
     z = torch.randn((n, model.latent_size), generator=generator)
     return decode(model, z), z
@@ -101,6 +128,79 @@ def aggregate(model: VAE, mean: torch.Tensor, cov: torch.Tensor, n: int,
     factor = torch.linalg.cholesky(cov)
     eps = torch.randn((n, len(mean)), generator=generator, dtype=torch.float64)
     z = (mean + eps @ factor.T).float()
+    return decode(model, z), z
+
+
+@dataclass
+class MixturePrior:
+    """A Gaussian mixture over the used subspace of the latent space (see module docstring)."""
+
+    mean: np.ndarray  # (L,)
+    basis: np.ndarray  # (L, L): the used directions first (columns)
+    variances: np.ndarray  # (L,) variances of the posterior draws along the basis
+    used: int
+    mixture: Any  # sklearn.mixture.GaussianMixture over the first ``used`` coordinates
+    validation_score: float  # mean log-likelihood per validation code
+
+    def describe(self) -> dict[str, Any]:
+        return {"components": int(self.mixture.n_components),
+                "covariance": self.mixture.covariance_type, "subspace_dims": self.used,
+                "validation_log_likelihood": self.validation_score}
+
+
+def fit_mixture(train_codes: tuple[torch.Tensor, torch.Tensor],
+                val_codes: tuple[torch.Tensor, torch.Tensor], random_state: int) -> MixturePrior:
+    """Fit the ``mixture`` prior to one draw of each training image's posterior (z_mean,
+    z_log_var: the aggregate posterior, which the decoder was trained on), in the subspace
+    where the z_mean vary by more than :data:`USED_VARIANCE`; choose the number of components
+    and the covariance type by the likelihood of draws of the validation images."""
+    from sklearn.mixture import GaussianMixture
+
+    generator = torch.Generator().manual_seed(random_state)
+
+    def draws(codes):
+        mean, log_var = codes
+        eps = torch.randn(mean.shape, generator=generator)
+        return reparameterize(mean.double(), log_var.double(), eps.double()).numpy()
+
+    z_mean = train_codes[0].double().numpy()
+    code_variances, basis = np.linalg.eigh(np.atleast_2d(np.cov(z_mean, rowvar=False)))
+    order = np.argsort(code_variances)[::-1]
+    basis = basis[:, order]
+    used = max(1, int((code_variances > USED_VARIANCE).sum()))
+    x = draws(train_codes)
+    mean = x.mean(0)
+    coords, val = (x - mean) @ basis, (draws(val_codes) - mean) @ basis
+    variances = coords.var(0)
+    train, val = coords[:, :used], val[:, :used]
+    best = None
+    for covariance in MIXTURE_COVARIANCES:
+        for components in MIXTURE_COMPONENTS:
+            matrices = {"full": components * used * (used + 1) // 2,
+                        "tied": used * (used + 1) // 2, "diag": components * used}[covariance]
+            parameters = components * (used + 1) + matrices
+            if components > 1 and parameters * CODES_PER_PARAMETER > len(train):
+                continue
+            mixture = GaussianMixture(components, covariance_type=covariance, reg_covar=1e-4,
+                                      random_state=random_state).fit(train)
+            score = float(mixture.score(val))
+            if best is None or score > best.validation_score:
+                best = MixturePrior(mean, basis, variances, used, mixture, score)
+    return best
+
+
+def mixture(model: VAE, prior_fit: MixturePrior, n: int, generator: torch.Generator
+            ) -> tuple[np.ndarray, torch.Tensor]:
+    """``n`` images decoded from the mixture prior (shuffled: sklearn returns its draws sorted
+    by component) and their z (n, L)."""
+    state = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    prior_fit.mixture.random_state = state
+    used_coords, _ = prior_fit.mixture.sample(n)
+    rest = torch.randn((n, len(prior_fit.mean) - prior_fit.used), generator=generator,
+                       dtype=torch.float64).numpy() * np.sqrt(prior_fit.variances[prior_fit.used:])
+    coords = np.concatenate([used_coords, rest], axis=1)
+    coords = coords[torch.randperm(n, generator=generator).numpy()]
+    z = torch.from_numpy(prior_fit.mean + coords @ prior_fit.basis.T).float()
     return decode(model, z), z
 
 
@@ -134,12 +234,13 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
 
 
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
-             modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None
-             ) -> dict[str, np.ndarray]:
+             modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
+             val_images: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
-    ``aggregate`` fits its Gaussian to ``fit_images`` (the train split); the encoded modes
-    (posterior, noise, interpolation) encode ``test_images``.
+    ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
+    ``mixture`` chosen on those of ``val_images``; the encoded modes (posterior, noise,
+    interpolation) encode ``test_images``.
     """
     cfg.check()
     unknown = set(modes) - set(MODES)
@@ -150,15 +251,30 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     if "prior" in modes:
         out["prior"], z = prior(model, cfg.n_prior, generator)
         out["prior_z"] = z.numpy()
+    fitted = [m for m in modes if m in FITTED_MODES]
+    if fitted and (fit_images is None or len(fit_images) < 2):
+        raise MicrovaeError(f"mode {' '.join(fitted)} needs at least 2 training images to "
+                            "encode (--dataset with a train split)")
+    codes = encode(model, fit_images) if fitted else None
     if "aggregate" in modes:
-        if fit_images is None or len(fit_images) < 2:
-            raise MicrovaeError("mode aggregate needs at least 2 training images to encode "
-                                "(--dataset with a train split)")
-        mean, cov = fit_aggregate_posterior(*encode(model, fit_images))
+        mean, cov = fit_aggregate_posterior(*codes)
         out["aggregate"], z = aggregate(model, mean, cov, cfg.n_prior, generator)
         out["aggregate_z"] = z.numpy()
         out["aggregate_mean"] = mean.numpy()
         out["aggregate_cov"] = cov.numpy()
+    if "mixture" in modes:
+        if val_images is None or len(val_images) < 2:
+            raise MicrovaeError("mode mixture needs at least 2 validation images to choose the "
+                                "mixture on (--dataset with a val split)")
+        state = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        fit = fit_mixture(codes, encode(model, val_images), state)
+        out["mixture"], z = mixture(model, fit, cfg.n_prior, generator)
+        out["mixture_z"] = z.numpy()
+        summary = fit.describe()
+        out["mixture_components"] = np.array(summary["components"])
+        out["mixture_full_covariance"] = np.array(summary["covariance"] == "full")
+        out["mixture_subspace_dims"] = np.array(summary["subspace_dims"])
+        out["mixture_validation_log_likelihood"] = np.array(summary["validation_log_likelihood"])
     needs_data = [m for m in modes if m in ENCODED_MODES]
     if not needs_data:
         return out
@@ -166,6 +282,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         raise MicrovaeError(f"modes {needs_data} need real images to encode (--dataset)")
     z_mean, z_log_var = encode(model, test_images)
     out["reconstruction"] = decode(model, z_mean)
+    out["reconstruction_bce"] = reconstruction_bce(model, test_images, z_mean)
     out["test_z_mean"] = z_mean.numpy()
     out["test_z_log_var"] = z_log_var.numpy()
     n_test = len(test_images)

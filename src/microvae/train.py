@@ -274,7 +274,9 @@ def run_epoch(training: Training) -> dict[str, Any]:
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
-    val = validate(training.model, training.x_val, runtime, kl_weight, seed=cfg.seed + 1)
+    # the full KL weight even during a warm-up: the best epoch is chosen on the loss the model
+    # is meant to minimise, not on a weight that changes from epoch to epoch
+    val = validate(training.model, training.x_val, runtime, cfg.kl_weight, seed=cfg.seed + 1)
     train_loss, train_bce, train_kl = (totals / n).tolist()
     return {"epoch": epoch + 1, "train_loss": train_loss, "train_bce": train_bce,
             "train_kl": train_kl, "val_loss": val["val_loss"], "val_bce": val["val_bce"],

@@ -21,7 +21,7 @@ from ..device import select_runtime
 from ..errors import MicrovaeError
 from ..h5io import load_split, write_arrays
 from ..modelfile import load_model, save_model
-from ..sample import ENCODED_MODES, MODES, SampleConfig, generate, latent_manifold
+from ..sample import ENCODED_MODES, FITTED_MODES, MODES, SampleConfig, generate, latent_manifold
 from ..tables import read_csv, write_csv
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
@@ -29,7 +29,7 @@ from . import SAMPLE_FIGURES
 
 log = logging.getLogger("microvae.stages.network")
 
-IMAGE_ARRAYS = ("prior", "aggregate", "posterior", "reconstruction")
+IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "posterior", "reconstruction")
 STORAGE = "float16 probabilities of phase 1 in [0, 1]"
 
 
@@ -152,10 +152,9 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
     """PNG figures of the generated sets (keys of ``figures``: :data:`SAMPLE_FIGURES`)."""
     tag = f"latent size {model.latent_size}"
     if "prior" in figures:
-        title = f"prior samples, {tag}"
-        if "aggregate" in arrays:
-            title = f"prior (top) and aggregate-posterior (bottom) samples, {tag}"
-        save_figure(plots.prior_grid(arrays["prior"], arrays.get("aggregate"), title=title),
+        shown = [m for m in ("prior", *FITTED_MODES) if m in arrays]
+        title = f"{', '.join(shown)} samples (top to bottom), {tag}"
+        save_figure(plots.prior_grid({m: arrays[m] for m in shown}, title=title),
                     figures["prior"])
     chosen = arrays.get("posterior_index", arrays.get("noise_index"))
     if "posterior" in figures:
@@ -199,17 +198,19 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     unknown = set(modes) - set(MODES)
     if unknown:
         raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
-    needs_data = [m for m in modes if m in (*ENCODED_MODES, "aggregate")]
+    needs_data = [m for m in modes if m in (*ENCODED_MODES, *FITTED_MODES)]
     if needs_data and dataset is None:
         raise MicrovaeError(f"--mode {' '.join(needs_data)} needs --dataset (real images to "
                             "encode)")
     check_figures(figures, modes)
     model, payload = load_model(model_path)
     test_images = load_split(dataset, split) if dataset is not None else None
-    fit_images = None
-    if "aggregate" in modes:
+    fit_images = val_images = None
+    if set(modes) & set(FITTED_MODES):
         fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
-    arrays = generate(model, test_images, cfg, modes, fit_images)
+    if "mixture" in modes:
+        val_images = evenly_spaced(load_split(dataset, "val"), max_fit_images)
+    arrays = generate(model, test_images, cfg, modes, fit_images, val_images)
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],
         "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
@@ -219,7 +220,7 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     log.info("wrote %s: %s", out, {k: v.shape for k, v in arrays.items()})
     write_sample_figures(model, arrays, test_images, figures)
     if export_dir is not None:
-        for name in ("prior", "aggregate", "posterior"):
+        for name in ("prior", *FITTED_MODES, "posterior"):
             if name in arrays:
                 files = export_binary(arrays[name], export_dir, export_format, name)
                 log.info("exported %d %s file(s) to %s", len(files), name, export_dir)

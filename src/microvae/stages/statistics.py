@@ -14,26 +14,35 @@ import numpy as np
 from .. import plots
 from ..atomic import save_figure, write_json, write_text
 from ..errors import MicrovaeError
-from ..evaluate import evaluate_sets, reconstruction_metrics, s2_columns, summary_rows
+from ..evaluate import Seeds, evaluate_sets, reconstruction_metrics, s2_columns, summary_rows
 from ..h5io import dataset_info, load_split, open_h5, read_json_attr
 from ..tables import columns_text, write_csv
 from . import EVALUATION_FIGURES
 from .network import read_history
 
 
-def source_indices(h5) -> dict[str, np.ndarray]:
-    """Test-set indices of the real images that each encoded mode started from."""
-    sources = {}
-    if "posterior_index" in h5:
-        sources["posterior"] = h5["posterior_index"][()]
+def seeds_of(h5) -> dict[str, Seeds]:
+    """The real test images each seeded mode of a samples file started from."""
+    seeds = {}
+    if "posterior_index" in h5 and "posterior" in h5:
+        seeds["posterior"] = Seeds.per_image(h5["posterior_index"][()], h5["posterior"].shape[1])
     if "noise_index" in h5 and "noise" in h5:
         for sigma in h5["noise"]:
-            sources[f"noise_{sigma}"] = h5["noise_index"][()]
+            seeds[f"noise_{sigma}"] = Seeds.per_image(h5["noise_index"][()],
+                                                      h5["noise"][sigma].shape[1])
     if "interpolation" in h5 and "pairs" in h5["interpolation"]:
-        sources["interpolation_midpoint"] = h5["interpolation"]["pairs"][()].ravel()
-    if "reconstruction" in h5:
-        sources["reconstruction"] = np.arange(len(h5["reconstruction"]))
-    return sources
+        pairs = h5["interpolation"]["pairs"][()]
+        seeds["interpolation_midpoint"] = Seeds(np.arange(len(pairs)), pairs)
+    return seeds
+
+
+def test_groups(dataset_path: str | os.PathLike) -> np.ndarray | None:
+    """The file or volume of every test image (source and file columns of its origin)."""
+    with open_h5(dataset_path) as h5:
+        if "test_origin" not in h5:
+            return None
+        origin = h5["test_origin"][()]
+    return origin[:, 0].astype(np.int64) * 1_000_000 + origin[:, 1]
 
 
 def generated_sets(h5) -> dict[str, np.ndarray]:
@@ -43,7 +52,7 @@ def generated_sets(h5) -> dict[str, np.ndarray]:
     def flat(a: np.ndarray) -> np.ndarray:
         return a.reshape(-1, *a.shape[-2:]).astype(np.float32)
 
-    for name in ("prior", "aggregate", "posterior"):
+    for name in ("prior", "aggregate", "mixture", "posterior"):
         if name in h5:
             sets[name] = flat(h5[name][()])
     if "noise" in h5:
@@ -63,9 +72,16 @@ def load_for_evaluation(samples_path: str | os.PathLike, dataset_path: str | os.
     with open_h5(samples_path) as h5:
         generated = generated_sets(h5)
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
-        attrs["sources"] = source_indices(h5)
+        attrs["seeds"] = seeds_of(h5)
+        if "reconstruction_bce" in h5:
+            attrs["reconstruction_bce"] = h5["reconstruction_bce"][()]
     if not generated:
         raise MicrovaeError(f"{samples_path}: holds no generated images")
+    split = attrs.get("split", "test")
+    if split != "test":
+        raise MicrovaeError(f"{samples_path}: its seeded modes started from the {split} split, "
+                            "but the evaluation compares with the test split; sample with "
+                            "--split test")
     shape = next(iter(generated.values())).shape[1:]
     if tuple(shape) != tuple(real.shape[1:]):
         raise MicrovaeError(f"{samples_path}: images of {shape} px, but the test set of "
@@ -87,7 +103,9 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
     if unknown:
         raise MicrovaeError(f"unknown figure(s) {sorted(unknown)}; use {list(EVALUATION_FIGURES)}")
     real, generated, attrs = load_for_evaluation(samples_path, dataset_path)
-    evaluation = evaluate_sets(real, generated, seed, sources=attrs["sources"])
+    evaluation = evaluate_sets(real, generated, seed, seeds=attrs["seeds"],
+                               groups=test_groups(dataset_path),
+                               train=load_split(dataset_path, "train"))
     metrics = evaluation.metrics
     metrics["latent_size"] = latent if latent is not None else attrs.get("latent_size")
     metrics["pixel_size"] = attrs["pixel_size"]
@@ -95,7 +113,8 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
     metrics["units"] = {"lengths": "px", "areas": "px^2", "specific_perimeter": "1/px",
                         "bce_per_pixel": "nats"}
     if "reconstruction" in generated:
-        metrics["reconstruction"] = reconstruction_metrics(generated["reconstruction"], real)
+        metrics["reconstruction"] = reconstruction_metrics(generated["reconstruction"], real,
+                                                           attrs.get("reconstruction_bce"))
     write_json(metrics_out, metrics)
     write_text(s2_out, columns_text(s2_columns(evaluation)))
     tag = f"latent size {metrics['latent_size']}"
