@@ -3,7 +3,19 @@ import json
 import numpy as np
 import pytest
 
-from microvae.evaluate import evaluate_sets, reconstruction_metrics
+from microvae.evaluate import (
+    VERDICT_KEYS,
+    Seeds,
+    Statistics,
+    distances,
+    evaluate_sets,
+    nearest_iou,
+    novelty,
+    reconstruction_metrics,
+    reference_half,
+    summary_rows,
+    weighted_distances,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +67,6 @@ def test_reconstruction_metrics():
 
 # --- fair comparisons and verdicts -------------------------------------------------------------
 
-from microvae.evaluate import (  # noqa: E402
-    VERDICT_KEYS,
-    Seeds,
-    Statistics,
-    distances,
-    nearest_iou,
-    novelty,
-    reference_half,
-    summary_rows,
-    weighted_distances,
-)
 
 
 def blobs(n, seed, fraction=0.3, size=24):
@@ -186,3 +187,26 @@ def test_novelty_of_a_copy_of_the_training_set_is_one():
     fresh = novelty(blobs(100, 11), reference, train)
     assert fresh["fraction_closer"] <= 0.2
     assert fresh["reference_fraction_closer"] == pytest.approx(0.05, abs=0.011)
+
+
+def test_reconstruction_bce_from_logits_is_used_where_stored():
+    truth = np.ones((2, 4, 4), np.uint8)
+    rounded = np.ones((2, 4, 4), np.float32)  # float16 storage rounded 0.9999 up to 1
+    assert reconstruction_metrics(rounded, truth)["bce_per_pixel"] < 1e-6
+    stored = reconstruction_metrics(rounded, truth, bce_per_image=np.array([1e-4, 3e-4]))
+    assert stored["bce_per_pixel"] == pytest.approx(2e-4)
+
+
+def test_evaluate_stage_refuses_samples_of_another_split(tiny_dataset, tmp_path):
+    from conftest import microvae
+    from microvae.h5io import write_arrays
+
+    write_arrays(tmp_path / "s.h5", {"prior": np.zeros((8, 16, 16), np.float16)},
+                 attrs={"split": "val", "latent_size": 2})
+    out = tmp_path / "out"
+    out.mkdir()
+    result = microvae("evaluate", "--samples", str(tmp_path / "s.h5"), "--dataset",
+                      str(tiny_dataset), "--metrics", str(out / "m.json"), "--s2",
+                      str(out / "s2.csv"))
+    assert result.returncode == 1 and "started from the val split" in result.stderr
+    assert list(out.iterdir()) == []
