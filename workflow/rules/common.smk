@@ -24,6 +24,7 @@ from microvae.ingest import expand_paths  # noqa: E402
 
 prepend_pythonpath(SRC)
 
+
 # Schema and cross-field checks are library functions (microvae.config, unit-tested); the
 # schema is the one source of every option's default.
 def _refuse(errors):
