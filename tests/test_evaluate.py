@@ -210,3 +210,22 @@ def test_evaluate_stage_refuses_samples_of_another_split(tiny_dataset, tmp_path)
                       str(out / "s2.csv"))
     assert result.returncode == 1 and "started from the val split" in result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_small_test_set_covered_by_the_sources_is_still_evaluated():
+    """A single user image gives a test set of a few dozen tiles, fewer than the images the
+    seeded modes start from: the halves then come from all images, and each seeded mode is
+    compared per half by its draws whose sources lie outside it."""
+    real = blobs(30, 12)
+    sources = np.arange(30)
+    generated = {"posterior": np.repeat(real, 2, axis=0).astype(np.float32),
+                 "interpolation_midpoint": real[:10].astype(np.float32),
+                 "prior": blobs(30, 13).astype(np.float32)}
+    seeds = {"posterior": Seeds.per_image(sources, 2),
+             "interpolation_midpoint": Seeds(np.arange(10), np.stack([np.arange(10),
+                                                                     np.arange(10, 20)], 1))}
+    metrics = evaluate_sets(real, generated, seeds=seeds, n_halves=20).metrics
+    assert metrics["sources_kept_out_of_reference"] is False and metrics["n_seed_images"] == 30
+    posterior = metrics["modes"]["posterior"]
+    assert posterior["n_halves"] == 20 and posterior["n_within"] == len(VERDICT_KEYS)
+    assert 0 < metrics["modes"]["interpolation_midpoint"]["n_halves"] <= 20

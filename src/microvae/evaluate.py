@@ -335,14 +335,19 @@ def compare(generated: Statistics, real: Statistics, halves: list[np.ndarray],
             wg = usable[seeds.cluster].astype(float)
             wf = np.zeros(real.n)
             np.add.at(wf, seeds.sources[usable].ravel(), 1.0)
+        if wg.sum() == 0 or wf.sum() == 0:  # every draw's source is in this half
+            continue
         generated_d.append(weighted_distances(generated, wg, real, wr))
         floor_d.append(weighted_distances(real, wf, real, wr))
+    if not generated_d:
+        raise MicrovaeError("a seeded mode has no draw whose source images lie outside a "
+                            "reference half: too few real test images")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor of an empty set is NaN
         out = _medians_and_floor(generated_d, floor_d, rng, n_bootstrap)
     within = {k: bool(out["upper"][k] <= out["floor_p95"][k]) for k in VERDICT_KEYS}
     count = sum(within.values())
-    out.update(within_floor=within, n_within=count, n_halves=len(halves),
+    out.update(within_floor=within, n_within=count, n_halves=len(generated_d),
                verdict=f"{count} of {len(VERDICT_KEYS)} descriptors within the floor")
     return out
 
@@ -378,16 +383,19 @@ def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int 
     exclude = np.unique(np.concatenate(
         [s.all_sources() for name, s in seeds.items() if name != "reconstruction"] or
         [np.zeros(0, int)]))
-    if len(real) - len(exclude) < 2:
-        raise MicrovaeError(f"the seeded modes started from {len(exclude)} of the {len(real)} "
-                            "real test images: too few are left for a reference set")
+    n_seed_images = len(exclude)
+    if len(real) - len(exclude) < len(real) / 2:
+        # A small test set: the sources cover most of it. The halves are drawn from all images
+        # and each seeded mode is compared, per half, by its draws whose sources lie outside.
+        exclude = np.zeros(0, int)
     all_real = Statistics.of(real)
     halves = [reference_half(len(real), groups, exclude, rng) for _ in range(n_halves)]
     reference = halves[0]
     pool = np.setdiff1d(np.arange(len(real)), reference)
     metrics: dict[str, Any] = {"n_real": len(real), "n_real_reference": len(reference),
                                "n_reference_halves": n_halves, "n_bootstrap": n_bootstrap,
-                               "n_seed_images": len(exclude),
+                               "n_seed_images": n_seed_images,
+                               "sources_kept_out_of_reference": bool(len(exclude)),
                                "real": summary(all_real.subset(reference)), "modes": {},
                                "verdict_keys": list(VERDICT_KEYS),
                                "interval_percentiles": list(INTERVAL)}
