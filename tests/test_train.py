@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -37,7 +38,7 @@ def test_bit_identical_runs(tiny_dataset, tmp_path):
     assert same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
     history = read_history(tmp_path / "a" / "history.csv")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
-    for column in ("train_loss", "val_loss", "images_per_s", "active_units"):
+    for column in ("train_loss", "val_loss", "images_per_s", "latent_rank", "bce_over_mean_image"):
         assert all(row[column] == row[column] for row in history)  # no NaN
     assert len(history[0]["kl_per_dim"].split(";")) == 4
     assert (tmp_path / "a" / "loss.png").stat().st_size > 0
@@ -150,3 +151,33 @@ def test_best_epoch_is_chosen_on_the_full_weight_validation_loss(tiny_dataset, t
     best = min(history, key=lambda row: row["val_loss"])["epoch"]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["extra"]
     assert saved["best_epoch"] == best == training.best_epoch
+
+
+def test_latent_rank_counts_directions_not_coordinates():
+    from microvae.train import latent_rank
+
+    g = torch.Generator().manual_seed(0)
+    plane = torch.randn(2000, 2, generator=g) * torch.tensor([1.0, 0.7])
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
+    codes = plane @ rotation[:2] + 1e-3 * torch.randn(2000, 5, generator=g)
+    assert (codes.var(0) > 0.01).sum() == 5  # every coordinate varies ...
+    assert latent_rank(codes) == 2  # ... along two directions
+    assert latent_rank(torch.full((100, 5), 0.3)) == 0
+
+
+def test_mean_image_bce_is_the_summed_binary_entropy():
+    from microvae.train import mean_image_bce
+
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]).reshape(2, 1, 2, 2)
+    # pixel means 0.5, 1, 0.5, 0: two pixels of entropy ln 2, two of (almost) 0
+    assert mean_image_bce(x) == pytest.approx(2 * math.log(2), abs=1e-5)
+
+
+def test_posterior_collapse_is_reported(tiny_dataset, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="microvae.train"):
+        training = run_training(tiny_dataset, tmp_path, epochs=2, kl_weight=200.0)
+    assert training.history[-1]["latent_rank"] == 0
+    assert "posterior collapse" in caplog.text
+    assert training.history[-1]["bce_over_mean_image"] > 0.9

@@ -30,14 +30,12 @@ from torch.nn import functional as F
 
 from .config import check_parameters, parse_options
 from .errors import MicrovaeError
-from .model import VAE, reparameterize
+from .model import USED_VARIANCE, VAE, reparameterize
 
 MODES = ("prior", "aggregate", "mixture", "posterior", "noise", "interpolation")
 FITTED_MODES = ("aggregate", "mixture")
 MIXTURE_COMPONENTS = (1, 2, 4, 8)
 MIXTURE_COVARIANCES = ("full", "tied", "diag")
-# Directions of the codes with a variance above this are the subspace the encoder uses.
-USED_VARIANCE = 0.01
 # A mixture is tried only where the training codes number at least this many per parameter.
 CODES_PER_PARAMETER = 5
 ENCODED_MODES = ("posterior", "noise", "interpolation")

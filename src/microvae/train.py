@@ -30,13 +30,15 @@ from .config import check_parameters, parse_options
 from .dataset import evenly_spaced
 from .device import Runtime
 from .errors import MicrovaeError
-from .model import VAE, kl_per_dimension, model_config, reparameterize, vae_loss
+from .model import USED_VARIANCE, VAE, kl_per_dimension, model_config, reparameterize, vae_loss
 
 log = logging.getLogger("microvae.train")
 
-ACTIVE_UNIT_VARIANCE = 0.01
+# Training BCE at least this fraction of the mean image's BCE: the decoder draws the mean image.
+STUCK_AT_MEAN = 0.99
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_bce", "train_kl", "val_loss", "val_bce", "val_kl",
-                   "kl_weight", "seconds", "images_per_s", "active_units", "kl_per_dim")
+                   "kl_weight", "seconds", "images_per_s", "latent_rank", "bce_over_mean_image",
+                   "kl_per_dim")
 
 
 @dataclass
@@ -99,10 +101,28 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def latent_rank(z_means: torch.Tensor) -> int:
+    """How many directions of the latent space the encoder uses: eigenvalues of the covariance
+    of the z_mean (N, L) above :data:`~microvae.model.USED_VARIANCE` (0: posterior collapse).
+    Unlike a count of coordinates with variance, a rotated or correlated code is not overcounted."""
+    if len(z_means) < 2:
+        return 0
+    centred = z_means.double() - z_means.double().mean(0)
+    eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / len(z_means))
+    return int((eigenvalues > USED_VARIANCE).sum())
+
+
+def mean_image_bce(x: torch.Tensor) -> float:
+    """BCE per image (nats, summed over pixels) of the per-pixel mean of the images ``x``
+    (N, 1, H, W): what a decoder that ignores z reaches; its binary entropy summed."""
+    p = x.double().mean(0).clamp(1e-7, 1 - 1e-7)
+    return float(-(p * p.log() + (1 - p) * (1 - p).log()).sum())
+
+
 @torch.no_grad()
 def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, seed: int,
              batch_size: int = 256) -> dict[str, Any]:
-    """Validation loss (same eps every epoch), active units and KL per latent dimension."""
+    """Validation loss (same eps every epoch), latent rank and KL per latent dimension."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     totals = np.zeros(3)
@@ -119,11 +139,9 @@ def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, se
         means.append(z_mean.float().cpu())
         kls.append(kl_per_dimension(z_mean.float(), z_log_var.float()).cpu())
     model.train()
-    z_means = torch.cat(means)
-    variance = z_means.var(0, unbiased=False) if len(z_means) > 1 else torch.zeros(z_means.shape[1])
     loss, bce, kl = (float(v) for v in totals / len(x))
     return {"val_loss": loss, "val_bce": bce, "val_kl": kl,
-            "active_units": int((variance > ACTIVE_UNIT_VARIANCE).sum()),
+            "latent_rank": latent_rank(torch.cat(means)),
             "kl_per_dim": torch.cat(kls).mean(0).tolist()}
 
 
@@ -154,6 +172,7 @@ class Training:
     x_train: torch.Tensor
     x_val: torch.Tensor
     fingerprint: str
+    mean_image_bce: float
     epoch: int = 0  # epochs done
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
@@ -193,10 +212,11 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
     # fused: one kernel for all parameters instead of ~10 small ops per tensor (Adam was 12% of
     # a CPU step at 32 px); same update rule, deterministic
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
+    x_train = to_tensor(train_images, runtime)
     return Training(cfg=cfg, runtime=runtime, latent_size=latent_size, model_config=config,
                     model=model, optimizer=optimizer, generator=generator,
-                    x_train=to_tensor(train_images, runtime), x_val=to_tensor(val_images, runtime),
-                    fingerprint=fingerprint)
+                    x_train=x_train, x_val=to_tensor(val_images, runtime),
+                    fingerprint=fingerprint, mean_image_bce=mean_image_bce(x_train))
 
 
 def training_state(training: Training) -> dict[str, Any]:
@@ -281,7 +301,8 @@ def run_epoch(training: Training) -> dict[str, Any]:
     return {"epoch": epoch + 1, "train_loss": train_loss, "train_bce": train_bce,
             "train_kl": train_kl, "val_loss": val["val_loss"], "val_bce": val["val_bce"],
             "val_kl": val["val_kl"], "kl_weight": kl_weight, "seconds": seconds,
-            "images_per_s": n / seconds, "active_units": val["active_units"],
+            "images_per_s": n / seconds, "latent_rank": val["latent_rank"],
+            "bce_over_mean_image": train_bce / training.mean_image_bce,
             "kl_per_dim": ";".join(f"{v:.4g}" for v in val["kl_per_dim"])}
 
 
@@ -301,14 +322,19 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
         row = run_epoch(training)
         training.history.append(row)
         training.epoch += 1
-        log.info("latent %d epoch %d/%d: train loss %.2f (BCE %.2f, KL %.2f), val loss %.2f, "
-                 "%.1f images/s, active units %d/%d", latent, training.epoch, cfg.epochs,
-                 row["train_loss"], row["train_bce"], row["train_kl"], row["val_loss"],
-                 row["images_per_s"], row["active_units"], latent)
-        if row["active_units"] == 0:
-            log.warning("latent %d epoch %d: posterior collapse, no latent unit is active "
-                        "(variance of z_mean <= %g); consider model.kl_warmup_epochs",
-                        latent, training.epoch, ACTIVE_UNIT_VARIANCE)
+        log.info("latent %d epoch %d/%d: train loss %.2f (BCE %.2f = %.3f x the mean image's, "
+                 "KL %.2f), val loss %.2f, %.1f images/s, latent rank %d/%d", latent,
+                 training.epoch, cfg.epochs, row["train_loss"], row["train_bce"],
+                 row["bce_over_mean_image"], row["train_kl"], row["val_loss"],
+                 row["images_per_s"], row["latent_rank"], latent)
+        if row["latent_rank"] == 0:
+            log.warning("latent %d epoch %d: posterior collapse: the z_mean of the validation "
+                        "images vary by no more than %g in any direction (latent rank 0)",
+                        latent, training.epoch, USED_VARIANCE)
+        if row["bce_over_mean_image"] >= STUCK_AT_MEAN:
+            log.warning("latent %d epoch %d: stuck at the mean image: the training BCE is %.1f%% "
+                        "of what the per-pixel mean image reaches", latent, training.epoch,
+                        100 * row["bce_over_mean_image"])
         if row["val_loss"] < training.best_val_loss:
             training.best_val_loss, training.best_epoch = row["val_loss"], training.epoch
             training.best_state = {k: v.detach().cpu().clone()
