@@ -178,14 +178,12 @@ class Training:
     best_val_loss: float = math.inf
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    step_model: torch.nn.Module | None = None  # the network the steps call (compiled on CUDA)
 
-    @property
-    def step_model(self) -> torch.nn.Module:
-        if self.cfg.compile and self.runtime.device.type == "cuda":
-            if not hasattr(self, "_compiled"):
-                self._compiled = torch.compile(self.model)
-            return self._compiled
-        return self.model
+    def __post_init__(self) -> None:
+        if self.step_model is None:
+            compiled = self.cfg.compile and self.runtime.device.type == "cuda"
+            self.step_model = torch.compile(self.model) if compiled else self.model
 
 
 def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,

@@ -17,6 +17,7 @@ import torch
 
 from .. import plots
 from ..atomic import atomic_path, save_figure
+from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..errors import MicrovaeError
 from ..h5io import load_split, write_arrays
@@ -72,7 +73,6 @@ def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     A checkpoint after every epoch in ``checkpoint_dir`` lets a killed run continue;
     ``stop_after_epoch`` ends the run early without writing the outputs (tests).
     """
-    cfg.check()
     runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, threads)
     training = prepare(load_split(dataset, "train"), load_split(dataset, "val"), latent_size, cfg,
                        runtime)
@@ -192,8 +192,6 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
 
     The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
     """
-    from ..dataset import evenly_spaced
-
     figures = figures or {}
     unknown = set(modes) - set(MODES)
     if unknown:
