@@ -17,7 +17,7 @@ import torch
 
 from machine import save
 from microvae.device import select_runtime
-from microvae.h5io import load_split
+from microvae.h5io import load_split, load_training_regions
 from microvae.model import VAE
 from microvae.train import TrainConfig, Training, fit, prepare
 
@@ -55,8 +55,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    regions = load_training_regions(args.dataset) if cfg.crops else None
     training = prepare(load_split(args.dataset, "train"), load_split(args.dataset, "val"),
-                       args.latent, cfg, runtime)
+                       args.latent, cfg, runtime, *(regions or (None, None)))
     fit(training, on_epoch=measure)
     save(f"train_quality_latent{args.latent}", {"params": args.params, "rows": rows})
 

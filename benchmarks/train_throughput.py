@@ -62,7 +62,7 @@ def prepare(size: int, batch: int, runtime: Runtime, project: bool = False):
     Adam (baseline)."""
     images = (np.random.default_rng(0).random((batch, size, size)) > 0.75).astype(np.uint8)
     if project:
-        cfg = TrainConfig(channels_last=runtime.channels_last,
+        cfg = TrainConfig(channels_last=runtime.channels_last, crops=False,
                           precision="bf16" if runtime.bf16 else "fp32")
         training = prepare_training(images, images, 12, cfg, runtime)
         model, optimizer, x = training.model, training.optimizer, training.x_train

@@ -108,3 +108,34 @@ def test_kl_at_log_variance_ln2_and_mean_zero():
     assert torch.allclose(kl, torch.full((3, 5), 0.5 * (1 - math.log(2.0))), atol=1e-7)
     shifted = kl_per_dimension(torch.full((1, 1), 3.0), torch.zeros(1, 1))
     assert shifted.item() == pytest.approx(4.5)
+
+
+def test_keras_initialisation_is_glorot_uniform_with_zero_biases():
+    from microvae.model import initialize
+
+    torch.manual_seed(0)
+    model = initialize(VAE(32, 2), "keras")
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
+                                                          torch.nn.ConvTranspose2d))]
+    assert len(layers) == 11  # 3 conv, 3 dense in the encoder, 1 dense and 4 transposed conv
+    for layer in layers:
+        w = layer.weight.detach()
+        receptive = w[0, 0].numel()
+        fan_sum = (w.shape[0] + w.shape[1]) * receptive  # Keras: (in + out) x kernel area
+        bound = math.sqrt(6.0 / fan_sum)
+        assert w.abs().max() <= bound
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1 if w.numel() > 500
+                                               else 0.5)
+        assert torch.count_nonzero(layer.bias) == 0
+    # the decoder's Dense layer at latent 2, 32 px: PyTorch's default starts it far larger
+    torch.manual_seed(0)
+    default = initialize(VAE(32, 2), "torch")
+    ratio = default.decoder_dense[0].weight.std() / model.decoder_dense[0].weight.std()
+    assert ratio > 10
+
+
+def test_unknown_initialisation_is_refused():
+    from microvae.model import initialize
+
+    with pytest.raises(MicrovaeError, match="model.init"):
+        initialize(VAE(16, 2), "he")

@@ -107,7 +107,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(tiny_dataset, tmp_path):
     assert len(training.history) == 1  # started over: one fresh epoch, not a resumed one
 
 
-def test_divergence_names_epoch_and_batch(tiny_dataset, tmp_path, monkeypatch):
+def test_divergence_names_epoch_and_step(tiny_dataset, tmp_path, monkeypatch):
     from microvae import train
 
     calls = {"n": 0}
@@ -121,7 +121,7 @@ def test_divergence_names_epoch_and_batch(tiny_dataset, tmp_path, monkeypatch):
         return loss, bce, kl
 
     monkeypatch.setattr(train, "vae_loss", poisoned)
-    with pytest.raises(MicrovaeError, match=r"epoch 1, batch 3"):
+    with pytest.raises(MicrovaeError, match=r"epoch 1, step 3"):
         run_training(tiny_dataset, tmp_path / "nan")
     assert not (tmp_path / "nan" / "model.pt").exists()
 
@@ -181,3 +181,94 @@ def test_posterior_collapse_is_reported(tiny_dataset, tmp_path, caplog):
     assert training.history[-1]["latent_rank"] == 0
     assert "posterior collapse" in caplog.text
     assert training.history[-1]["bce_over_mean_image"] > 0.9
+
+
+def test_steps_are_counted_and_max_steps_ends_the_last_epoch_early(tiny_dataset, tmp_path):
+    training = run_training(tiny_dataset, tmp_path, epochs=None, max_steps=7, steps_per_epoch=3)
+    history = read_history(tmp_path / "history.csv")
+    assert [row["steps"] for row in history] == [3, 6, 7]
+    assert [row["stop_reason"] for row in history] == ["", "", "max_steps"]
+    assert training.stop_reason == "max_steps"
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["extra"]
+    assert saved["stop_reason"] == "max_steps" and saved["steps"] == 7
+
+
+def test_epochs_stop_reason_and_fixed_tiles(tiny_dataset, tmp_path):
+    training = run_training(tiny_dataset, tmp_path, epochs=2, crops=False)
+    assert training.sampler is None and training.stop_reason == "epochs"
+    n_steps = math.ceil(len(training.x_train) / SETTINGS["batch_size"])
+    assert [row["steps"] for row in training.history] == [n_steps, 2 * n_steps]
+
+
+def test_patience_stops_on_a_plateau_and_keeps_the_best_epoch(tiny_dataset, tmp_path,
+                                                              monkeypatch):
+    from microvae import train as train_module
+
+    original = train_module.validate
+    losses = iter([50.0, 40.0, 41.0, 42.0, 39.5, 45.0, 46.0, 47.0, 48.0])
+
+    def scripted(*args, **kwargs):
+        return {**original(*args, **kwargs), "val_loss": next(losses)}
+
+    monkeypatch.setattr(train_module, "validate", scripted)
+    training = run_training(tiny_dataset, tmp_path, epochs=20, patience=3, steps_per_epoch=1)
+    assert training.stop_reason == "patience"
+    assert training.best_epoch == 5 and training.epoch == 8
+    assert training.history[-1]["stop_reason"] == "patience"
+
+
+def test_max_minutes_bounds_the_training_time(tiny_dataset, tmp_path):
+    training = run_training(tiny_dataset, tmp_path, epochs=None, max_minutes=1e-5,
+                            steps_per_epoch=50)
+    assert training.stop_reason == "max_minutes"
+    assert training.epoch == 1 and training.steps < 50  # the epoch was cut short
+
+
+def test_training_that_never_stops_is_refused(tiny_dataset, tmp_path):
+    with pytest.raises(MicrovaeError, match="never stop"):
+        run_training(tiny_dataset, tmp_path, epochs=None)
+
+
+def test_failure_detector_needs_the_failure_to_hold():
+    from microvae.train import FAILURE_STEPS, failure
+
+    collapsed = {"latent_rank": 0, "bce_over_mean_image": 0.5}
+    stuck = {"latent_rank": 3, "bce_over_mean_image": 0.995}
+    healthy = {"latent_rank": 3, "bce_over_mean_image": 0.6}
+    assert failure([collapsed, collapsed], FAILURE_STEPS) == "posterior collapse"
+    assert failure([stuck, stuck], FAILURE_STEPS) == "stuck at the mean image"
+    assert failure([healthy, collapsed], FAILURE_STEPS) is None  # one epoch is not enough
+    assert failure([collapsed, collapsed], FAILURE_STEPS - 1) is None  # nor is early training
+    assert failure([stuck, healthy], FAILURE_STEPS) is None
+
+
+def test_detector_fires_on_a_collapsed_model_not_on_a_healthy_one(tiny_dataset, tmp_path):
+    from microvae.train import failure
+
+    collapsed = run_training(tiny_dataset, tmp_path / "c", epochs=3, kl_weight=200.0,
+                             recover=False, steps_per_epoch=120)
+    healthy = run_training(tiny_dataset, tmp_path / "h", epochs=3, recover=False,
+                           steps_per_epoch=120)
+    assert failure(collapsed.history, collapsed.steps) == "posterior collapse"
+    assert failure(healthy.history, healthy.steps) is None
+    assert healthy.history[-1]["latent_rank"] > 0
+
+
+def test_a_failed_training_restarts_with_a_kl_warmup(tiny_dataset, tmp_path, caplog):
+    """A collapse that holds restarts the network (new weights, KL weight from 0); the restarts
+    are counted in the history and the best model comes from after the last one."""
+    import logging
+
+    from microvae.train import MAX_RESTARTS, RECOVERY_WARMUP_EPOCHS
+
+    with caplog.at_level(logging.WARNING, logger="microvae.train"):
+        training = run_training(tiny_dataset, tmp_path, epochs=12, kl_weight=200.0,
+                                steps_per_epoch=160, patience=None)
+    restarts = [row["restarts"] for row in training.history]
+    assert restarts == sorted(restarts) and restarts[-1] == training.restarts == MAX_RESTARTS
+    first = restarts.index(1)
+    ramp = [row["kl_weight"] for row in training.history[first:first + RECOVERY_WARMUP_EPOCHS]]
+    assert ramp == pytest.approx([200.0 * (k + 1) / RECOVERY_WARMUP_EPOCHS
+                                  for k in range(RECOVERY_WARMUP_EPOCHS)])
+    assert "restart 1 of at most 2" in caplog.text
+    assert training.best_epoch > restarts.index(MAX_RESTARTS)

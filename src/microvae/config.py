@@ -162,6 +162,10 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         if "truth" in source and "paths" not in source:
             errors.append(f"config key sources[{i}].truth: only file sources (paths) take truth "
                           "files")
+    train = config.get("train", {})
+    if all(train.get(k) is None for k in ("epochs", "max_steps", "max_minutes")):
+        errors.append("config key train: epochs, max_steps and max_minutes are all null, so "
+                      "training would never stop; set at least one of them")
     split = config.get("split", {})
     if all(k in split for k in ("train", "val", "test")):
         total = split["train"] + split["val"] + split["test"]

@@ -22,6 +22,8 @@ from .errors import MicrovaeError
 from .h5io import SPLITS
 
 REGION_COLUMNS = ("source", "group", "split", "axis", "start", "stop")
+# A section: one 2-D image or one slice of a volume along one axis (origin columns 0-3).
+SECTION_COLUMNS = ("source", "file", "axis", "slice")
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,9 @@ def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
         arrays[f"{name}_origin"] = origin[split.index[name]]
         if corner is not None:
             arrays[f"{name}_corner"] = corner[split.index[name]]
+    regions, covered, sections = training_regions(arrays["train"], arrays["train_origin"])
+    arrays.update(train_regions=regions, train_regions_mask=covered,
+                  train_regions_section=sections)
     arrays["regions"] = np.array(
         [(r.source, r.group, SPLITS.index(r.split), r.axis, r.start, r.stop)
          for r in split.regions], np.int64).reshape(-1, len(REGION_COLUMNS))
@@ -238,6 +243,7 @@ def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
         "split_mode": split.mode, "tiles_in_gaps": split.in_gaps,
         "region_columns": list(REGION_COLUMNS),
         "groups": {s.name: s.tile_groups()[1] for s in sources},
+        "train_regions_section_columns": list(SECTION_COLUMNS),
     }
     return arrays, attrs, split
 
@@ -248,3 +254,33 @@ def evenly_spaced(images: np.ndarray, n: int | None) -> np.ndarray:
     if not n or n >= len(images):
         return images
     return images[np.linspace(0, len(images) - 1, n).astype(int)]
+
+
+def training_regions(images: np.ndarray, origin: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training tiles put back where they were cut: one canvas per section (source, file,
+    axis, slice) with the tiles at their origin (y, x), and a mask of the pixels they cover.
+
+    Random training crops are drawn where the mask is 1, so that a crop never holds a pixel of
+    another split (the gaps between slabs and the whole-file split keep those out of the mask).
+    Where tiles overlap (stride below the tile size) the later tile's pixels are kept: the
+    segmentation of each tile is its own, so overlaps may differ at a few boundary pixels.
+    Returns ``(canvases, mask, sections)``: uint8 (S, H, W) padded to the largest section, the
+    uint8 mask of the same shape, and the section of each canvas (S, 4) in
+    :data:`SECTION_COLUMNS`.
+    """
+    size_y, size_x = images.shape[1:]
+    if len(images) == 0:
+        return (np.zeros((0, size_y, size_x), np.uint8), np.zeros((0, size_y, size_x), np.uint8),
+                np.zeros((0, len(SECTION_COLUMNS)), np.int64))
+    keys, section_of_tile = np.unique(origin[:, :4].astype(np.int64), axis=0, return_inverse=True)
+    section_of_tile = section_of_tile.reshape(-1)
+    corners = origin[:, 4:6].astype(np.int64)
+    height = int(corners[:, 0].max()) + size_y
+    width = int(corners[:, 1].max()) + size_x
+    canvases = np.zeros((len(keys), height, width), np.uint8)
+    mask = np.zeros_like(canvases)
+    for tile, section, (y, x) in zip(images, section_of_tile.tolist(), corners.tolist()):
+        canvases[section, y:y + size_y, x:x + size_x] = tile
+        mask[section, y:y + size_y, x:x + size_x] = 1
+    return canvases, mask, keys

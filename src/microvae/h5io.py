@@ -87,6 +87,15 @@ def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
     return images
 
 
+def load_training_regions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training regions of a packed data set and their mask (uint8 (S, H, W) each), or
+    None for a data set packed before they were kept."""
+    with open_h5(path) as h5:
+        if "train_regions" not in h5 or "train_regions_mask" not in h5:
+            return None
+        return h5["train_regions"][()], h5["train_regions_mask"][()]
+
+
 def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a packed data set (sources, pixel size, split counts, ...)."""
     with open_h5(path, required=SPLITS) as h5:

@@ -94,6 +94,25 @@ class VAE(nn.Module):
         return self.decode_logits(z), z_mean, z_log_var, z
 
 
+INIT_SCHEMES = ("keras", "torch")
+
+
+def initialize(model: nn.Module, scheme: str = "keras") -> nn.Module:
+    """Initialise the weights in place: ``keras`` as the paper's framework does (glorot-uniform
+    kernels, zero biases; the glorot bound depends on fan_in + fan_out only, so PyTorch's
+    (in, out) order of transposed-convolution kernels gives Keras's bound), ``torch`` keeps
+    PyTorch's defaults (kaiming-uniform with a = sqrt(5), which starts the decoder's Dense layer
+    about 18x larger than glorot at latent 2, 32 px)."""
+    if scheme not in INIT_SCHEMES:
+        raise MicrovaeError(f"model.init: unknown scheme {scheme!r}; use one of {INIT_SCHEMES}")
+    if scheme == "keras":
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def reparameterize(z_mean: torch.Tensor, z_log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Eq. 1 of the paper: z = z_mean + exp(z_log_var / 2) * eps."""
     return z_mean + torch.exp(0.5 * z_log_var) * eps

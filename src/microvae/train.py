@@ -1,14 +1,21 @@
-"""Training of one VAE on arrays: Adam, validation every epoch, best-epoch weights,
-resumable state, divergence and posterior-collapse guards. No file I/O here: the network stage
-(:mod:`microvae.stages.network`) loads the data, keeps the checkpoint and writes the outputs.
+"""Training of one VAE on arrays: Adam on random crops of the training regions (or on the fixed
+tiles), validation every epoch, best-epoch weights, early stopping, resumable state, a guard
+against divergence, and detection of and recovery from posterior collapse and a decoder stuck
+at the mean image. No file I/O here: the network stage (:mod:`microvae.stages.network`) loads
+the data, keeps the checkpoint and writes the outputs.
 
-The run is split into :func:`prepare` (data subset, network, optimizer, fingerprint),
-:func:`resume` (from a saved :func:`training_state`), :func:`train_step` (one optimizer step,
-what ``benchmarks/train_throughput.py`` times) and :func:`fit` (the epochs).
+The run is split into :func:`prepare` (data, network, optimizer, fingerprint), :func:`resume`
+(from a saved :func:`training_state`), :func:`train_step` (one optimizer step, what
+``benchmarks/train_throughput.py`` times), :func:`run_epoch` and :func:`fit` (epochs until a
+stopping rule holds, :func:`stop_reason`).
+
+An epoch is ``steps_per_epoch`` optimizer steps (by default as many as one pass over the
+training tiles takes) followed by a validation; the stopping rules are checked after each.
 
 Determinism: on the CPU, the same data, configuration, seed and thread count give
-bit-identical weights, also across a kill and resume: all randomness (initialisation,
-shuffling, the eps of eq. 1) comes from one generator whose state is saved with the run.
+bit-identical weights, also across a kill and resume: all randomness (initialisation, crops
+and their transforms, shuffling, the eps of eq. 1) comes from one generator whose state is
+saved with the run. Only ``max_minutes`` depends on the clock.
 """
 
 from __future__ import annotations
@@ -27,30 +34,62 @@ import numpy as np
 import torch
 
 from .config import check_parameters, parse_options
+from .crops import CropSampler
 from .dataset import evenly_spaced
 from .device import Runtime
 from .errors import MicrovaeError
-from .model import USED_VARIANCE, VAE, kl_per_dimension, model_config, reparameterize, vae_loss
+from .model import (
+    USED_VARIANCE,
+    VAE,
+    initialize,
+    kl_per_dimension,
+    model_config,
+    reparameterize,
+    vae_loss,
+)
 
 log = logging.getLogger("microvae.train")
 
 # Training BCE at least this fraction of the mean image's BCE: the decoder draws the mean image.
 STUCK_AT_MEAN = 0.99
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_bce", "train_kl", "val_loss", "val_bce", "val_kl",
-                   "kl_weight", "seconds", "images_per_s", "latent_rank", "bce_over_mean_image",
-                   "kl_per_dim")
+# A failure (posterior collapse, stuck at the mean image) is acted on once it held for this many
+# epochs in a row and this many optimizer steps after the (re)start: early in a training the
+# decoder draws the mean image for a while before it learns to read z.
+FAILURE_EPOCHS = 2
+FAILURE_STEPS = 300
+MAX_RESTARTS = 2
+# A restart after a failure ramps the KL weight from 0 over this many epochs (at least).
+RECOVERY_WARMUP_EPOCHS = 5
+STOP_REASONS = {
+    "epochs": "reached train.epochs",
+    "max_steps": "reached train.max_steps",
+    "patience": "the validation loss did not improve for train.patience epochs",
+    "max_minutes": "reached train.max_minutes",
+}
+HISTORY_COLUMNS = ("epoch", "steps", "restarts", "train_loss", "train_bce", "train_kl",
+                   "val_loss", "val_bce", "val_kl", "kl_weight", "seconds", "images_per_s",
+                   "latent_rank", "bce_over_mean_image", "kl_per_dim", "stop_reason")
 
 
 @dataclass
 class TrainConfig:
     """Training settings: the keys of the config's ``train`` section (without the cluster
-    resources) and the model's ``kl_weight`` and ``kl_warmup_epochs``; defaults as the schema."""
+    resources) and the model's ``kl_weight``, ``kl_warmup_epochs`` and ``init``; defaults as
+    the schema."""
 
-    epochs: int = 10
+    epochs: int | None = 10
+    steps_per_epoch: int | None = None
+    max_steps: int | None = None
+    patience: int | None = 5
+    max_minutes: float | None = None
+    crops: bool = True
+    augment: str = "none"
+    recover: bool = True
     batch_size: int = 32
     learning_rate: float = 1e-3
     kl_weight: float = 0.1
     kl_warmup_epochs: int = 0
+    init: str = "keras"
     seed: int = 0
     max_train_images: int | None = None
     max_val_images: int | None = None
@@ -66,28 +105,41 @@ class TrainConfig:
 
     def check(self) -> None:
         check_parameters(self, "training")
+        if self.epochs is None and self.max_steps is None and self.max_minutes is None:
+            raise MicrovaeError("train: epochs, max_steps and max_minutes are all null, so "
+                                "training would never stop; set at least one of them")
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Settings that change the trajectory; a checkpoint resumes only if they match.
 
-        ``epochs`` is left out (more epochs continue a finished run), and so are the device
-        and performance knobs that do not change what is trained.
+        The stopping rules (``epochs``, ``max_steps``, ``patience``, ``max_minutes``) are left
+        out (larger limits continue a finished run), and so are the device and performance
+        knobs that do not change what is trained.
         """
-        keep = ("batch_size", "learning_rate", "kl_weight", "kl_warmup_epochs", "seed",
-                "max_train_images", "max_val_images", "precision", "channels_last")
+        keep = ("batch_size", "learning_rate", "kl_weight", "kl_warmup_epochs", "init", "seed",
+                "max_train_images", "max_val_images", "precision", "channels_last",
+                "steps_per_epoch", "crops", "augment", "recover")
         return {k: getattr(self, k) for k in keep}
 
 
-def kl_weight_at(epoch: int, cfg: TrainConfig) -> float:
-    """KL weight of an epoch (0-based): a linear ramp over ``kl_warmup_epochs``, then constant."""
-    if cfg.kl_warmup_epochs <= 0:
+def kl_weight_at(epoch: int, cfg: TrainConfig, warmup_start: int = 0,
+                 warmup_epochs: int | None = None) -> float:
+    """KL weight of an epoch (0-based): a linear ramp over ``warmup_epochs`` (default
+    ``cfg.kl_warmup_epochs``) that starts at epoch ``warmup_start`` (a restart's), then
+    constant."""
+    warmup = cfg.kl_warmup_epochs if warmup_epochs is None else warmup_epochs
+    if warmup <= 0:
         return cfg.kl_weight
-    return cfg.kl_weight * min(1.0, (epoch + 1) / cfg.kl_warmup_epochs)
+    return cfg.kl_weight * min(1.0, (epoch - warmup_start + 1) / warmup)
 
 
 def to_tensor(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
     """uint8 {0,1} images (N, H, W) -> float32 tensor (N, 1, H, W) on the device."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(runtime.device).float().unsqueeze(1)
+    return to_layout(x, runtime)
+
+
+def to_layout(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     if runtime.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -119,7 +171,22 @@ def mean_image_bce(x: torch.Tensor) -> float:
     return float(-(p * p.log() + (1 - p) * (1 - p).log()).sum())
 
 
-@torch.no_grad()
+def failure(history: list[dict[str, Any]], steps_since_start: int) -> str | None:
+    """The failure the last epochs of a run (at the full KL weight) show, if it held long
+    enough to act on (:data:`FAILURE_EPOCHS` epochs in a row, :data:`FAILURE_STEPS` steps since
+    the start):
+    ``"posterior collapse"`` (latent rank 0: the encoder's codes do not vary) or ``"stuck at
+    the mean image"`` (the training BCE within 1% of the per-pixel mean image's)."""
+    recent = history[-FAILURE_EPOCHS:]
+    if len(recent) < FAILURE_EPOCHS or steps_since_start < FAILURE_STEPS:
+        return None
+    if all(row["latent_rank"] == 0 for row in recent):
+        return "posterior collapse"
+    if all(row["bce_over_mean_image"] >= STUCK_AT_MEAN for row in recent):
+        return "stuck at the mean image"
+    return None
+
+
 def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, seed: int,
              batch_size: int = 256) -> dict[str, Any]:
     """Validation loss (same eps every epoch), latent rank and KL per latent dimension."""
@@ -149,7 +216,7 @@ def _progress(total: int, desc: str):
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="img", leave=False)
+        return tqdm(total=total, desc=desc, unit="step", leave=False)
     return None
 
 
@@ -159,8 +226,9 @@ class NonFiniteLoss(ArithmeticError):
 
 @dataclass
 class Training:
-    """One training run in memory: network, optimizer, data on the device, the generator of
-    all its randomness, its history and the best epoch so far."""
+    """One training run in memory: network, optimizer, data on the device (the crop sampler
+    over the training regions, or the fixed tiles), the generator of all its randomness, its
+    history, the best epoch so far and the state of a recovery."""
 
     cfg: TrainConfig
     runtime: Runtime
@@ -171,79 +239,129 @@ class Training:
     generator: torch.Generator
     x_train: torch.Tensor
     x_val: torch.Tensor
+    sampler: CropSampler | None
+    steps_per_epoch: int
     fingerprint: str
     mean_image_bce: float
     epoch: int = 0  # epochs done
+    steps: int = 0  # optimizer steps done
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    restarts: int = 0
+    restart_epoch: int = 0  # epochs done when the current network was initialised
+    restart_step: int = 0
+    warmup_epochs: int | None = None  # a restart's KL warm-up (None: the configured one)
+    stop_reason: str | None = None
     step_model: torch.nn.Module | None = None  # the network the steps call (compiled on CUDA)
 
     def __post_init__(self) -> None:
         if self.step_model is None:
-            compiled = self.cfg.compile and self.runtime.device.type == "cuda"
-            self.step_model = torch.compile(self.model) if compiled else self.model
+            self.compile_step_model()
+
+    def compile_step_model(self) -> None:
+        compiled = self.cfg.compile and self.runtime.device.type == "cuda"
+        self.step_model = torch.compile(self.model) if compiled else self.model
+
+    @property
+    def seconds(self) -> float:
+        """Training time so far (validation not counted), over all (resumed) sessions."""
+        return float(sum(row["seconds"] for row in self.history))
 
 
-def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
-            cfg: TrainConfig, runtime: Runtime) -> Training:
-    """A fresh run: the seeded subset of the training images, the evenly spaced validation
-    subset, the initialised network and its optimizer, and the run's fingerprint (data, model,
-    settings) that a saved state must match to be resumed."""
-    cfg.check()
-    config = model_config(list(train_images.shape[1:]), latent_size)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if cfg.max_train_images and cfg.max_train_images < len(train_images):
-        pick = torch.randperm(len(train_images), generator=generator)[:cfg.max_train_images]
-        train_images = train_images[np.sort(pick.numpy())]
-    val_images = evenly_spaced(val_images, cfg.max_val_images)
-    fingerprint = hashlib.sha1(json.dumps(
-        {"data": data_fingerprint(train_images, val_images), "model": config,
-         "train": cfg.fingerprint_fields()}, sort_keys=True).encode()).hexdigest()
-
-    torch.manual_seed(cfg.seed)  # weight initialisation
-    model = VAE(config["image_size"], latent_size)
+def new_network(cfg: TrainConfig, config: dict[str, Any], runtime: Runtime, seed: int
+                ) -> tuple[VAE, torch.optim.Optimizer]:
+    torch.manual_seed(seed)  # weight initialisation
+    model = initialize(VAE(config["image_size"], config["latent_size"]), cfg.init)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # fused: one kernel for all parameters instead of ~10 small ops per tensor (Adam was 12% of
     # a CPU step at 32 px); same update rule, deterministic
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
+    return model, optimizer
+
+
+def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
+            cfg: TrainConfig, runtime: Runtime, regions: np.ndarray | None = None,
+            regions_mask: np.ndarray | None = None) -> Training:
+    """A fresh run: the training data (a crop sampler over ``regions`` inside
+    ``regions_mask`` where ``cfg.crops``, else the seeded subset of the training tiles), the
+    evenly spaced validation subset, the initialised network and its optimizer, and the run's
+    fingerprint (data, model, settings) that a saved state must match to be resumed."""
+    cfg.check()
+    size = list(train_images.shape[1:])
+    config = model_config(size, latent_size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    images_per_epoch = len(train_images)
+    if cfg.max_train_images:
+        images_per_epoch = min(images_per_epoch, cfg.max_train_images)
+    sampler = None
+    if cfg.crops:
+        if regions is None or regions_mask is None:
+            raise MicrovaeError("train.crops: the data set holds no training regions (packed by "
+                                "an older version): re-run pack, or set train.crops to false")
+        if size[0] != size[1]:
+            raise MicrovaeError(f"train.crops: random crops need square images, got {size}")
+        sampler = CropSampler(torch.from_numpy(np.ascontiguousarray(regions, np.uint8))
+                              .to(runtime.device), regions_mask, size[0], cfg.augment)
+        data = data_fingerprint(regions, regions_mask, val_images)
+    else:
+        if images_per_epoch < len(train_images):
+            pick = torch.randperm(len(train_images), generator=generator)[:images_per_epoch]
+            train_images = train_images[np.sort(pick.numpy())]
+        data = data_fingerprint(train_images, evenly_spaced(val_images, cfg.max_val_images))
+    val_images = evenly_spaced(val_images, cfg.max_val_images)
+    fingerprint = hashlib.sha1(json.dumps(
+        {"data": data, "model": config, "train": cfg.fingerprint_fields()},
+        sort_keys=True).encode()).hexdigest()
+    model, optimizer = new_network(cfg, config, runtime, cfg.seed)
     x_train = to_tensor(train_images, runtime)
+    if sampler is not None:  # what the decoder reaches by ignoring z, on what it trains on
+        reference = sampler.sample(min(4096, max(256, len(train_images))),
+                                   torch.Generator().manual_seed(cfg.seed))
+    else:
+        reference = x_train
+    steps_per_epoch = cfg.steps_per_epoch or math.ceil(images_per_epoch / cfg.batch_size)
     return Training(cfg=cfg, runtime=runtime, latent_size=latent_size, model_config=config,
                     model=model, optimizer=optimizer, generator=generator,
-                    x_train=x_train, x_val=to_tensor(val_images, runtime),
-                    fingerprint=fingerprint, mean_image_bce=mean_image_bce(x_train))
+                    x_train=x_train, x_val=to_tensor(val_images, runtime), sampler=sampler,
+                    steps_per_epoch=steps_per_epoch, fingerprint=fingerprint,
+                    mean_image_bce=mean_image_bce(reference))
+
+
+STATE_FIELDS = ("epoch", "steps", "history", "best_val_loss", "best_epoch", "restarts",
+                "restart_epoch", "restart_step", "warmup_epochs", "stop_reason")
 
 
 def training_state(training: Training) -> dict[str, Any]:
     """What :func:`resume` needs to continue the run exactly (tensors and plain values)."""
-    return {"fingerprint": training.fingerprint, "epoch": training.epoch,
-            "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
-            "generator": training.generator.get_state(), "history": training.history,
-            "best_val_loss": training.best_val_loss, "best_epoch": training.best_epoch,
-            "best_model": training.best_state}
+    return {"fingerprint": training.fingerprint, "model": training.model.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "generator": training.generator.get_state(), "best_model": training.best_state,
+            **{k: getattr(training, k) for k in STATE_FIELDS}}
 
 
 def resume(training: Training, state: dict[str, Any] | None) -> bool:
-    """Continue from a saved state if it belongs to this run (same fingerprint) and is not
-    past its last epoch; returns whether it did."""
+    """Continue from a saved state if it belongs to this run (same fingerprint); returns
+    whether it did. A finished run whose stopping rule no longer holds (a larger limit) goes
+    on from where it stopped."""
     if state is None:
         return False
     if state.get("fingerprint") != training.fingerprint:
         log.info("saved state belongs to other data or settings: starting over")
         return False
-    if state["epoch"] > training.cfg.epochs:
+    if state.get("restarts") is None:  # a state of an older version
         return False
     training.model.load_state_dict(state["model"])
     training.optimizer.load_state_dict(state["optimizer"])
     training.generator.set_state(state["generator"])
-    training.history = [dict(row) for row in state["history"]]
-    training.best_val_loss = state["best_val_loss"]
-    training.best_epoch = state["best_epoch"]
     training.best_state = state["best_model"]
-    training.epoch = state["epoch"]
+    for key in STATE_FIELDS:
+        setattr(training, key, state[key])
+    training.history = [dict(row) for row in state["history"]]
+    training.stop_reason = None
     return True
 
 
@@ -263,19 +381,45 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: tor
     return loss, bce, kl
 
 
-def run_epoch(training: Training) -> dict[str, Any]:
-    """Train one epoch over the shuffled training images, validate; returns its history row."""
-    cfg, runtime, epoch = training.cfg, training.runtime, training.epoch
-    kl_weight = kl_weight_at(epoch, cfg)
+def batches(training: Training):
+    """The training batches of one epoch: fresh crops for each step, or a pass over the
+    shuffled tiles."""
+    cfg, runtime = training.cfg, training.runtime
+    if training.sampler is not None:
+        for _ in range(training.steps_per_epoch):
+            yield to_layout(training.sampler.sample(cfg.batch_size, training.generator), runtime)
+        return
     n = len(training.x_train)
     order = torch.randperm(n, generator=training.generator)
+    for begin in range(0, n, cfg.batch_size):
+        yield training.x_train[order[begin:begin + cfg.batch_size].to(runtime.device)]
+
+
+def epoch_steps(training: Training) -> int:
+    """Steps of the next epoch: the epoch's own, fewer where ``max_steps`` comes first."""
+    steps = training.steps_per_epoch
+    if training.sampler is None:
+        steps = math.ceil(len(training.x_train) / training.cfg.batch_size)
+    if training.cfg.max_steps is not None:
+        steps = min(steps, training.cfg.max_steps - training.steps)
+    return steps
+
+
+def run_epoch(training: Training) -> dict[str, Any]:
+    """Train one epoch, validate; returns its history row (the epoch ends early where
+    ``max_steps`` or ``max_minutes`` is reached)."""
+    cfg, runtime, epoch = training.cfg, training.runtime, training.epoch
+    kl_weight = kl_weight_at(epoch, cfg, training.restart_epoch, training.warmup_epochs)
+    n_steps = epoch_steps(training)
+    time_left = math.inf if cfg.max_minutes is None else 60 * cfg.max_minutes - training.seconds
     totals = torch.zeros(3, dtype=torch.float64)
+    images = 0
     started = time.perf_counter()
-    bar = _progress(n, f"latent {training.latent_size} epoch {epoch + 1}/{cfg.epochs}")
-    for batch, begin in enumerate(range(0, n, cfg.batch_size)):
-        index = order[begin:begin + cfg.batch_size]
-        xb = training.x_train[index.to(runtime.device)]
-        eps = torch.randn((len(index), training.latent_size),
+    bar = _progress(n_steps, f"latent {training.latent_size} epoch {epoch + 1}")
+    for step, xb in enumerate(batches(training)):
+        if step == n_steps:
+            break
+        eps = torch.randn((len(xb), training.latent_size),
                           generator=training.generator).to(runtime.device)
         try:
             loss, bce, kl = train_step(training.step_model, training.optimizer, xb, eps, kl_weight,
@@ -283,46 +427,87 @@ def run_epoch(training: Training) -> dict[str, Any]:
         except NonFiniteLoss as exc:
             raise MicrovaeError(
                 f"training of latent {training.latent_size} diverged: loss is {exc.args[0]} at "
-                f"epoch {epoch + 1}, batch {batch + 1}; the last good checkpoint (epoch {epoch}) "
+                f"epoch {epoch + 1}, step {step + 1}; the last good checkpoint (epoch {epoch}) "
                 "is kept. Lower train.learning_rate or check the data.") from None
-        totals += torch.tensor([loss.item(), bce.item(), kl.item()], dtype=torch.float64) * len(index)
+        totals += torch.tensor([loss.item(), bce.item(), kl.item()], dtype=torch.float64) * len(xb)
+        images += len(xb)
+        training.steps += 1
         if bar is not None:
-            bar.update(len(index))
+            bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.1f}")
+        if time.perf_counter() - started >= time_left:
+            break
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
     # the full KL weight even during a warm-up: the best epoch is chosen on the loss the model
     # is meant to minimise, not on a weight that changes from epoch to epoch
     val = validate(training.model, training.x_val, runtime, cfg.kl_weight, seed=cfg.seed + 1)
-    train_loss, train_bce, train_kl = (totals / n).tolist()
-    return {"epoch": epoch + 1, "train_loss": train_loss, "train_bce": train_bce,
+    train_loss, train_bce, train_kl = (totals / max(images, 1)).tolist()
+    return {"epoch": epoch + 1, "steps": training.steps, "restarts": training.restarts,
+            "train_loss": train_loss, "train_bce": train_bce,
             "train_kl": train_kl, "val_loss": val["val_loss"], "val_bce": val["val_bce"],
             "val_kl": val["val_kl"], "kl_weight": kl_weight, "seconds": seconds,
-            "images_per_s": n / seconds, "latent_rank": val["latent_rank"],
+            "images_per_s": images / seconds, "latent_rank": val["latent_rank"],
             "bce_over_mean_image": train_bce / training.mean_image_bce,
-            "kl_per_dim": ";".join(f"{v:.4g}" for v in val["kl_per_dim"])}
+            "kl_per_dim": ";".join(f"{v:.4g}" for v in val["kl_per_dim"]), "stop_reason": ""}
+
+
+def stop_reason(training: Training) -> str | None:
+    """Which stopping rule holds now (a key of :data:`STOP_REASONS`), or None to go on."""
+    cfg = training.cfg
+    if cfg.epochs is not None and training.epoch >= cfg.epochs:
+        return "epochs"
+    if cfg.max_steps is not None and training.steps >= cfg.max_steps:
+        return "max_steps"
+    if cfg.patience is not None and training.epoch - training.best_epoch >= cfg.patience:
+        return "patience"
+    if cfg.max_minutes is not None and training.seconds >= 60 * cfg.max_minutes:
+        return "max_minutes"
+    return None
+
+
+def restart(training: Training, reason: str) -> None:
+    """Start the network over after a failure: fresh weights (another seed), a fresh
+    optimizer, and a KL weight that ramps up from 0, so that the decoder learns to use z
+    before the KL term can pull the codes together. The best epoch restarts too."""
+    training.restarts += 1
+    training.warmup_epochs = max(training.cfg.kl_warmup_epochs, RECOVERY_WARMUP_EPOCHS)
+    log.warning("latent %d epoch %d: %s since the start; restart %d of at most %d: new weights, "
+                "KL weight ramped from 0 over %d epochs", training.latent_size, training.epoch,
+                reason, training.restarts, MAX_RESTARTS, training.warmup_epochs)
+    training.model, training.optimizer = new_network(
+        training.cfg, training.model_config, training.runtime,
+        training.cfg.seed + 1_000_003 * training.restarts)
+    training.compile_step_model()
+    training.restart_epoch, training.restart_step = training.epoch, training.steps
+    training.best_val_loss, training.best_epoch, training.best_state = math.inf, training.epoch, None
 
 
 def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
         stop_after_epoch: int | None = None) -> Training:
-    """Train from ``training.epoch`` to ``cfg.epochs``, keeping the best epoch's weights (by
+    """Train epoch by epoch until a stopping rule holds (:func:`stop_reason`, recorded in
+    ``training.stop_reason`` and in the last history row), keeping the best epoch's weights (by
     validation loss). ``on_epoch`` runs after every epoch (the stage saves a checkpoint there);
-    ``stop_after_epoch`` ends the run early (for tests of resumption)."""
+    ``stop_after_epoch`` ends the run early, without a stop reason (tests of resumption)."""
     cfg, latent = training.cfg, training.latent_size
-    log.info("training latent %d on %s (%s%s): %d train / %d val images of %s px, %d epochs",
-             latent, training.runtime.device, "bf16" if training.runtime.bf16 else "fp32",
-             ", channels_last" if training.runtime.channels_last else "",
-             len(training.x_train), len(training.x_val),
-             "x".join(map(str, training.model_config["image_size"])), cfg.epochs)
+    crops = (f"random {cfg.augment if cfg.augment != 'none' else 'untransformed'} crops from "
+             f"{training.sampler.n_windows} windows" if training.sampler is not None
+             else f"{len(training.x_train)} fixed tiles")
+    log.info("training latent %d on %s (%s%s): %s, %d val images of %s px, %d steps per epoch; "
+             "stops at epochs=%s, max_steps=%s, patience=%s, max_minutes=%s", latent,
+             training.runtime.device, "bf16" if training.runtime.bf16 else "fp32",
+             ", channels_last" if training.runtime.channels_last else "", crops,
+             len(training.x_val), "x".join(map(str, training.model_config["image_size"])),
+             training.steps_per_epoch, cfg.epochs, cfg.max_steps, cfg.patience, cfg.max_minutes)
     training.model.train()
-    while training.epoch < cfg.epochs:
+    while (reason := stop_reason(training)) is None:
         row = run_epoch(training)
         training.history.append(row)
         training.epoch += 1
-        log.info("latent %d epoch %d/%d: train loss %.2f (BCE %.2f = %.3f x the mean image's, "
-                 "KL %.2f), val loss %.2f, %.1f images/s, latent rank %d/%d", latent,
-                 training.epoch, cfg.epochs, row["train_loss"], row["train_bce"],
+        log.info("latent %d epoch %d (%d steps): train loss %.2f (BCE %.2f = %.3f x the mean "
+                 "image's, KL %.2f), val loss %.2f, %.1f images/s, latent rank %d/%d", latent,
+                 training.epoch, training.steps, row["train_loss"], row["train_bce"],
                  row["bce_over_mean_image"], row["train_kl"], row["val_loss"],
                  row["images_per_s"], row["latent_rank"], latent)
         if row["latent_rank"] == 0:
@@ -337,11 +522,27 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
             training.best_val_loss, training.best_epoch = row["val_loss"], training.epoch
             training.best_state = {k: v.detach().cpu().clone()
                                    for k, v in training.model.state_dict().items()}
+        # judged at the full KL weight only: during a (restart's) warm-up the codes may sit
+        # still while the decoder learns
+        found = failure([r for r in training.history[training.restart_epoch:]
+                         if r["kl_weight"] >= cfg.kl_weight], training.steps - training.restart_step)
+        if found is not None and cfg.recover and training.restarts < MAX_RESTARTS:
+            restart(training, found)
+        elif found is not None and training.restarts == MAX_RESTARTS and cfg.recover:
+            log.warning("latent %d: %s after %d restarts; training goes on, check the data "
+                        "(a phase too sparse or too fine for image_size?)", latent, found,
+                        training.restarts)
         if on_epoch is not None:
             on_epoch(training)
         if stop_after_epoch is not None and training.epoch >= stop_after_epoch:
             log.info("stopping after epoch %d as asked", training.epoch)
-            break
+            return training
+    training.stop_reason = reason
+    if training.history:
+        training.history[-1]["stop_reason"] = reason
+    log.info("latent %d: training stopped after %d epochs, %d steps, %.1f min: %s; best epoch "
+             "%d", latent, training.epoch, training.steps, training.seconds / 60,
+             STOP_REASONS[reason], training.best_epoch)
     return training
 
 

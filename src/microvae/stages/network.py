@@ -20,7 +20,7 @@ from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..errors import MicrovaeError
-from ..h5io import load_split, write_arrays
+from ..h5io import load_split, load_training_regions, write_arrays
 from ..modelfile import load_model, save_model
 from ..sample import ENCODED_MODES, FITTED_MODES, MODES, SampleConfig, generate, latent_manifold
 from ..tables import read_csv, write_csv
@@ -60,7 +60,7 @@ def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> Non
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    return read_csv(path, text_columns=("kl_per_dim",))
+    return read_csv(path, text_columns=("kl_per_dim", "stop_reason"))
 
 
 def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
@@ -74,17 +74,19 @@ def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     ``stop_after_epoch`` ends the run early without writing the outputs (tests).
     """
     runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, threads)
+    regions = load_training_regions(dataset) if cfg.crops else None
     training = prepare(load_split(dataset, "train"), load_split(dataset, "val"), latent_size, cfg,
-                       runtime)
+                       runtime, *(regions or (None, None)))
     checkpoint = Checkpoint(checkpoint_dir)
     if resume(training, checkpoint.load()):
         log.info("resuming from %s after epoch %d", checkpoint.path, training.epoch)
     fit(training, on_epoch=checkpoint.save, stop_after_epoch=stop_after_epoch)
-    if training.epoch < cfg.epochs:
+    if training.stop_reason is None:
         return training
     save_model(best_model(training), model_out, extra={
         "best_epoch": training.best_epoch, "best_val_loss": training.best_val_loss,
-        "epochs": cfg.epochs, "train": json.dumps(asdict(cfg), sort_keys=True),
+        "epochs": training.epoch, "steps": training.steps, "restarts": training.restarts,
+        "stop_reason": training.stop_reason, "train": json.dumps(asdict(cfg), sort_keys=True),
         "dataset": str(dataset), "data_fingerprint": training.fingerprint})
     write_history(training.history, history_out)
     if loss_figure is not None:

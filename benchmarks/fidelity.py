@@ -1,0 +1,103 @@
+"""How well the VAE learns real micrographs: the workflow on each image of the gallery
+(benchmarks/gallery.py, the real micrographs of tests/data), trained as gallery.REAL_TRAINING
+says, and per image and latent size: test IoU of the reconstructions, reconstruction S2 (radial)
+NRMSE next to its floor's 95th percentile, training time, steps, stop reason, restarts, the
+latent rank and BCE over the mean image's at the best epoch (collapse checks), and the best
+unseeded mode (prior, aggregate, mixture) with its S2 and phase-fraction W1 against the floor.
+
+    python benchmarks/fidelity.py [--latent-sizes 64] [--only NAME ...] [--seeds 0]
+        [--train '{"init": ...}'] [--model '{"init": "torch"}'] [--tag NAME]
+
+Runs in runs/fidelity/<tag>/<name>/seed<k>/; results to benchmarks/results/fidelity[_tag].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+
+from gallery import GALLERY, REAL_TRAINING, REPO, run, unseeded_table
+
+from machine import save
+
+
+def history(directory, latent: int) -> list[dict[str, str]]:
+    with open(directory / "results" / "models" / f"latent_{latent}" / "history.csv",
+              newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def measure(name: str, latent_sizes: list[int], seed: int, train: dict, model: dict,
+            tag: str, cores: int) -> dict[int, dict]:
+    directory = REPO / "runs" / "fidelity" / tag / name / f"seed{seed}"
+    rows = run(name, {**train, "seed": seed}, cores, tuple(latent_sizes), directory, model)
+    results = {}
+    for latent in latent_sizes:
+        recon = next(r for r in rows if int(r["latent"]) == latent and r["mode"] == "reconstruction")
+        epochs = history(directory, latent)
+        best = min(epochs, key=lambda r: float(r["val_loss"]))
+        results[latent] = {
+            "test_iou": float(recon["recon_iou"]),
+            "recon_s2_nrmse_radial": float(recon["s2_nrmse_radial"]),
+            "floor_p95_s2_nrmse_radial": float(recon["floor_p95_s2_nrmse_radial"]),
+            "recon_phase_fraction": float(recon["phase_fraction"]),
+            "real_phase_fraction": float(recon["real_phase_fraction"]),
+            "train_minutes": sum(float(r["seconds"]) for r in epochs) / 60,
+            "epochs": len(epochs), "steps": int(epochs[-1]["steps"]),
+            "stop_reason": epochs[-1]["stop_reason"], "restarts": int(epochs[-1]["restarts"]),
+            "best_epoch": int(best["epoch"]), "best_latent_rank": int(best["latent_rank"]),
+            "best_bce_over_mean_image": float(best["bce_over_mean_image"]),
+        }
+        modes, best_mode = unseeded_table(rows, latent)
+        results[latent].update(unseeded=modes, best_unseeded=best_mode)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--latent-sizes", type=int, nargs="+", default=[64])
+    parser.add_argument("--only", nargs="*", default=list(GALLERY))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train", type=json.loads, default={},
+                        help="changes to gallery.REAL_TRAINING (JSON)")
+    parser.add_argument("--model", type=json.loads, default={},
+                        help="model keys (JSON), e.g. {\"init\": \"torch\"}")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    train = {**REAL_TRAINING, **args.train}
+    results: dict[str, dict] = {}
+    for name in args.only:
+        per_seed = {seed: measure(name, args.latent_sizes, seed, train, args.model,
+                                  args.tag or "default", args.cores) for seed in args.seeds}
+        results[name] = {}
+        for latent in args.latent_sizes:
+            runs = [per_seed[seed][latent] for seed in args.seeds]
+            ious = [r["test_iou"] for r in runs]
+            results[name][latent] = {"seeds": args.seeds, "runs": runs,
+                                     "test_iou_median": statistics.median(ious),
+                                     "test_iou_min": min(ious), "test_iou_max": max(ious)}
+            for seed, r in zip(args.seeds, runs):
+                print(f"{name} latent {latent} seed {seed}: test IoU {r['test_iou']:.3f}; recon "
+                      f"S2 NRMSE {r['recon_s2_nrmse_radial']:.3g} (floor p95 "
+                      f"{r['floor_p95_s2_nrmse_radial']:.3g}); phase fraction "
+                      f"{r['recon_phase_fraction']:.3f} vs {r['real_phase_fraction']:.3f}; "
+                      f"{r['train_minutes']:.1f} min, {r['steps']} steps, stop: "
+                      f"{r['stop_reason']}, restarts {r['restarts']}, best epoch "
+                      f"{r['best_epoch']} (latent rank {r['best_latent_rank']}, BCE "
+                      f"{r['best_bce_over_mean_image']:.2f} x the mean image's)", flush=True)
+                b = r["unseeded"][r["best_unseeded"]]
+                print(f"    best unseeded mode {r['best_unseeded']}: {b['verdict']}; S2 "
+                      f"{b['s2_nrmse_radial']:.3g} ({b['s2_nrmse_radial_over_floor_p95']:.2f}x "
+                      f"floor p95), W1 {b['phase_fraction_wasserstein']:.3g} "
+                      f"({b['phase_fraction_wasserstein_over_floor_p95']:.2f}x); phase fraction "
+                      f"{b['phase_fraction']:.3f} vs {b['real_phase_fraction']:.3f}", flush=True)
+    suffix = f"_{args.tag}" if args.tag else ""
+    save(f"fidelity{suffix}", {"train": train, "model": args.model, "results": results})
+
+
+if __name__ == "__main__":
+    main()
