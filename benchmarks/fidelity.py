@@ -42,8 +42,6 @@ def measure(name: str, latent_sizes: list[int], seed: int, train: dict, model: d
             "test_iou": float(recon["recon_iou"]),
             "recon_s2_nrmse_radial": float(recon["s2_nrmse_radial"]),
             "floor_p95_s2_nrmse_radial": float(recon["floor_p95_s2_nrmse_radial"]),
-            "recon_phase_fraction": float(recon["phase_fraction"]),
-            "real_phase_fraction": float(recon["real_phase_fraction"]),
             "train_minutes": sum(float(r["seconds"]) for r in epochs) / 60,
             "epochs": len(epochs), "steps": int(epochs[-1]["steps"]),
             "stop_reason": epochs[-1]["stop_reason"], "restarts": int(epochs[-1]["restarts"]),
@@ -83,8 +81,7 @@ def main() -> None:
             for seed, r in zip(args.seeds, runs):
                 print(f"{name} latent {latent} seed {seed}: test IoU {r['test_iou']:.3f}; recon "
                       f"S2 NRMSE {r['recon_s2_nrmse_radial']:.3g} (floor p95 "
-                      f"{r['floor_p95_s2_nrmse_radial']:.3g}); phase fraction "
-                      f"{r['recon_phase_fraction']:.3f} vs {r['real_phase_fraction']:.3f}; "
+                      f"{r['floor_p95_s2_nrmse_radial']:.3g}); "
                       f"{r['train_minutes']:.1f} min, {r['steps']} steps, stop: "
                       f"{r['stop_reason']}, restarts {r['restarts']}, best epoch "
                       f"{r['best_epoch']} (latent rank {r['best_latent_rank']}, BCE "

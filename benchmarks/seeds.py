@@ -4,12 +4,14 @@ per latent size and mode, the verdict count and the distances against the floor 
 range over the seeds), and the novelty of the unseeded modes.
 
     python benchmarks/seeds.py [--seeds 0 1 2] [--cores 2] [--config config/config.yaml]
+        [--set '{"model": {"init": "torch"}}' --tag torchinit]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -25,8 +27,8 @@ COLUMNS = ("n_within_floor", "s2_nrmse_radial", "floor_p95_s2_nrmse_radial",
            "island_area_median_difference", "novelty_fraction_closer", "recon_iou")
 
 
-def run(seed: int, config: dict, cores: int) -> list[dict[str, str]]:
-    directory = REPO / "runs" / f"seed_{seed}"
+def run(seed: int, config: dict, cores: int, tag: str = "") -> list[dict[str, str]]:
+    directory = REPO / "runs" / (f"seed_{tag}_{seed}" if tag else f"seed_{seed}")
     (directory / "config").mkdir(parents=True, exist_ok=True)
     config = {**config, "train": {**config.get("train", {}), "seed": seed}}
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -47,9 +49,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    parser.add_argument("--set", type=json.loads, default={},
+                        help='changes to config sections (JSON), e.g. \'{"model": {"init": "torch"}}\'')
+    parser.add_argument("--tag", default="", help="runs in runs/seed_TAG_N/, results seeds_TAG.json")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
-    runs = {seed: run(seed, config, args.cores) for seed in args.seeds}
+    for section, changes in args.set.items():
+        config[section] = {**config.get(section, {}), **changes}
+    runs = {seed: run(seed, config, args.cores, args.tag) for seed in args.seeds}
     table = {}
     for row in runs[args.seeds[0]]:
         key = (row["latent"], row["mode"])
@@ -61,7 +68,8 @@ def main() -> None:
         cells = [f"{c} {v['median']:.4g} [{v['min']:.4g}, {v['max']:.4g}]"
                  for c, v in values.items()]
         print(f"{name}: " + "; ".join(cells))
-    save("seeds", {"seeds": args.seeds, "config": args.config, "table": table})
+    save(f"seeds_{args.tag}" if args.tag else "seeds",
+         {"seeds": args.seeds, "config": args.config, "set": args.set, "table": table})
 
 
 if __name__ == "__main__":

@@ -198,6 +198,10 @@ def test_epochs_stop_reason_and_fixed_tiles(tiny_dataset, tmp_path):
     assert training.sampler is None and training.stop_reason == "epochs"
     n_steps = math.ceil(len(training.x_train) / SETTINGS["batch_size"])
     assert [row["steps"] for row in training.history] == [n_steps, 2 * n_steps]
+    # an epoch of fixed tiles longer than a pass goes on with a new shuffle
+    longer = run_training(tiny_dataset, tmp_path / "longer", epochs=1, crops=False,
+                          steps_per_epoch=2 * n_steps + 1)
+    assert longer.steps == 2 * n_steps + 1
 
 
 def test_patience_stops_on_a_plateau_and_keeps_the_best_epoch(tiny_dataset, tmp_path,

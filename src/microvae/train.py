@@ -382,24 +382,22 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: tor
 
 
 def batches(training: Training):
-    """The training batches of one epoch: fresh crops for each step, or a pass over the
-    shuffled tiles."""
+    """Training batches: fresh crops for each step, or passes over the shuffled tiles (a new
+    shuffle at the start of each epoch and of each further pass within it)."""
     cfg, runtime = training.cfg, training.runtime
     if training.sampler is not None:
-        for _ in range(training.steps_per_epoch):
+        while True:
             yield to_layout(training.sampler.sample(cfg.batch_size, training.generator), runtime)
-        return
     n = len(training.x_train)
-    order = torch.randperm(n, generator=training.generator)
-    for begin in range(0, n, cfg.batch_size):
-        yield training.x_train[order[begin:begin + cfg.batch_size].to(runtime.device)]
+    while True:
+        order = torch.randperm(n, generator=training.generator)
+        for begin in range(0, n, cfg.batch_size):
+            yield training.x_train[order[begin:begin + cfg.batch_size].to(runtime.device)]
 
 
 def epoch_steps(training: Training) -> int:
     """Steps of the next epoch: the epoch's own, fewer where ``max_steps`` comes first."""
     steps = training.steps_per_epoch
-    if training.sampler is None:
-        steps = math.ceil(len(training.x_train) / training.cfg.batch_size)
     if training.cfg.max_steps is not None:
         steps = min(steps, training.cfg.max_steps - training.steps)
     return steps
@@ -416,9 +414,8 @@ def run_epoch(training: Training) -> dict[str, Any]:
     images = 0
     started = time.perf_counter()
     bar = _progress(n_steps, f"latent {training.latent_size} epoch {epoch + 1}")
-    for step, xb in enumerate(batches(training)):
-        if step == n_steps:
-            break
+    # zip stops before asking for a batch past the last step: no random draw is wasted
+    for step, xb in zip(range(n_steps), batches(training)):
         eps = torch.randn((len(xb), training.latent_size),
                           generator=training.generator).to(runtime.device)
         try:
