@@ -5,14 +5,10 @@ settings for real micrographs (REAL_TRAINING), and the reading of the unseeded m
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
 from pathlib import Path
 
-import yaml
+from machine import REPO, run_workflow
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 # name: (file, image size, source options)
 GALLERY = {
@@ -21,7 +17,7 @@ GALLERY = {
                          {"stride": 4, "segmentation": {"opening_radius": 0}}),
     "bentheimer_slice": ("bentheimer_slice.npy", 32, {"stride": 8}),
     "berea_volume": ("berea_volume.tif", 32, {"axes": [0]}),
-    # sparse (9.5% pores): the pores of the Bentheimer slice wider than about 9 px, by an opening
+    # sparse (8.8% pores): the pores of the Bentheimer slice wider than about 9 px, by an opening
     "bentheimer_large_pores": ("bentheimer_slice.npy", 32,
                                {"stride": 8, "segmentation": {"opening_radius": 4}}),
 }
@@ -41,14 +37,7 @@ def run(name: str, train: dict, cores: int, latent_sizes: tuple[int, ...] = (64,
               "sources": [{"name": name, "paths": [str(DATA / file)], **options}],
               "model": {"latent_sizes": list(latent_sizes), "kl_weight": 0.1, **(model or {})},
               "train": train}
-    directory = directory or REPO / "runs" / "gallery" / name
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-                    "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
-                   check=True)
-    with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return run_workflow(directory or REPO / "runs" / "gallery" / name, config, cores)
 
 
 def unseeded_table(rows: list[dict[str, str]], latent: int) -> tuple[dict[str, dict], str]:

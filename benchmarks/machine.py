@@ -1,11 +1,19 @@
-"""What machine a benchmark ran on (recorded with every result)."""
+"""What machine a benchmark ran on (recorded with every result), where results go, and running
+the workflow in a directory of its own."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
@@ -47,3 +55,15 @@ def save(name: str, result: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def run_workflow(directory: Path, config: dict, cores: int) -> list[dict[str, str]]:
+    """Run the whole workflow with ``config`` in ``directory`` (config/config.yaml written
+    there; Snakemake re-runs only what changed); the rows of its summary.csv."""
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                    "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
+                   check=True)
+    with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -10,18 +10,14 @@ range over the seeds), and the novelty of the unseeded modes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from machine import save
+from machine import REPO, run_workflow, save
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("n_within_floor", "s2_nrmse_radial", "floor_p95_s2_nrmse_radial",
            "phase_fraction_wasserstein", "floor_p95_phase_fraction_wasserstein",
            "island_area_median_difference", "novelty_fraction_closer", "recon_iou")
@@ -29,14 +25,8 @@ COLUMNS = ("n_within_floor", "s2_nrmse_radial", "floor_p95_s2_nrmse_radial",
 
 def run(seed: int, config: dict, cores: int, tag: str = "") -> list[dict[str, str]]:
     directory = REPO / "runs" / (f"seed_{tag}_{seed}" if tag else f"seed_{seed}")
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    config = {**config, "train": {**config.get("train", {}), "seed": seed}}
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-                    "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
-                   check=True)
-    with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return run_workflow(directory, {**config, "train": {**config.get("train", {}), "seed": seed}},
+                        cores)
 
 
 def spread(values: list[float]) -> dict[str, float]:
