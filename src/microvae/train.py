@@ -297,6 +297,7 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
     images_per_epoch = len(train_images)
     if cfg.max_train_images:
         images_per_epoch = min(images_per_epoch, cfg.max_train_images)
+    val_images = evenly_spaced(val_images, cfg.max_val_images)
     sampler = None
     if cfg.crops:
         if regions is None or regions_mask is None:
@@ -311,8 +312,7 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
         if images_per_epoch < len(train_images):
             pick = torch.randperm(len(train_images), generator=generator)[:images_per_epoch]
             train_images = train_images[np.sort(pick.numpy())]
-        data = data_fingerprint(train_images, evenly_spaced(val_images, cfg.max_val_images))
-    val_images = evenly_spaced(val_images, cfg.max_val_images)
+        data = data_fingerprint(train_images, val_images)
     fingerprint = hashlib.sha1(json.dumps(
         {"data": data, "model": config, "train": cfg.fingerprint_fields()},
         sort_keys=True).encode()).hexdigest()
