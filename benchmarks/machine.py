@@ -57,13 +57,20 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
-def run_workflow(directory: Path, config: dict, cores: int) -> list[dict[str, str]]:
+# PyTorch, oneDNN and MKL restricted to AVX2 kernels: the slower, AVX2-only CPU kind emulated
+# on a machine with AVX-512 (not the real thing: clock and caches differ).
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def run_workflow(directory: Path, config: dict, cores: int, env: dict | None = None
+                 ) -> list[dict[str, str]]:
     """Run the whole workflow with ``config`` in ``directory`` (config/config.yaml written
     there; Snakemake re-runs only what changed); the rows of its summary.csv."""
     (directory / "config").mkdir(parents=True, exist_ok=True)
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                     "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
-                   check=True)
+                   check=True, env={**os.environ, **(env or {})})
     with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
         return list(csv.DictReader(handle))

@@ -131,6 +131,8 @@ def test_source_options_of_the_workflow_build_source_options():
     (lambda c: c["sources"][0].update(truth=["t.png"]), "only file sources (paths) take truth"),
     (lambda c: c["split"].update(train=0.5), "train + val + test must be 1, got 0.9"),
     (lambda c: c["train"].update(epochs=None), "training would never stop"),
+    (lambda c: c["sample"].update(sizes=[256]), "sample.sizes: images larger than the training "
+                                                "tiles need model.architecture: conv"),
 ])
 def test_cross_field_rules(change, message):
     config = filled(TINY_CONFIG)

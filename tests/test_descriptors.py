@@ -3,6 +3,7 @@ import porespy as ps
 import pytest
 from scipy import ndimage
 
+from microvae import descriptors as d
 from microvae.descriptors import (
     chord_lengths,
     islands,
@@ -84,3 +85,21 @@ def test_islands_count_and_area():
     counts, areas = islands(image)
     assert counts.tolist() == [2, 1]
     assert sorted(areas.tolist()) == [1, 4, 6]
+
+
+def test_periodic_s2_equals_a_loop_over_rolled_images():
+    rng = np.random.default_rng(7)
+    images = (rng.random((3, 12, 16)) > 0.6).astype(np.uint8)
+    curves = d.two_point_correlation(images, periodic=True)
+    for i, image in enumerate(images):
+        for r in range(7):
+            assert curves.x[i, r] == pytest.approx(np.mean(image * np.roll(image, -r, axis=1)))
+            assert curves.y[i, r] == pytest.approx(np.mean(image * np.roll(image, -r, axis=0)))
+    assert curves.radial[:, 0] == pytest.approx(images.mean((1, 2)))
+    # stripes across a non-periodic edge: the periodic S2 sees the wrap, the plain one does not
+    stripes = np.zeros((1, 8, 8), np.uint8)
+    stripes[:, :, :3] = 1
+    assert d.two_point_correlation(stripes, periodic=True).x[0, 4] == pytest.approx(0.0, abs=1e-6)
+    assert d.two_point_correlation(stripes).x[0, 4] == pytest.approx(0.0, abs=1e-6)
+    assert d.two_point_correlation(stripes, periodic=True).x[0, 2] == pytest.approx(1 / 8)
+    assert d.two_point_correlation(stripes).x[0, 2] == pytest.approx(1 / 6)

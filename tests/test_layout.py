@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
-SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "device",
-           "train", "sample", "evaluate")
+SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
+           "device", "train", "sample", "evaluate")
 FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile")
 UPPER = ("stages", "plots", "cli")
 

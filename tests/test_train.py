@@ -276,3 +276,27 @@ def test_a_failed_training_restarts_with_a_kl_warmup(tiny_dataset, tmp_path, cap
                                   for k in range(RECOVERY_WARMUP_EPOCHS)])
     assert "restart 1 of at most 2" in caplog.text
     assert training.best_epoch > restarts.index(MAX_RESTARTS)
+
+
+def test_conv_model_trains_on_crops_larger_than_the_tiles(tiny_dataset, tmp_path):
+    """A conv model trains on 32 px crops of the training regions and validates on the 16 px
+    tiles; its saved configuration is the crop size, its KL per channel is logged."""
+    training = run_training(tiny_dataset, tmp_path, architecture="conv", crop_size=32, epochs=2,
+                            steps_per_epoch=3, batch_size=4)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["config"]["architecture"] == "conv"
+    assert payload["config"]["image_size"] == [32, 32]
+    assert training.x_val.shape[-1] == 16
+    history = read_history(tmp_path / "history.csv")
+    assert [row["steps"] for row in history] == [3, 6]
+    assert len(str(history[-1]["kl_per_dim"]).split(";")) == 4  # latent size 4: channels
+    assert 0 <= history[-1]["latent_rank"] <= 4
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"crop_size": 32}, "a table1 model trains at the image size of the data set"),
+    ({"architecture": "conv", "crop_size": 32, "crops": False}, "needs train.crops: true"),
+])
+def test_crop_size_that_cannot_apply_is_refused(tiny_dataset, tmp_path, changes, message):
+    with pytest.raises(MicrovaeError, match=message):
+        run_training(tiny_dataset, tmp_path, **changes)

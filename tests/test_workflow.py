@@ -181,3 +181,35 @@ def test_users_binary_pngs_skip_thresholding(tmp_path):
         tiles = h5["images"][()]
     expected = np.stack([p[y:y + 16, x:x + 16] for p in phases for y in (0, 16) for x in (0, 16)])
     assert np.array_equal(tiles, expected.astype(np.uint8))
+
+
+def test_conv_model_end_to_end_with_large_images_and_export(tmp_path):
+    """model.architecture conv with sample.sizes: training on larger crops, field samples,
+    large images evaluated against real windows (rows of their own in summary.csv), export."""
+    import copy
+
+    from microvae.stages.export import read_vti
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["model"] = {"architecture": "conv", "latent_sizes": [3], "kl_weight": 1.0}
+    config["train"] = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 8, "crop_size": 32,
+                       "threads": 1}
+    config["sample"].update({"sizes": [64], "n_large": 3, "periodic": True})
+    config["export"] = {"formats": ["vti", "npy"], "n": 2, "real": True}
+    write_config(tmp_path, config)
+    snakemake(tmp_path)
+    results = tmp_path / "results"
+    model = torch.load(results / "models/latent_3/model.pt", weights_only=True)
+    assert model["config"]["architecture"] == "conv" and model["config"]["image_size"] == [32, 32]
+    metrics = json.loads((results / "evaluation/latent_3/metrics.json").read_text())
+    assert {"prior", "field"} <= set(metrics["modes"]) and "aggregate" not in metrics["modes"]
+    large = json.loads((results / "evaluation/latent_3/large.json").read_text())
+    assert set(large["modes"]) == {"prior_64", "field_64"} and large["periodic"]
+    assert "periodic_s2_nrmse" in large["modes"]["field_64"]
+    rows = list(csv.DictReader(open(results / "evaluation/summary.csv")))
+    assert {(r["mode"], r["size"]) for r in rows} >= {("field", "16"), ("field_64", "64")}
+    manifest = json.loads((results / "export/latent_3/manifest.json").read_text())
+    assert {f["set"] for f in manifest["files"]} == {"prior_64", "field_64", "real_64"}
+    phase, _, _ = read_vti(results / "export/latent_3/field_64_000.vti")
+    assert np.array_equal(phase[0], np.load(results / "export/latent_3/field_64_000.npy"))
+    assert (results / "evaluation/latent_3/large.png").stat().st_size > 1000

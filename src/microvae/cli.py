@@ -146,7 +146,8 @@ def run_train(args: argparse.Namespace) -> None:
           stop_after_epoch=args.stop_after_epoch)
 
 
-SAMPLE_MODES = ["all", "prior", "aggregate", "mixture", "posterior", "noise", "interpolation"]
+SAMPLE_MODES = ["all", "prior", "aggregate", "mixture", "field", "posterior", "noise",
+                "interpolation"]
 
 
 def sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,7 +156,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", nargs="+", default=["prior"], choices=SAMPLE_MODES,
                    help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
                         "fitted to the encoded training images), mixture (a Gaussian mixture "
-                        "fitted to them), posterior (eq. 1 on test "
+                        "fitted to them), field (conv models: a Gaussian random field fitted to "
+                        "the encoded training windows), posterior (eq. 1 on test "
                         "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
                         "or all; every mode but prior needs --dataset (default: prior)")
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
@@ -172,6 +174,13 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_count, default=9,
                    help="points on each interpolation path, endpoints included (default 9)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=int, nargs="+", default=[],
+                   help="conv models: also generate prior and field images of these sizes (px, "
+                        "multiples of 8), stored as large/{mode}_{size}")
+    p.add_argument("--n-large", type=_count, default=32,
+                   help="images per mode at each --size (default 32)")
+    p.add_argument("--periodic", action="store_true",
+                   help="images of --size are periodic: opposite edges join")
     for name in SAMPLE_FIGURES:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
                        help=f"output: the {name.replace('_', ' ')} figure (.png)")
@@ -183,14 +192,15 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from .sample import MODES, SampleConfig
+    from .sample import SampleConfig
     from .stages.network import sample
 
-    modes = MODES if "all" in args.mode else tuple(dict.fromkeys(args.mode))
+    modes = None if "all" in args.mode else tuple(dict.fromkeys(args.mode))
     cfg = SampleConfig.from_options({
         "n_prior": args.n, "n_posterior_images": args.n_images, "n_draws": args.draws,
         "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
-        "seed": args.seed})
+        "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
+        "periodic": args.periodic})
     sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
            figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
            export_format=args.export_format)
@@ -217,6 +227,49 @@ def run_evaluate(args: argparse.Namespace) -> None:
              _figures(args, EVALUATION_FIGURES), seed=args.seed, latent=args.latent)
 
 
+def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", required=True,
+                   help="samples HDF5 with large images (microvae sample --size)")
+    p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
+    p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real split")
+    p.add_argument("--metrics", required=True, help="output: metrics.json")
+    p.add_argument("--figure", default=None, help="output: generated beside real (.png)")
+
+
+def run_evaluate_large(args: argparse.Namespace) -> None:
+    from .stages.statistics import evaluate_large
+
+    evaluate_large(args.samples, args.dataset, args.metrics, args.figure, seed=args.seed,
+                   latent=args.latent)
+
+
+def export_arguments(p: argparse.ArgumentParser) -> None:
+    from .stages.export import EXPORT_FORMATS
+
+    p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
+    p.add_argument("--out-dir", required=True, help="output folder (files and manifest.json)")
+    p.add_argument("--format", nargs="+", default=["vti"], choices=EXPORT_FORMATS,
+                   help="vti (VTK image data for ParaView and DAMASK), png, tif, npy "
+                        "(default vti)")
+    p.add_argument("--n", type=_count, default=4, help="phase maps per generated set (default 4)")
+    p.add_argument("--dataset", default=None,
+                   help="packed data set: its pixel size, and the real windows of --real")
+    p.add_argument("--real", action="store_true",
+                   help="also export real test windows of each generated size")
+    p.add_argument("--pixel-size", type=float, default=None,
+                   help="physical size of a pixel (default: the data set's, else 1)")
+    p.add_argument("--pixel-unit", default=None, help="unit of --pixel-size (default: the data "
+                                                      "set's)")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from .stages.export import export
+
+    export(args.samples, args.out_dir, tuple(dict.fromkeys(args.format)), args.n, args.dataset,
+           args.real, args.pixel_size, args.pixel_unit)
+
+
 def summarize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each latent size")
     p.add_argument("--histories", nargs="+", required=True,
@@ -225,6 +278,8 @@ def summarize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", required=True, help="output: summary.csv")
     p.add_argument("--comparison-figure", required=True, help="output: latent-size comparison .png")
     p.add_argument("--loss-figure", required=True, help="output: loss curves of all sizes .png")
+    p.add_argument("--large-metrics", nargs="*", default=[],
+                   help="metrics.json of the large images (evaluate-large), rows of their own")
 
 
 def run_summarize(args: argparse.Namespace) -> None:
@@ -233,7 +288,7 @@ def run_summarize(args: argparse.Namespace) -> None:
     if not len(args.metrics) == len(args.histories) == len(args.latents):
         raise MicrovaeError("summarize: --metrics, --histories and --latents differ in length")
     summarize(args.metrics, dict(zip(args.latents, args.histories)), args.table,
-              args.comparison_figure, args.loss_figure)
+              args.comparison_figure, args.loss_figure, args.large_metrics)
 
 
 @dataclass(frozen=True)
@@ -260,6 +315,16 @@ COMMANDS = {
                     "--model results/models/latent_12/model.pt --n 500 --out my_samples.h5"),
     "evaluate": Command("statistics of generated against real microstructures",
                         evaluate_arguments, run_evaluate),
+    "evaluate-large": Command("statistics of large generated images against real windows",
+                              evaluate_large_arguments, run_evaluate_large),
+    "export": Command(
+        "write phase maps as VTK image data (.vti), PNG, TIFF or NPY", export_arguments,
+        run_export,
+        description="Write generated (and real) phase maps for simulation: .vti files with the "
+                    "pixel size and cell arrays material/phase (0 matrix, 1 second phase) that "
+                    "ParaView and DAMASK (damask.GeomGrid.load) read. Example: microvae export "
+                    "--samples results/samples/latent_8/large.h5 --dataset "
+                    "results/dataset/dataset.h5 --real --format vti png --out-dir export/"),
     "summarize": Command("summary table and figures across latent sizes", summarize_arguments,
                          run_summarize),
 }

@@ -166,6 +166,10 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
     if all(train.get(k) is None for k in ("epochs", "max_steps", "max_minutes")):
         errors.append("config key train: epochs, max_steps and max_minutes are all null, so "
                       "training would never stop; set at least one of them")
+    if config.get("sample", {}).get("sizes") and \
+            config.get("model", {}).get("architecture", "table1") != "conv":
+        errors.append("config key sample.sizes: images larger than the training tiles need "
+                      "model.architecture: conv (Table 1's Dense layers fix the output size)")
     split = config.get("split", {})
     if all(k in split for k in ("train", "val", "test")):
         total = split["train"] + split["val"] + split["test"]

@@ -105,3 +105,33 @@ class CropSampler:
         device = self.regions.device
         index = start.to(device)[:, None, None] + self.offsets[transform.to(device)]
         return self.flat[index].unsqueeze(1).float()
+
+
+def tiled_windows(canvases: np.ndarray, mask: np.ndarray, size: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping ``size`` windows of the regions, on a grid of step ``size`` from each
+    canvas's first covered pixel, kept where wholly inside the mask: ``(windows (N, size,
+    size), canvas index of each)``. The real windows a large generated image is compared with."""
+    inside = window_origins(mask, size)
+    windows, owner = [], []
+    for index in range(len(canvases)):
+        rows, cols = np.nonzero(mask[index])
+        if rows.size == 0 or inside.shape[1] == 0 or inside.shape[2] == 0:
+            continue
+        for y in range(int(rows.min()), inside.shape[1], size):
+            for x in range(int(cols.min()), inside.shape[2], size):
+                if inside[index, y, x]:
+                    windows.append(canvases[index, y:y + size, x:x + size])
+                    owner.append(index)
+    if not windows:
+        return np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
+    return np.stack(windows).astype(np.uint8), np.asarray(owner, np.int64)
+
+
+def split_into_windows(images: np.ndarray, size: int) -> np.ndarray:
+    """Each image (N, H, W) cut into its non-overlapping ``size`` windows (row-major), (N *
+    (H // size) * (W // size), size, size)."""
+    n, height, width = images.shape
+    rows, cols = height // size, width // size
+    cut = images[:, :rows * size, :cols * size].reshape(n, rows, size, cols, size)
+    return cut.transpose(0, 1, 3, 2, 4).reshape(-1, size, size)

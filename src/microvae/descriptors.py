@@ -55,17 +55,19 @@ class S2Plan:
 
 
 @lru_cache(maxsize=8)
-def s2_plan(height: int, width: int) -> S2Plan:
+def s2_plan(height: int, width: int, periodic: bool = False) -> S2Plan:
     """Padding, overlap counts and radial bins for images of ``height`` x ``width``.
 
     Lags up to r_max = min(H, W) // 2 are kept. Zero-padding each axis by r_max (not by the
-    full image size) is enough for those lags to be free of wrap-around.
+    full image size) is enough for those lags to be free of wrap-around. ``periodic``: no
+    padding, every lag has H * W pixel pairs (the image wraps around).
     """
     r_max = min(height, width) // 2
-    padded = (height + r_max, width + r_max)
+    padded = (height, width) if periodic else (height + r_max, width + r_max)
     dx_lags = np.arange(-r_max, r_max + 1)
     dy, dx = np.meshgrid(np.arange(r_max + 1), dx_lags, indexing="ij")
-    overlap = (height - dy) * (width - np.abs(dx))
+    overlap = np.full(dy.shape, height * width) if periodic else \
+        (height - dy) * (width - np.abs(dx))
     bins = np.floor(np.sqrt(dy**2 + dx**2)).astype(int).ravel()  # bin r: r <= |d| < r + 1
     weight = np.where(dy == 0, 1.0, 2.0).ravel()
     inside = np.flatnonzero(bins <= r_max)
@@ -91,17 +93,19 @@ class S2Curves:
     y: np.ndarray
 
 
-def two_point_correlation(images: np.ndarray, batch_size: int = 256) -> S2Curves:
+def two_point_correlation(images: np.ndarray, batch_size: int = 256,
+                          periodic: bool = False) -> S2Curves:
     """Non-periodic two-point correlation S2 of each image of a stack.
 
     S2(d) = (1 / n(d)) * sum_p I(p) I(p + d), with n(d) = (H - |dy|)(W - |dx|) the number of
     pixel pairs at lag d inside the image, computed by a zero-padded FFT. ``radial``: the mean
     of S2 over all lags with r <= |d| < r + 1 (the bins of porespy's two_point_correlation);
-    ``x`` and ``y``: S2 at lags (0, r) and (r, 0). S2(0) is the phase fraction.
+    ``x`` and ``y``: S2 at lags (0, r) and (r, 0). S2(0) is the phase fraction. ``periodic``:
+    the image wraps around (pairs across opposite edges count; for periodic microstructures).
     """
     images = np.asarray(images)
     n, height, width = images.shape
-    plan = s2_plan(height, width)
+    plan = s2_plan(height, width, periodic)
     r_max = plan.r_max
     radial, along_x, along_y = [], [], []
     for start in range(0, n, batch_size):

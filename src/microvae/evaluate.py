@@ -200,7 +200,7 @@ def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray,
             "iou": float(iou(binary, t).mean()), "iou_pooled": pooled_iou(binary, t)}
 
 
-UNSEEDED_MODES = ("prior", "aggregate", "mixture")
+UNSEEDED_MODES = ("prior", "aggregate", "mixture", "field")
 NOVELTY_REFERENCE_IMAGES = 500
 
 
@@ -424,6 +424,16 @@ def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int 
     return Evaluation(metrics, all_real.subset(reference), all_real.subset(pool), modes)
 
 
+def periodic_s2_nrmse(images: np.ndarray) -> float:
+    """NRMSE (as the distances: over phi (1 - phi)) between the mean radial S2 of binary
+    images computed with periodic boundaries and without: near 0 where the images are periodic
+    and stationary (pairs across the edges look like pairs inside)."""
+    periodic = d.two_point_correlation(images, periodic=True).radial.mean(0)
+    plain = d.two_point_correlation(images).radial.mean(0)
+    phi = float(np.mean(images))
+    return float(np.sqrt(np.mean((periodic - plain) ** 2)) / max(phi * (1 - phi), 1e-12))
+
+
 def s2_columns(evaluation: Evaluation) -> dict[str, np.ndarray]:
     """r, then the mean S2 of the real reference, the real floor set and every mode: radial
     (named by the set), then x and y (``{set}_x``, ``{set}_y``)."""
@@ -449,10 +459,13 @@ def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]
     for metrics in metrics_of_sizes:
         recon = metrics.get("reconstruction", {})
         for mode, values in metrics["modes"].items():
+            real_phi = values.get("real_phase_fraction",
+                                  metrics["real"].get("phase_fraction_mean", float("nan")))
             row: dict[str, Any] = {"latent": metrics["latent_size"], "mode": mode,
+                                   "size": values.get("size", metrics.get("image_size", "")),
                                    "n_images": values["n_images"],
                                    "phase_fraction": values["summary"]["phase_fraction_mean"],
-                                   "real_phase_fraction": metrics["real"]["phase_fraction_mean"],
+                                   "real_phase_fraction": real_phi,
                                    "source_phase_fraction": values.get("source_phase_fraction",
                                                                        float("nan")),
                                    "binarisation_bias": values["binarisation_bias"],
@@ -471,5 +484,5 @@ def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]
             row["recon_bce_per_pixel"] = recon.get("bce_per_pixel", float("nan"))
             row["recon_accuracy"] = recon.get("pixel_accuracy", float("nan"))
             rows.append(row)
-    rows.sort(key=lambda r: (r["latent"], r["mode"]))
+    rows.sort(key=lambda r: (r["latent"], str(r["size"]).zfill(6), r["mode"]))
     return rows

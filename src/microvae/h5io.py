@@ -87,6 +87,14 @@ def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
     return images
 
 
+def load_origin(path: str | os.PathLike, split: str) -> np.ndarray | None:
+    """Where each image of a split was cut (N, 6): source, file, axis, slice, y, x; None for a
+    data set packed without it."""
+    with open_h5(path) as h5:
+        key = f"{split}_origin"
+        return h5[key][()] if key in h5 else None
+
+
 def load_training_regions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
     """The training regions of a packed data set and their mask (uint8 (S, H, W) each), or
     None for a data set packed before they were kept."""

@@ -1,11 +1,19 @@
-"""The variational autoencoder of Table 1 (Ashfaq et al., 2025), for any image size that is a
-multiple of 8 and any latent size.
+"""The variational autoencoders: Table 1 of the paper (Ashfaq et al., 2025), for any image size
+that is a multiple of 8 and any latent size, and a fully convolutional variant.
 
 Encoder: Conv 64, 128, 256 (3x3, stride 2, same padding, ReLU) -> flatten -> Dense 256 ReLU ->
 Dense z_mean, Dense z_log_var. Decoder: Dense (H/8)(W/8)*256 ReLU -> reshape -> ConvTranspose
 256, 128, 64 (3x3, stride 2, ReLU) -> ConvTranspose 1 (3x3, stride 1). The decoder returns
 logits; :meth:`VAE.decode` applies the sigmoid that gives pixel probabilities of phase 1.
 Images are tensors (N, 1, H, W) with values in [0, 1].
+
+``conv`` (:class:`ConvVAE`): the same convolutional stacks, the Dense layers replaced by 1x1
+convolutions to and from a spatial latent grid of C channels at (H/8)x(W/8): encoder ... Conv
+256 -> Conv 1x1 256 ReLU -> Conv 1x1 z_mean (C), Conv 1x1 z_log_var (C); decoder Conv 1x1 256
+ReLU -> the same transposed convolutions. It encodes and decodes images of any size that is a
+multiple of 8, so a latent grid larger than the training one decodes to a larger image
+(SliceGAN's route to large outputs), and :meth:`ConvVAE.decode_logits` with ``periodic=True``
+pads every transposed convolution circularly, so that opposite edges of the output join.
 """
 
 from __future__ import annotations
@@ -25,8 +33,17 @@ DENSE = 256
 USED_VARIANCE = 0.01
 
 
-def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int) -> dict[str, Any]:
-    """The model's own configuration, saved with its weights."""
+ARCHITECTURES = ("table1", "conv")
+
+
+def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int,
+                 architecture: str = "table1") -> dict[str, Any]:
+    """The model's own configuration, saved with its weights (``image_size``: the training
+    size; a ``conv`` model takes any multiple of 8; ``latent_size``: for ``conv`` the channels
+    of the latent grid)."""
+    if architecture not in ARCHITECTURES:
+        raise MicrovaeError(f"model.architecture: unknown architecture {architecture!r}; use one "
+                            f"of {list(ARCHITECTURES)}")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     height, width = (int(s) for s in image_size)
@@ -35,8 +52,22 @@ def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int
                             "(the network halves the size three times)")
     if int(latent_size) < 1:
         raise MicrovaeError(f"model.latent_sizes: latent size must be >= 1, got {latent_size}")
-    return {"image_size": [height, width], "latent_size": int(latent_size),
-            "channels": list(CHANNELS), "dense": DENSE}
+    config = {"image_size": [height, width], "latent_size": int(latent_size),
+              "channels": list(CHANNELS), "dense": DENSE}
+    if architecture != "table1":  # Table 1 files keep the keys they always had
+        config["architecture"] = architecture
+    return config
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The network a saved configuration describes (files without ``architecture``: Table 1)."""
+    architecture = config.get("architecture", "table1")
+    if architecture == "conv":
+        return ConvVAE(config["image_size"], config["latent_size"])
+    if architecture == "table1":
+        return VAE(config["image_size"], config["latent_size"])
+    raise MicrovaeError(f"unknown model architecture {architecture!r}; use one of "
+                        f"{list(ARCHITECTURES)}")
 
 
 class VAE(nn.Module):
@@ -66,9 +97,15 @@ class VAE(nn.Module):
             nn.ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
         )
 
+    spatial = False
+
     @property
     def latent_size(self) -> int:
         return self.config["latent_size"]
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+        """Shape of one latent code (Table 1: a vector; the image size is fixed)."""
+        return (self.latent_size,)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_mean, z_log_var)`` of images ``x`` (N, 1, H, W)."""
@@ -92,6 +129,88 @@ class VAE(nn.Module):
             eps = torch.randn_like(z_mean)
         z = reparameterize(z_mean, z_log_var, eps)
         return self.decode_logits(z), z_mean, z_log_var, z
+
+
+class ConvVAE(nn.Module):
+    """The fully convolutional variant (see the module docstring); ``z`` is (N, C, H/8, W/8).
+    ``forward`` returns ``(logits, z_mean, z_log_var, z)`` as :class:`VAE` does."""
+
+    spatial = True
+
+    def __init__(self, image_size: tuple[int, int] | list[int] | int, latent_channels: int):
+        super().__init__()
+        self.config = model_config(image_size, latent_channels, "conv")
+        c1, c2, c3 = CHANNELS
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, c1, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c3, DENSE, 1), nn.ReLU(),
+        )
+        self.z_mean = nn.Conv2d(DENSE, latent_channels, 1)
+        self.z_log_var = nn.Conv2d(DENSE, latent_channels, 1)
+        self.decoder_dense = nn.Sequential(nn.Conv2d(latent_channels, c3, 1), nn.ReLU())
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
+        )
+
+    @property
+    def latent_size(self) -> int:
+        return self.config["latent_size"]
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+        """Shape (C, H/8, W/8) of the latent grid of an image (default: the training size)."""
+        default_h, default_w = self.config["image_size"]
+        height, width = height or default_h, width or default_w
+        if height % 8 or width % 8:
+            raise MicrovaeError(f"a conv model needs image sizes that are multiples of 8, got "
+                                f"{height}x{width} px")
+        return (self.latent_size, height // 8, width // 8)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_mean, z_log_var)`` grids (N, C, H/8, W/8) of images ``x`` (N, 1, H, W)."""
+        h = self.encoder(x)
+        return self.z_mean(h), self.z_log_var(h)
+
+    def decode_logits(self, z: torch.Tensor, periodic: bool = False) -> torch.Tensor:
+        """Logits (N, 1, 8h, 8w) for latent grids ``z`` (N, C, h, w); ``periodic``: every
+        transposed convolution sees its input wrapped around, so the output tiles the plane."""
+        h = self.decoder_dense(z)
+        if self.decoder[0].weight.is_contiguous(memory_format=torch.channels_last):
+            h = h.contiguous(memory_format=torch.channels_last)
+        if not periodic:
+            return self.decoder(h)
+        for layer in self.decoder:
+            h = _periodic_transpose(layer, h) if isinstance(layer, nn.ConvTranspose2d) else layer(h)
+        return h
+
+    def decode(self, z: torch.Tensor, periodic: bool = False) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(z, periodic))
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        z_mean, z_log_var = self.encode(x)
+        if eps is None:
+            eps = torch.randn_like(z_mean)
+        z = reparameterize(z_mean, z_log_var, eps)
+        return self.decode_logits(z), z_mean, z_log_var, z
+
+
+def _periodic_transpose(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` applied to ``x`` as if ``x`` repeated periodically: pad one cell circularly on
+    each side, transpose-convolve without padding, keep the window the padded layer gives.
+    Output index o of the layer is o + stride + padding of the unpadded transposed convolution
+    of the wrapped input (kernel 3, one cell of wrap covers every contribution)."""
+    stride, padding = layer.stride[0], layer.padding[0]
+    height, width = x.shape[-2:]
+    wrapped = F.pad(x, (1, 1, 1, 1), mode="circular")
+    y = F.conv_transpose2d(wrapped, layer.weight, layer.bias, stride=layer.stride)
+    start = stride + padding
+    out_h = (height - 1) * stride - 2 * padding + layer.kernel_size[0] + layer.output_padding[0]
+    out_w = (width - 1) * stride - 2 * padding + layer.kernel_size[1] + layer.output_padding[1]
+    return y[..., start:start + out_h, start:start + out_w]
 
 
 INIT_SCHEMES = ("keras", "torch")
@@ -119,7 +238,8 @@ def reparameterize(z_mean: torch.Tensor, z_log_var: torch.Tensor, eps: torch.Ten
 
 
 def kl_per_dimension(z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || N(0, I)) of each latent dimension, (N, latent), in nats."""
+    """KL(q(z|x) || N(0, I)) of each latent dimension, in nats: (N, latent), or (N, C, h, w)
+    for a latent grid."""
     return 0.5 * (z_mean.pow(2) + z_log_var.exp() - 1.0 - z_log_var)
 
 
@@ -128,10 +248,11 @@ def vae_loss(logits: torch.Tensor, x: torch.Tensor, z_mean: torch.Tensor, z_log_
     """``(loss, bce, kl)``, each the mean over the batch of per-image values.
 
     BCE is summed over the pixels of an image (computed on logits, in fp32); KL is summed over
-    the latent dimensions; loss = BCE + kl_weight * KL.
+    the latent dimensions (every channel of every cell of a latent grid); loss = BCE +
+    kl_weight * KL.
     """
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none")
     bce = bce.flatten(1).sum(1).mean()
-    kl = kl_per_dimension(z_mean.float(), z_log_var.float()).sum(1).mean()
+    kl = kl_per_dimension(z_mean.float(), z_log_var.float()).flatten(1).sum(1).mean()
     return bce + kl_weight * kl, bce, kl

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import MicrovaeError, short_reason
-from .model import VAE
+from .model import VAE, build_model
 
 
 def save_model(model: VAE, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
@@ -37,7 +37,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         config = payload["config"]
-        model = VAE(config["image_size"], config["latent_size"])
+        model = build_model(config)
         model.load_state_dict(payload["state_dict"])
     except MicrovaeError:
         raise

@@ -345,7 +345,7 @@ def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, un
 
 def latent_comparison(rows: list[dict[str, Any]]):
     """Across latent sizes: reconstruction IoU and BCE, and the distances of the unseeded
-    samples (prior, aggregate, mixture) with the floor as a band."""
+    samples (prior, aggregate, mixture; field for conv models) with the floor as a band."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
@@ -353,6 +353,7 @@ def latent_comparison(rows: list[dict[str, Any]]):
     prior = table[table["mode"] == "prior"].sort_values("latent")
     fitted = table[table["mode"] == "aggregate"].sort_values("latent")
     mixture = table[table["mode"] == "mixture"].sort_values("latent")
+    field = table[table["mode"] == "field"].sort_values("latent")
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     axes[0].plot(recon["latent"], recon["recon_iou"], "o-")
     axes[0].set_ylabel("test-set IoU (thresholded at 0.5)")
@@ -363,7 +364,7 @@ def latent_comparison(rows: list[dict[str, Any]]):
     for ax, key, label in ((axes[2], "s2_nrmse_radial", "S2 NRMSE (radial)"),
                            (axes[3], "phase_fraction_wasserstein", "W1 of phase fraction")):
         for rows, marker, name in ((prior, "o-", "prior"), (fitted, "^-", "aggregate"),
-                                   (mixture, "s-", "mixture")):
+                                   (mixture, "s-", "mixture"), (field, "d-", "field")):
             if len(rows):
                 ax.errorbar(rows["latent"], rows[key],
                             yerr=[np.zeros(len(rows)), rows[f"upper_{key}"] - rows[key]],
@@ -380,3 +381,26 @@ def latent_comparison(rows: list[dict[str, Any]]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def large_figure(real: dict[int, np.ndarray], generated: dict[str, np.ndarray], n: int = 3,
+                 title: str = ""):
+    """Generated microstructures of each size (binarised at 0.5) beside real windows: one row
+    per set, real windows first (``real``: window size -> binary windows)."""
+    rows = [(f"real test windows, {size} px", list(images[:n]))
+            for size, images in sorted(real.items())]
+    rows += [(f"{name}", [_binary(p) for p in images[:n]]) for name, images in generated.items()]
+    width = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(3.0 * width, 3.1 * len(rows)),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(width):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(label if c == 0 else "", fontsize=8)
+            else:
+                ax.axis("off")
+    return _finish(fig, title)

@@ -12,16 +12,22 @@ Modes:
   more than 0.01; the other directions get a Gaussian of their own variance); the number of
   components and the covariance type (full, tied, diag) are the ones under which draws of the
   validation images are most likely.
+* ``field`` (``conv`` models): latent grids from the stationary Gaussian random field fitted to
+  the encoded training windows (:mod:`microvae.field`), at the training size or any larger one.
 * ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
 * ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
 * ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
   path of S evenly spaced points from z1 to z2 (z = z_mean of each image; endpoints included).
 Outputs are pixel probabilities of phase 1 in [0, 1]; all randomness comes from one seed.
+Table 1 models take ``prior``, ``aggregate`` and ``mixture`` as unseeded modes; ``conv`` models
+(latent grids) take ``prior`` (i.i.d. N(0, I) per cell) and ``field``, and generate these two
+also at larger sizes (``sizes``, optionally periodic).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import numpy as np
@@ -29,11 +35,22 @@ import torch
 from torch.nn import functional as F
 
 from .config import check_parameters, parse_options
+from .crops import CropSampler, window_origins
 from .errors import MicrovaeError
+from .field import FieldPrior, fit_field, sample_field
 from .model import USED_VARIANCE, VAE, reparameterize
 
-MODES = ("prior", "aggregate", "mixture", "posterior", "noise", "interpolation")
+MODES = ("prior", "aggregate", "mixture", "field", "posterior", "noise", "interpolation")
 FITTED_MODES = ("aggregate", "mixture")
+SPATIAL_ONLY = ("field",)
+# The unseeded modes that generate at sizes other than the training size (conv models).
+LARGE_MODES = ("prior", "field")
+# The field is fitted to the posterior draws of this many random training windows of at most
+# FIELD_WINDOW px (the largest size that fits the training regions).
+FIELD_WINDOWS = 256
+FIELD_WINDOW = 256
+# Decoding works through this many pixels per batch (64 images of 32 px, 1 of 512 px).
+DECODE_PIXELS = 2**16
 MIXTURE_COMPONENTS = (1, 2, 4, 8)
 MIXTURE_COVARIANCES = ("full", "tied", "diag")
 # A mixture is tried only where the training codes number at least this many per parameter.
@@ -48,10 +65,13 @@ class SampleConfig:
     n_prior: int = 500
     n_posterior_images: int = 64
     n_draws: int = 8
-    noise_sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    noise_sigmas: list[float] = dataclass_field(default_factory=lambda: [0.5, 1.0, 2.0])
     n_pairs: int = 8
     n_steps: int = 9
     seed: int = 0
+    sizes: list[int] = dataclass_field(default_factory=list)
+    n_large: int = 32
+    periodic: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SampleConfig:
@@ -61,10 +81,34 @@ class SampleConfig:
         check_parameters(self, "sample")
 
 
+def modes_for(model) -> tuple[str, ...]:
+    """Every mode a model can generate (``--mode all``)."""
+    excluded = FITTED_MODES if model.spatial else SPATIAL_ONLY
+    return tuple(m for m in MODES if m not in excluded)
+
+
+def check_modes(model, modes: tuple[str, ...]) -> None:
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
+    wrong = [m for m in modes if m not in modes_for(model)]
+    if wrong:
+        kind = "conv" if model.spatial else "table1"
+        raise MicrovaeError(f"mode(s) {wrong} do not apply to a {kind} model (its modes: "
+                            f"{list(modes_for(model))}): aggregate and mixture fit vectors of "
+                            "Table 1, field fits the latent grids of a conv model")
+
+
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Probabilities (N, H, W) float32 for latent vectors ``z`` (N, L), decoded in batches."""
-    out = [model.decode(z[i:i + batch_size]).float()[:, 0].cpu().numpy()
+def decode(model: VAE, z: torch.Tensor, batch_size: int | None = None,
+           periodic: bool = False) -> np.ndarray:
+    """Probabilities (N, H, W) float32 for latent codes ``z`` (N, L) or grids (N, C, h, w),
+    decoded in batches; ``periodic``: grids wrap around (conv models)."""
+    if batch_size is None:
+        pixels = 64 * int(np.prod(z.shape[2:])) if z.dim() == 4 else 64 * 16
+        batch_size = max(1, DECODE_PIXELS // pixels)
+    options = {"periodic": True} if periodic else {}
+    out = [model.decode(z[i:i + batch_size], **options).float()[:, 0].cpu().numpy()
            for i in range(0, len(z), batch_size)]
     if not out:
         return np.zeros((0, *model.config["image_size"]), np.float32)
@@ -75,7 +119,9 @@ def decode(model: VAE, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
 def encode(model: VAE, images: np.ndarray, batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
     """``(z_mean, z_log_var)`` of binary images (N, H, W)."""
     expected = tuple(model.config["image_size"])
-    if tuple(images.shape[1:]) != expected:
+    if model.spatial:
+        model.latent_shape(*images.shape[1:])  # multiples of 8
+    elif tuple(images.shape[1:]) != expected:
         raise MicrovaeError(f"the model was trained on {expected[0]}x{expected[1]} px images, "
                             f"the data are {images.shape[1]}x{images.shape[2]} px")
     means, log_vars = [], []
@@ -101,9 +147,40 @@ def reconstruction_bce(model: VAE, images: np.ndarray, z_mean: torch.Tensor,
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def prior(model: VAE, n: int, generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
-    z = torch.randn((n, model.latent_size), generator=generator)
-    return decode(model, z), z
+def prior(model: VAE, n: int, generator: torch.Generator, size: int | None = None,
+          periodic: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """``n`` images decoded from z ~ N(0, I) (of a latent grid for ``size`` px: conv models)."""
+    z = torch.randn((n, *model.latent_shape(size, size)), generator=generator)
+    return decode(model, z, periodic=periodic), z
+
+
+def field_windows(regions: np.ndarray, mask: np.ndarray, n: int, generator: torch.Generator,
+                  largest: int = FIELD_WINDOW) -> np.ndarray:
+    """``n`` random windows (n, S, S) of the training regions (wholly inside the mask), S the
+    largest multiple of 8 up to ``largest`` px that fits."""
+    for size in range(largest, 7, -8):
+        if window_origins(mask, size).any():
+            sampler = CropSampler(torch.from_numpy(np.ascontiguousarray(regions, np.uint8)),
+                                  mask, size, "none")
+            return sampler.sample(n, generator)[:, 0].numpy().astype(np.uint8)
+    raise MicrovaeError("no 8 px window fits inside the training regions")
+
+
+def fit_field_prior(model: VAE, windows: np.ndarray, generator: torch.Generator) -> FieldPrior:
+    """The ``field`` prior: fitted to one posterior draw (eq. 1) of the latent grid of each
+    training window (what the decoder was trained on)."""
+    z_mean, z_log_var = encode(model, windows, batch_size=max(1, 250 * 32 * 32 // windows[0].size))
+    eps = torch.randn(z_mean.shape, generator=generator)
+    return fit_field(reparameterize(z_mean, z_log_var, eps).numpy())
+
+
+def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
+          size: int | None = None, periodic: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """``n`` images decoded from latent grids of the field (``size`` px; default the training
+    size) and their grids."""
+    _, height, width = model.latent_shape(size, size)
+    z = sample_field(prior_fit, n, height, width, generator, periodic=periodic)
+    return decode(model, z, periodic=periodic), z
 
 
 def fit_aggregate_posterior(z_mean: torch.Tensor, z_log_var: torch.Tensor
@@ -205,50 +282,75 @@ def mixture(model: VAE, prior_fit: MixturePrior, n: int, generator: torch.Genera
 def posterior(model: VAE, z_mean: torch.Tensor, z_log_var: torch.Tensor, n_draws: int,
               generator: torch.Generator) -> np.ndarray:
     """(M, K, H, W): K draws of eq. 1 for each of M encoded images."""
-    eps = torch.randn((len(z_mean), n_draws, z_mean.shape[1]), generator=generator)
+    eps = torch.randn((len(z_mean), n_draws, *z_mean.shape[1:]), generator=generator)
     z = reparameterize(z_mean[:, None], z_log_var[:, None], eps)
-    return decode(model, z.reshape(-1, z.shape[-1])).reshape(len(z_mean), n_draws,
-                                                              *model.config["image_size"])
+    images = decode(model, z.reshape(-1, *z_mean.shape[1:]))
+    return images.reshape(len(z_mean), n_draws, *images.shape[1:])
 
 
 def with_noise(model: VAE, z_mean: torch.Tensor, sigma: float, n_draws: int,
                generator: torch.Generator) -> np.ndarray:
     """(M, K, H, W): z_mean + sigma * eps, K draws per image."""
-    eps = torch.randn((len(z_mean), n_draws, z_mean.shape[1]), generator=generator)
+    eps = torch.randn((len(z_mean), n_draws, *z_mean.shape[1:]), generator=generator)
     z = z_mean[:, None] + sigma * eps
-    return decode(model, z.reshape(-1, z.shape[-1])).reshape(len(z_mean), n_draws,
-                                                              *model.config["image_size"])
+    images = decode(model, z.reshape(-1, *z_mean.shape[1:]))
+    return images.reshape(len(z_mean), n_draws, *images.shape[1:])
 
 
 def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Midpoints (P, H, W) of (z1 + z2) / 2 and paths (P, S, H, W) from z1 to z2."""
     midpoint = decode(model, 0.5 * (z1 + z2))
-    t = torch.linspace(0.0, 1.0, n_steps)[None, :, None]
+    t = torch.linspace(0.0, 1.0, n_steps).view(1, n_steps, *([1] * (z1.dim() - 1)))
     path = (1 - t) * z1[:, None] + t * z2[:, None]
-    images = decode(model, path.reshape(-1, z1.shape[1])).reshape(len(z1), n_steps,
-                                                                   *model.config["image_size"])
-    return midpoint, images
+    images = decode(model, path.reshape(-1, *z1.shape[1:]))
+    return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
 
 
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
-             val_images: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             val_images: np.ndarray | None = None,
+             regions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
     ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
-    ``mixture`` chosen on those of ``val_images``; the encoded modes (posterior, noise,
-    interpolation) encode ``test_images``.
+    ``mixture`` chosen on those of ``val_images``; ``field`` to windows of the training
+    ``regions`` (canvases, mask); the encoded modes (posterior, noise, interpolation) encode
+    ``test_images``. For conv models, ``prior`` and ``field`` are also generated at each of
+    ``cfg.sizes`` (``large/{mode}_{size}``, ``cfg.n_large`` images, periodic with
+    ``cfg.periodic``).
     """
     cfg.check()
-    unknown = set(modes) - set(MODES)
-    if unknown:
-        raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
+    check_modes(model, modes)
+    if cfg.sizes and not model.spatial:
+        raise MicrovaeError("sample.sizes: a table1 model generates only its training size "
+                            f"{model.config['image_size']}; larger images need a conv model "
+                            "(model.architecture: conv)")
     generator = torch.Generator().manual_seed(cfg.seed)
     out: dict[str, np.ndarray] = {}
+    # A conv model's unseeded images at the tiles' size, to be compared with the real tiles
+    # (its training crops may be larger).
+    tile = test_images.shape[-1] if model.spatial and test_images is not None else None
     if "prior" in modes:
-        out["prior"], z = prior(model, cfg.n_prior, generator)
+        out["prior"], z = prior(model, cfg.n_prior, generator, tile)
         out["prior_z"] = z.numpy()
+    if "field" in modes:
+        if regions is None:
+            raise MicrovaeError("mode field needs the training regions of the data set "
+                                "(--dataset, packed by this version)")
+        fit = fit_field_prior(model, field_windows(*regions, FIELD_WINDOWS, generator),
+                              generator)
+        out["field"], z = field(model, fit, cfg.n_prior, generator, tile)
+        out["field_z"] = z.numpy()
+        for key, value in fit.describe().items():
+            out[f"field_fit/{key}"] = np.array(value)
+    for size in cfg.sizes:
+        if "prior" in modes:
+            out[f"large/prior_{size}"], _ = prior(model, cfg.n_large, generator, size,
+                                                  cfg.periodic)
+        if "field" in modes:
+            out[f"large/field_{size}"], _ = field(model, fit, cfg.n_large, generator, size,
+                                                  cfg.periodic)
     fitted = [m for m in modes if m in FITTED_MODES]
     if fitted and (fit_images is None or len(fit_images) < 2):
         raise MicrovaeError(f"mode {' '.join(fitted)} needs at least 2 training images to "

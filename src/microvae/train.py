@@ -41,6 +41,7 @@ from .errors import MicrovaeError
 from .model import (
     USED_VARIANCE,
     VAE,
+    build_model,
     initialize,
     kl_per_dimension,
     model_config,
@@ -90,6 +91,8 @@ class TrainConfig:
     kl_weight: float = 0.1
     kl_warmup_epochs: int = 0
     init: str = "keras"
+    architecture: str = "table1"
+    crop_size: int | None = None
     seed: int = 0
     max_train_images: int | None = None
     max_val_images: int | None = None
@@ -119,7 +122,10 @@ class TrainConfig:
         keep = ("batch_size", "learning_rate", "kl_weight", "kl_warmup_epochs", "init", "seed",
                 "max_train_images", "max_val_images", "precision", "channels_last",
                 "steps_per_epoch", "crops", "augment", "recover")
-        return {k: getattr(self, k) for k in keep}
+        fields = {k: getattr(self, k) for k in keep}
+        if self.crop_size is not None:  # (the architecture is in the model's configuration)
+            fields["crop_size"] = self.crop_size
+        return fields
 
 
 def kl_weight_at(epoch: int, cfg: TrainConfig, warmup_start: int = 0,
@@ -156,7 +162,10 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
 def latent_rank(z_means: torch.Tensor) -> int:
     """How many directions of the latent space the encoder uses: eigenvalues of the covariance
     of the z_mean (N, L) above :data:`~microvae.model.USED_VARIANCE` (0: posterior collapse).
-    Unlike a count of coordinates with variance, a rotated or correlated code is not overcounted."""
+    Unlike a count of coordinates with variance, a rotated or correlated code is not overcounted.
+    Latent grids (N, C, h, w) count channels: every cell of every image is one code."""
+    if z_means.dim() == 4:
+        z_means = z_means.permute(0, 2, 3, 1).reshape(-1, z_means.shape[1])
     if len(z_means) < 2:
         return 0
     centred = z_means.double() - z_means.double().mean(0)
@@ -204,7 +213,10 @@ def validate(model: VAE, x: torch.Tensor, runtime: Runtime, kl_weight: float, se
         loss, bce, kl = vae_loss(logits, xb, z_mean, z_log_var, kl_weight)
         totals += np.array([loss.item(), bce.item(), kl.item()]) * len(xb)
         means.append(z_mean.float().cpu())
-        kls.append(kl_per_dimension(z_mean.float(), z_log_var.float()).cpu())
+        kl_dims = kl_per_dimension(z_mean.float(), z_log_var.float())
+        if kl_dims.dim() == 4:  # a latent grid: KL per channel, summed over the cells
+            kl_dims = kl_dims.sum((2, 3))
+        kls.append(kl_dims.cpu())
     model.train()
     loss, bce, kl = (float(v) for v in totals / len(x))
     return {"val_loss": loss, "val_bce": bce, "val_kl": kl,
@@ -273,7 +285,7 @@ class Training:
 def new_network(cfg: TrainConfig, config: dict[str, Any], runtime: Runtime, seed: int
                 ) -> tuple[VAE, torch.optim.Optimizer]:
     torch.manual_seed(seed)  # weight initialisation
-    model = initialize(VAE(config["image_size"], config["latent_size"]), cfg.init)
+    model = initialize(build_model(config), cfg.init)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -292,7 +304,15 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
     fingerprint (data, model, settings) that a saved state must match to be resumed."""
     cfg.check()
     size = list(train_images.shape[1:])
-    config = model_config(size, latent_size)
+    crop = cfg.crop_size or size[0]
+    if cfg.crop_size is not None and cfg.architecture == "table1" and [crop, crop] != size:
+        raise MicrovaeError(f"train.crop_size: a table1 model trains at the image size of the data "
+                            f"set ({size[0]}x{size[1]} px), got {crop}; leave crop_size null "
+                            "or use model.architecture: conv")
+    if cfg.crop_size is not None and not cfg.crops:
+        raise MicrovaeError("train.crop_size: needs train.crops: true (fixed tiles have the data "
+                            "set's image_size)")
+    config = model_config([crop, crop] if cfg.crops else size, latent_size, cfg.architecture)
     generator = torch.Generator().manual_seed(cfg.seed)
     images_per_epoch = len(train_images)
     if cfg.max_train_images:
@@ -306,7 +326,7 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
         if size[0] != size[1]:
             raise MicrovaeError(f"train.crops: random crops need square images, got {size}")
         sampler = CropSampler(torch.from_numpy(np.ascontiguousarray(regions, np.uint8))
-                              .to(runtime.device), regions_mask, size[0], cfg.augment)
+                              .to(runtime.device), regions_mask, crop, cfg.augment)
         data = data_fingerprint(regions, regions_mask, val_images)
     else:
         if images_per_epoch < len(train_images):
@@ -416,7 +436,7 @@ def run_epoch(training: Training) -> dict[str, Any]:
     bar = _progress(n_steps, f"latent {training.latent_size} epoch {epoch + 1}")
     # zip stops before asking for a batch past the last step: no random draw is wasted
     for step, xb in zip(range(n_steps), batches(training)):
-        eps = torch.randn((len(xb), training.latent_size),
+        eps = torch.randn((len(xb), *training.model.latent_shape(*xb.shape[-2:])),
                           generator=training.generator).to(runtime.device)
         try:
             loss, bce, kl = train_step(training.step_model, training.optimizer, xb, eps, kl_weight,
@@ -495,7 +515,7 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
              "stops at epochs=%s, max_steps=%s, patience=%s, max_minutes=%s", latent,
              training.runtime.device, "bf16" if training.runtime.bf16 else "fp32",
              ", channels_last" if training.runtime.channels_last else "", crops,
-             len(training.x_val), "x".join(map(str, training.model_config["image_size"])),
+             len(training.x_val), "x".join(map(str, training.x_val.shape[-2:])),
              training.steps_per_epoch, cfg.epochs, cfg.max_steps, cfg.patience, cfg.max_minutes)
     training.model.train()
     while (reason := stop_reason(training)) is None:
@@ -545,6 +565,6 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
 
 def best_model(training: Training) -> VAE:
     """A fresh network (on the CPU) with the weights of the best epoch."""
-    final = VAE(training.model_config["image_size"], training.latent_size)
+    final = build_model(training.model_config)
     final.load_state_dict(training.best_state)
     return final

@@ -37,6 +37,8 @@ validate(config, schema="../schemas/config.schema.yaml")  # fills in the default
 _refuse(cross_field_errors(config))
 SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
+# conv models generate (and export) images larger than the tiles: sample.sizes
+LARGE_SIZES = config["sample"]["sizes"]
 
 
 wildcard_constraints:
@@ -108,6 +110,23 @@ def training_options():
     return json.dumps(training_parameters(config), sort_keys=True)
 
 
+def large_sample_options():
+    """The sample rule's options for images larger than the tiles ("" without sample.sizes)."""
+    if not LARGE_SIZES:
+        return ""
+    sizes = " ".join(str(size) for size in LARGE_SIZES)
+    periodic = " --periodic" if config["sample"]["periodic"] else ""
+    return f"--size {sizes} --n-large {config['sample']['n_large']}{periodic}"
+
+
+def large_metrics():
+    return (
+        expand("results/evaluation/latent_{latent}/large.json", latent=LATENTS)
+        if LARGE_SIZES
+        else []
+    )
+
+
 def data_targets():
     return [
         "results/dataset/dataset.h5",
@@ -121,4 +140,9 @@ def all_targets():
         *expand("results/samples/latent_{latent}/samples.h5", latent=LATENTS),
         *expand("results/evaluation/latent_{latent}/metrics.json", latent=LATENTS),
         "results/evaluation/summary.csv",
+        *(
+            expand("results/export/latent_{latent}", latent=LATENTS)
+            if LARGE_SIZES
+            else []
+        ),
     ]

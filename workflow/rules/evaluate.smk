@@ -48,11 +48,42 @@ rule evaluate:
         " --chords-figure {output.chords_png:q} > {log:q} 2>&1"
 
 
+rule evaluate_large:
+    input:
+        samples="results/samples/latent_{latent}/samples.h5",
+        dataset="results/dataset/dataset.h5",
+    output:
+        metrics="results/evaluation/latent_{latent}/large.json",
+        figure=report(
+            "results/evaluation/latent_{latent}/large.png",
+            caption="../report/large.rst",
+            category="4. Evaluation",
+            subcategory="latent size {latent}",
+            labels={"latent size": "{latent}", "figure": "large"},
+        ),
+    log:
+        "results/logs/evaluate_large/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/evaluate_large/latent_{latent}.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        seed=config["evaluate"]["seed"],
+    shell:
+        "python -m microvae evaluate-large --samples {input.samples:q}"
+        " --dataset {input.dataset:q} --latent {wildcards.latent} --seed {params.seed}"
+        " --metrics {output.metrics:q} --figure {output.figure:q} > {log:q} 2>&1"
+
+
 rule summarize:
     input:
         metrics=expand(
             "results/evaluation/latent_{latent}/metrics.json", latent=LATENTS
         ),
+        large=large_metrics(),
         histories=expand("results/models/latent_{latent}/history.csv", latent=LATENTS),
     output:
         table=report(
@@ -85,4 +116,4 @@ rule summarize:
         "python -m microvae summarize --metrics {input.metrics:q} --histories {input.histories:q}"
         " --latents {params.latents} --table {output.table:q}"
         " --comparison-figure {output.comparison:q} --loss-figure {output.loss:q}"
-        " > {log:q} 2>&1"
+        " --large-metrics {input.large:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Generation per latent size: prior, posterior (eq. 1), latent noise, interpolation.
+# Generation per latent size: prior, aggregate and mixture (Table 1) or field (conv), posterior
+# (eq. 1), latent noise, interpolation; conv models also at sample.sizes.
 
 
 rule sample:
@@ -59,11 +60,34 @@ rule sample:
         n_pairs=config["sample"]["n_pairs"],
         n_steps=config["sample"]["n_steps"],
         seed=config["sample"]["seed"],
+        large=large_sample_options(),
     shell:
         "python -m microvae sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
-        " --seed {params.seed} --out {output.samples:q}"
+        " --seed {params.seed} {params.large} --out {output.samples:q}"
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
         " --latent-map-figure {output.latent_map:q} > {log:q} 2>&1"
+
+
+rule export:
+    input:
+        samples="results/samples/latent_{latent}/samples.h5",
+        dataset="results/dataset/dataset.h5",
+    output:
+        directory("results/export/latent_{latent}"),
+    log:
+        "results/logs/export/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/export/latent_{latent}.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
+    params:
+        formats=" ".join(config["export"]["formats"]),
+        n=config["export"]["n"],
+        real="--real" if config["export"]["real"] else "",
+    shell:
+        "python -m microvae export --samples {input.samples:q} --dataset {input.dataset:q}"
+        " --format {params.formats} --n {params.n} {params.real} --out-dir {output:q}"
+        " > {log:q} 2>&1"

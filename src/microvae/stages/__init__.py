@@ -3,7 +3,8 @@ and a typed parameter object, and doing all the file and figure I/O around the s
 
 * :mod:`.data`: synthesize, ingest, segment, pack
 * :mod:`.network`: train, sample
-* :mod:`.statistics`: evaluate, summarize
+* :mod:`.statistics`: evaluate, evaluate_large, summarize
+* :mod:`.export`: phase maps as VTK image data (.vti), PNG, TIFF, NPY
 """
 
 # The figures each stage can write, by the name of their option (``--{name}-figure``); for the

@@ -22,7 +22,15 @@ from ..device import select_runtime
 from ..errors import MicrovaeError
 from ..h5io import load_split, load_training_regions, write_arrays
 from ..modelfile import load_model, save_model
-from ..sample import ENCODED_MODES, FITTED_MODES, MODES, SampleConfig, generate, latent_manifold
+from ..sample import (
+    ENCODED_MODES,
+    FITTED_MODES,
+    SampleConfig,
+    check_modes,
+    generate,
+    latent_manifold,
+    modes_for,
+)
 from ..tables import read_csv, write_csv
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
@@ -30,7 +38,7 @@ from . import SAMPLE_FIGURES
 
 log = logging.getLogger("microvae.stages.network")
 
-IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "posterior", "reconstruction")
+IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "field", "posterior", "reconstruction")
 STORAGE = "float16 probabilities of phase 1 in [0, 1]"
 
 
@@ -102,7 +110,7 @@ def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
     stored = {}
     for name, array in arrays.items():
         is_images = name in IMAGE_ARRAYS or name.startswith(
-            ("noise/", "interpolation/midpoint", "interpolation/path"))
+            ("noise/", "interpolation/midpoint", "interpolation/path", "large/"))
         stored[name] = array.astype(np.float16) if is_images else array
     write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
 
@@ -154,7 +162,7 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
     """PNG figures of the generated sets (keys of ``figures``: :data:`SAMPLE_FIGURES`)."""
     tag = f"latent size {model.latent_size}"
     if "prior" in figures:
-        shown = [m for m in ("prior", *FITTED_MODES) if m in arrays]
+        shown = [m for m in ("prior", *FITTED_MODES, "field") if m in arrays]
         title = f"{', '.join(shown)} samples (top to bottom), {tag}"
         save_figure(plots.prior_grid({m: arrays[m] for m in shown}, title=title),
                     figures["prior"])
@@ -175,8 +183,9 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
             arrays["interpolation/path"], title=f"latent interpolation, {tag}"),
             figures["interpolation"])
     if "latent_map" in figures:
-        manifold = latent_manifold(model, extent=extent) if model.latent_size == 2 else None
-        z_mean = arrays["test_z_mean"]
+        two_d = model.latent_size == 2 and not model.spatial
+        manifold = latent_manifold(model, extent=extent) if two_d else None
+        z_mean = arrays["test_z_mean"].reshape(len(arrays["test_z_mean"]), -1)
         fractions = test_images.reshape(len(test_images), -1).mean(1)
         save_figure(plots.latent_map(z_mean, fractions, manifold, extent,
                                      title=f"latent space (Figure 7), {tag}"),
@@ -185,7 +194,7 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
 
 def sample(model_path: str | os.PathLike, out: str | os.PathLike,
            dataset: str | os.PathLike | None, cfg: SampleConfig,
-           modes: tuple[str, ...] = MODES, split: str = "test",
+           modes: tuple[str, ...] | None = None, split: str = "test",
            figures: dict[str, str | os.PathLike] | None = None,
            export_dir: str | os.PathLike | None = None, export_format: str = "png",
            max_fit_images: int = 5000) -> dict[str, np.ndarray]:
@@ -193,34 +202,41 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     for (name -> path) and, with ``export_dir``, the binarised prior/aggregate/posterior images.
 
     The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
+    ``modes`` None: every mode of the model's architecture.
     """
     figures = figures or {}
-    unknown = set(modes) - set(MODES)
-    if unknown:
-        raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
-    needs_data = [m for m in modes if m in (*ENCODED_MODES, *FITTED_MODES)]
+    model, payload = load_model(model_path)
+    modes = modes_for(model) if modes is None else tuple(modes)
+    check_modes(model, modes)
+    needs_data = [m for m in modes if m in (*ENCODED_MODES, *FITTED_MODES, "field")]
     if needs_data and dataset is None:
         raise MicrovaeError(f"--mode {' '.join(needs_data)} needs --dataset (real images to "
                             "encode)")
     check_figures(figures, modes)
-    model, payload = load_model(model_path)
     test_images = load_split(dataset, split) if dataset is not None else None
     fit_images = val_images = None
     if set(modes) & set(FITTED_MODES):
         fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
     if "mixture" in modes:
         val_images = evenly_spaced(load_split(dataset, "val"), max_fit_images)
-    arrays = generate(model, test_images, cfg, modes, fit_images, val_images)
+    regions = None
+    if "field" in modes:
+        regions = load_training_regions(dataset)
+        if regions is None:
+            raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
+                                "version): re-run pack for mode field")
+    arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions)
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],
         "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
         "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
         "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
-        "n_steps": cfg.n_steps})
+        "n_steps": cfg.n_steps, "sizes": list(cfg.sizes), "periodic": cfg.periodic,
+        "architecture": model.config.get("architecture", "table1")})
     log.info("wrote %s: %s", out, {k: v.shape for k, v in arrays.items()})
     write_sample_figures(model, arrays, test_images, figures)
     if export_dir is not None:
-        for name in ("prior", *FITTED_MODES, "posterior"):
+        for name in ("prior", *FITTED_MODES, "field", "posterior"):
             if name in arrays:
                 files = export_binary(arrays[name], export_dir, export_format, name)
                 log.info("exported %d %s file(s) to %s", len(files), name, export_dir)

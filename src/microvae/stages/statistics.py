@@ -13,9 +13,18 @@ import numpy as np
 
 from .. import plots
 from ..atomic import save_figure, write_json, write_text
+from ..crops import split_into_windows, tiled_windows
+from ..dataset import training_regions
 from ..errors import MicrovaeError
-from ..evaluate import Seeds, evaluate_sets, reconstruction_metrics, s2_columns, summary_rows
-from ..h5io import dataset_info, load_split, open_h5, read_json_attr
+from ..evaluate import (
+    Seeds,
+    evaluate_sets,
+    periodic_s2_nrmse,
+    reconstruction_metrics,
+    s2_columns,
+    summary_rows,
+)
+from ..h5io import dataset_info, load_origin, load_split, open_h5, read_json_attr
 from ..tables import columns_text, write_csv
 from . import EVALUATION_FIGURES
 from .network import read_history
@@ -52,7 +61,7 @@ def generated_sets(h5) -> dict[str, np.ndarray]:
     def flat(a: np.ndarray) -> np.ndarray:
         return a.reshape(-1, *a.shape[-2:]).astype(np.float32)
 
-    for name in ("prior", "aggregate", "mixture", "posterior"):
+    for name in ("prior", "aggregate", "mixture", "field", "posterior"):
         if name in h5:
             sets[name] = flat(h5[name][()])
     if "noise" in h5:
@@ -108,6 +117,7 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
                                train=load_split(dataset_path, "train"))
     metrics = evaluation.metrics
     metrics["latent_size"] = latent if latent is not None else attrs.get("latent_size")
+    metrics["image_size"] = int(real.shape[-1])
     metrics["pixel_size"] = attrs["pixel_size"]
     metrics["pixel_unit"] = attrs["pixel_unit"]
     metrics["units"] = {"lengths": "px", "areas": "px^2", "specific_perimeter": "1/px",
@@ -135,17 +145,103 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
     return metrics
 
 
+# The real windows a size is compared with must number at least this many (two halves of 4).
+MIN_REAL_WINDOWS = 8
+
+
+def real_test_windows(dataset_path: str | os.PathLike, size: int
+                      ) -> tuple[int, np.ndarray, np.ndarray]:
+    """The real test windows for generated images of ``size`` px: the test tiles put back in
+    place, cut into non-overlapping windows of ``size``, or of the largest size (halving) of
+    which at least :data:`MIN_REAL_WINDOWS` fit. Returns ``(window size, windows, group of
+    each)`` (group: the file or volume)."""
+    tiles, origin = load_split(dataset_path, "test"), load_origin(dataset_path, "test")
+    if origin is None:
+        raise MicrovaeError(f"{dataset_path}: its test tiles carry no origin (packed by an "
+                            "older version): re-run pack")
+    canvases, mask, sections = training_regions(tiles, origin)
+    window = size
+    while window >= tiles.shape[1]:
+        windows, owner = tiled_windows(canvases, mask, window)
+        if len(windows) >= MIN_REAL_WINDOWS:
+            groups = sections[owner, 0] * 1_000_000 + sections[owner, 1]
+            return window, windows, groups
+        if window % 16:
+            break
+        window //= 2
+    raise MicrovaeError(f"{dataset_path}: the test region holds fewer than {MIN_REAL_WINDOWS} "
+                        f"real windows of {size} px or of any size down to the tile size "
+                        f"{tiles.shape[1]} px: nothing to compare {size} px images with")
+
+
+def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
+                   metrics_out: str | os.PathLike, figure_out: str | os.PathLike | None = None,
+                   seed: int = 0, latent: int | None = None) -> dict[str, Any]:
+    """The generated images larger than the tiles (``large/{mode}_{size}`` of a samples file)
+    against real test windows of the same size (where fewer fit, of the largest size that
+    does, with each generated image cut into windows of that size): the descriptors, the floor
+    over random halves of the real windows and the verdict, as :func:`evaluate` does."""
+    with open_h5(samples_path) as h5:
+        if "large" not in h5 or not len(h5["large"]):
+            raise MicrovaeError(f"{samples_path}: holds no large samples (sample with --size)")
+        generated = {name: h5["large"][name][()].astype(np.float32) for name in h5["large"]}
+        attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
+    if attrs.get("split", "test") != "test":
+        raise MicrovaeError(f"{samples_path}: made from the {attrs['split']} split; the "
+                            "evaluation compares with the test split")
+    by_size: dict[int, dict[str, np.ndarray]] = {}
+    for name, images in generated.items():
+        by_size.setdefault(images.shape[-1], {})[name] = images
+    metrics: dict[str, Any] = {
+        "latent_size": latent if latent is not None else attrs.get("latent_size"),
+        "periodic": bool(attrs.get("periodic", False)), "modes": {}, "real": {}}
+    real_shown: dict[int, np.ndarray] = {}
+    for size, sets in sorted(by_size.items()):
+        window, real, groups = real_test_windows(dataset_path, size)
+        cut = {name: split_into_windows(images, window) for name, images in sets.items()}
+        evaluation = evaluate_sets(real, cut, seed, groups=groups)
+        real_shown[window] = real[np.linspace(0, len(real) - 1, 3).astype(int)]
+        metrics["real"][str(window)] = evaluation.metrics["real"]
+        for name, values in evaluation.metrics["modes"].items():
+            metrics["modes"][name] = {**values, "size": size, "compared_window": window,
+                                      "n_generated": len(sets[name]), "n_real_windows": len(real),
+                                      "real_phase_fraction": evaluation.metrics["real"][
+                                          "phase_fraction_mean"]}
+            if metrics["periodic"]:  # pairs across the edges against pairs inside
+                gap = periodic_s2_nrmse((sets[name] > 0.5).astype(np.uint8))
+                metrics["modes"][name]["periodic_s2_nrmse"] = gap
+                metrics["modes"][name]["periodic_s2_within_floor"] = bool(
+                    gap <= values["floor_p95"]["s2_nrmse_radial"])
+    write_json(metrics_out, metrics)
+    if figure_out is not None:
+        kind = "periodic" if metrics["periodic"] else "generated"
+        shown = {f"{name.rsplit('_', 1)[0]}, {kind}, {size} px": images
+                 for size, sets in sorted(by_size.items()) for name, images in sets.items()}
+        save_figure(plots.large_figure(real_shown, shown, title=(
+            f"generated beside real test windows, latent size {metrics['latent_size']}")),
+            figure_out)
+    return metrics
+
+
 def summarize(metrics_files: list[str | os.PathLike], history_files: dict[int, str | os.PathLike],
               table_out: str | os.PathLike, comparison_figure: str | os.PathLike,
-              loss_figure: str | os.PathLike) -> list[dict[str, Any]]:
-    """summary.csv, the latent-size comparison and the loss curves of all latent sizes."""
-    metrics = []
-    for path in metrics_files:
-        with open(path) as handle:
-            metrics.append(json.load(handle))
-    rows = summary_rows(metrics)
-    write_csv(table_out, rows)
-    save_figure(plots.latent_comparison(rows), comparison_figure)
+              loss_figure: str | os.PathLike, large_metrics_files: list[str | os.PathLike] = ()
+              ) -> list[dict[str, Any]]:
+    """summary.csv, the latent-size comparison and the loss curves of all latent sizes; the
+    large images' metrics (``large_metrics_files``) add rows of their own size."""
+
+    def read(paths):
+        out = []
+        for path in paths:
+            with open(path) as handle:
+                out.append(json.load(handle))
+        return out
+
+    tile_rows = summary_rows(read(metrics_files))
+    rows = summary_rows(read(metrics_files) + read(large_metrics_files))
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # modes differ in columns
+    write_csv(table_out, [{k: row.get(k, "") for k in columns} for row in rows], columns)
+    save_figure(plots.latent_comparison(tile_rows), comparison_figure)
     save_figure(plots.loss_curves({latent: read_history(path)
                                    for latent, path in history_files.items()}), loss_figure)
     return rows

@@ -1,0 +1,118 @@
+"""Large generated microstructures of the conv VAE against real windows of the same size:
+runs the workflow with config/conv.yaml (or a gallery image with the same model and training)
+for each training seed and tabulates, per generated set (mode and size), every descriptor's
+distance against the floor's 95th percentile (the ratio of the upper end of its interval to
+it), with the training time, steps and the test IoU.
+
+    python benchmarks/large.py [--seeds 0 1 2] [--avx2] [--gallery sem_nanoporous_gold]
+        [--sizes 64 128] [--set '{"model": {"kl_weight": 1.0}}'] [--tag NAME]
+
+--avx2 runs on AVX2 kernels only, in fp32 (what `precision: auto` picks on that CPU kind):
+the time budgets of the issues hold on that kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+from gallery import DATA, GALLERY
+
+from machine import AVX2_ONLY, REPO, run_workflow, save
+
+# The descriptors of the verdict (microvae.evaluate.VERDICT_KEYS)
+KEYS = ("phase_fraction_wasserstein", "s2_nrmse_radial", "mean_chord_1x_difference",
+        "mean_chord_1y_difference", "island_area_median_difference",
+        "specific_perimeter_difference")
+
+
+def config_for(args) -> dict:
+    config = yaml.safe_load((REPO / "config" / "conv.yaml").read_text())
+    if args.gallery:
+        file, size, options = GALLERY[args.gallery]
+        config["image_size"] = size
+        config["sources"] = [{"name": args.gallery, "paths": [str(DATA / file)], **options}]
+        config["split"] = {"train": 0.75, "val": 0.125, "test": 0.125, "seed": 0}
+    if args.sizes:
+        config["sample"]["sizes"] = args.sizes
+    for section, changes in args.set.items():
+        config[section] = {**config.get(section, {}), **changes}
+    if args.avx2:
+        config["train"]["precision"] = "fp32"
+    return config
+
+
+def one_run(directory: Path, config: dict, cores: int, env: dict) -> dict:
+    rows = run_workflow(directory, config, cores, env)
+    results = directory / "results"
+    out: dict = {"sets": {}}
+    for latent in config["model"]["latent_sizes"]:
+        with open(results / "models" / f"latent_{latent}" / "history.csv", newline="") as handle:
+            history = list(csv.DictReader(handle))
+        out["training_minutes"] = sum(float(r["seconds"]) for r in history) / 60
+        out["steps"] = int(history[-1]["steps"])
+        out["stop_reason"] = history[-1]["stop_reason"]
+        out["test_iou"] = float(next(r["recon_iou"] for r in rows if r["mode"] == "reconstruction"))
+        large = json.loads((results / "evaluation" / f"latent_{latent}" / "large.json").read_text())
+        for name, values in large["modes"].items():
+            entry = {"size": values["size"], "compared_window": values["compared_window"],
+                     "n_real_windows": values["n_real_windows"], "verdict": values["verdict"],
+                     "phase_fraction": values["summary"]["phase_fraction_mean"],
+                     "real_phase_fraction": values["real_phase_fraction"]}
+            for key in KEYS:
+                entry[key] = values["distance"][key]
+                entry[f"floor_p95_{key}"] = values["floor_p95"][key]
+                entry[f"{key}_over_floor_p95"] = values["upper"][key] / values["floor_p95"][key]
+            if "periodic_s2_nrmse" in values:
+                entry["periodic_s2_nrmse"] = values["periodic_s2_nrmse"]
+                entry["periodic_s2_within_floor"] = values["periodic_s2_within_floor"]
+            out["sets"][f"latent {latent} {name}"] = entry
+        tile = [r for r in rows if r["mode"] == "field"]
+        if tile:
+            out["tile_field_verdict"] = tile[0]["verdict"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--avx2", action="store_true", help="AVX2 kernels only, fp32")
+    parser.add_argument("--gallery", choices=sorted(GALLERY), default=None,
+                        help="a real micrograph of the gallery instead of the embedded default")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="generated sizes (default: conv.yaml's sample.sizes)")
+    parser.add_argument("--set", type=json.loads, default={},
+                        help="changes to config sections (JSON)")
+    parser.add_argument("--tag", default="", help="runs in runs/large_TAG_N/, large_TAG.json")
+    args = parser.parse_args()
+    config = config_for(args)
+    env = AVX2_ONLY if args.avx2 else {}
+    name = "_".join(filter(None, ["large", args.gallery, args.tag, "avx2" if args.avx2 else ""]))
+    runs = {}
+    for seed in args.seeds:
+        seeded = {**config, "train": {**config["train"], "seed": seed}}
+        runs[seed] = one_run(REPO / "runs" / f"{name}_{seed}", seeded, args.cores, env)
+        print(f"seed {seed}: {runs[seed]['training_minutes']:.1f} min, IoU "
+              f"{runs[seed]['test_iou']:.3f}")
+    table = {}
+    for set_name in runs[args.seeds[0]]["sets"]:
+        table[set_name] = {}
+        for key in KEYS:
+            values = [runs[s]["sets"][set_name][f"{key}_over_floor_p95"] for s in args.seeds]
+            table[set_name][f"{key}_over_floor_p95"] = {
+                "median": statistics.median(values), "min": min(values), "max": max(values)}
+        cells = [f"{k.replace('_over_floor_p95', '')} {v['median']:.2f} [{v['min']:.2f}, "
+                 f"{v['max']:.2f}]" for k, v in table[set_name].items()]
+        print(f"{set_name} (x floor p95): " + "; ".join(cells))
+    save(name, {"seeds": args.seeds, "avx2_only_emulated": args.avx2, "config": config,
+                "runs": {str(s): r for s, r in runs.items()}, "table": table})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Export of phase maps for simulation: VTK image data (``.vti``) that ParaView and DAMASK's
+``GeomGrid.load`` read, and PNG / TIFF / NPY.
+
+A ``.vti`` file holds one phase map as a grid of cells (a 2-D map: one cell thick) with the
+pixel size as spacing and two cell arrays: ``material`` (int32, the name DAMASK reads) and
+``phase`` (uint8), both 0 for the matrix and 1 for the second phase. Cell (x, y, z) is pixel
+[z, y, x] of the array (row y = 0 first, as in the image file). The ``pixel_unit`` is kept as
+field data. Written with VTK's own XML writer (zlib-compressed), read back with its reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path, write_json
+from ..errors import MicrovaeError
+from ..h5io import dataset_info, open_h5, read_json_attr
+
+log = logging.getLogger("microvae.stages.export")
+
+EXPORT_FORMATS = ("vti", "png", "tif", "npy")
+
+
+def _vtk():
+    try:
+        import vtk
+        from vtk.util import numpy_support
+    except ImportError as exc:  # pragma: no cover - vtk is a dependency
+        raise MicrovaeError("export to .vti needs the vtk package: pip install vtk") from exc
+    return vtk, numpy_support
+
+
+def write_vti(path: str | os.PathLike, phase: np.ndarray, pixel_size: float = 1.0,
+              pixel_unit: str = "px") -> None:
+    """Write a binary phase map (H, W) or volume (D, H, W) as VTK image data (atomic)."""
+    vtk, numpy_support = _vtk()
+    phase = np.asarray(phase)
+    if phase.ndim not in (2, 3) or not np.isin(phase, (0, 1)).all():
+        raise MicrovaeError(f"{path}: a phase map is a 2-D or 3-D array of 0 and 1, got shape "
+                            f"{phase.shape} with values {np.unique(phase)[:5].tolist()}")
+    volume = phase[None] if phase.ndim == 2 else phase
+    depth, height, width = volume.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(width + 1, height + 1, depth + 1)  # points; the cells are the pixels
+    image.SetSpacing(pixel_size, pixel_size, pixel_size)
+    image.SetOrigin(0.0, 0.0, 0.0)
+    flat = np.ascontiguousarray(volume).ravel()  # x fastest, then y, then z: VTK's cell order
+    for name, values, kind in (("material", flat.astype(np.int32), vtk.VTK_INT),
+                               ("phase", flat.astype(np.uint8), vtk.VTK_UNSIGNED_CHAR)):
+        array = numpy_support.numpy_to_vtk(values, deep=True, array_type=kind)
+        array.SetName(name)
+        image.GetCellData().AddArray(array)
+    unit = vtk.vtkStringArray()
+    unit.SetName("pixel_unit")
+    unit.InsertNextValue(pixel_unit)
+    image.GetFieldData().AddArray(unit)
+    with atomic_path(path) as tmp:
+        writer = vtk.vtkXMLImageDataWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetInputData(image)
+        writer.SetCompressorTypeToZLib()
+        writer.SetDataModeToAppended()
+        if not writer.Write():
+            raise MicrovaeError(f"{path}: VTK could not write the file")
+
+
+def read_vti(path: str | os.PathLike) -> tuple[np.ndarray, float, str]:
+    """``(phase (D, H, W) uint8, pixel size, pixel unit)`` of a file :func:`write_vti` wrote."""
+    vtk, numpy_support = _vtk()
+    if not os.path.isfile(path):
+        raise MicrovaeError(f"{path}: file not found")
+    reader = vtk.vtkXMLImageDataReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    image = reader.GetOutput()
+    array = image.GetCellData().GetArray("phase")
+    if array is None:
+        raise MicrovaeError(f"{path}: no cell array 'phase' (not written by microvae export)")
+    nx, ny, nz = (max(1, d - 1) for d in image.GetDimensions())
+    phase = numpy_support.vtk_to_numpy(array).reshape(nz, ny, nx).astype(np.uint8)
+    unit_array = image.GetFieldData().GetAbstractArray("pixel_unit")
+    unit = unit_array.GetValue(0) if unit_array is not None else "px"
+    return phase, float(image.GetSpacing()[0]), unit
+
+
+def write_phase_map(path: Path, phase: np.ndarray, fmt: str, pixel_size: float,
+                    pixel_unit: str) -> None:
+    """One phase map in one format (PNG/TIFF: 0 and 255; NPY: 0 and 1)."""
+    if fmt == "vti":
+        write_vti(path, phase, pixel_size, pixel_unit)
+        return
+    with atomic_path(path) as tmp:
+        if fmt == "npy":
+            np.save(tmp, phase.astype(np.uint8))
+        elif fmt == "png":
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, phase.astype(np.uint8) * 255)
+        elif fmt == "tif":
+            import tifffile
+
+            tifffile.imwrite(tmp, phase.astype(np.uint8) * 255)
+        else:
+            raise MicrovaeError(f"--format: unknown format {fmt!r}; use {list(EXPORT_FORMATS)}")
+
+
+def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The sets to export from a samples file: the large ones (``large/{mode}_{size}``) where
+    there are any, else the unseeded modes at the training size; binarised at 0.5."""
+    with open_h5(samples_path) as h5:
+        if "large" in h5 and len(h5["large"]):
+            sets = {name: h5["large"][name][()] for name in h5["large"]}
+        else:
+            sets = {name: h5[name][()] for name in ("prior", "aggregate", "mixture", "field")
+                    if name in h5}
+        split = read_json_attr(h5, "split", "test")
+    if not sets:
+        raise MicrovaeError(f"{samples_path}: holds no generated images to export")
+    if split != "test":
+        log.info("%s: made from the %s split", samples_path, split)
+    return {name: (images > 0.5).astype(np.uint8) for name, images in sets.items()}
+
+
+def export(samples_path: str | os.PathLike, out_dir: str | os.PathLike,
+           formats: tuple[str, ...] = ("vti",), n: int = 4,
+           dataset: str | os.PathLike | None = None, real: bool = False,
+           pixel_size: float | None = None, pixel_unit: str | None = None) -> dict[str, Any]:
+    """Write the first ``n`` generated phase maps of each set (and with ``real``, ``n`` real
+    test windows of each generated size from ``dataset``) in each format, and a
+    ``manifest.json`` (written last) listing the files with the pixel size. The pixel size is
+    the data set's unless given."""
+    unknown = set(formats) - set(EXPORT_FORMATS)
+    if unknown:
+        raise MicrovaeError(f"--format: unknown format(s) {sorted(unknown)}; use "
+                            f"{list(EXPORT_FORMATS)}")
+    if real and dataset is None:
+        raise MicrovaeError("--real needs --dataset (the real test windows come from it)")
+    if dataset is not None and pixel_size is None:
+        info = dataset_info(dataset)
+        pixel_size = info.get("pixel_size")
+        pixel_unit = pixel_unit or info.get("pixel_unit")
+    pixel_size = float(pixel_size) if pixel_size else 1.0
+    pixel_unit = pixel_unit or ("px" if pixel_size == 1.0 else "um")
+    sets = {name: images[:n] for name, images in generated_maps(samples_path).items()}
+    if real:
+        from .statistics import real_test_windows
+
+        for size in sorted({images.shape[-1] for images in sets.values()}):
+            window, windows, _ = real_test_windows(dataset, size)
+            sets[f"real_{window}"] = windows[:n]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, images in sets.items():
+        for i, phase in enumerate(images):
+            for fmt in formats:
+                path = out / f"{name}_{i:03d}.{fmt}"
+                write_phase_map(path, phase, fmt, pixel_size, pixel_unit)
+                files.append({"file": path.name, "set": name, "index": i, "format": fmt,
+                              "shape": list(phase.shape),
+                              "phase_fraction": float(phase.mean())})
+    manifest = {"samples": str(samples_path), "dataset": str(dataset or ""),
+                "pixel_size": pixel_size, "pixel_unit": pixel_unit, "files": files,
+                "cell_arrays": {"material": "int32, 0 matrix, 1 second phase (DAMASK)",
+                                "phase": "uint8, the same ids"}}
+    write_json(out / "manifest.json", manifest)
+    log.info("exported %d file(s) to %s", len(files), out)
+    return manifest
