@@ -70,8 +70,31 @@ def build_model(config: dict[str, Any]) -> nn.Module:
                         f"{list(ARCHITECTURES)}")
 
 
-class VAE(nn.Module):
-    """Table 1 network. ``forward`` returns ``(logits, z_mean, z_log_var, z)``."""
+class _Encoded(nn.Module):
+    """What both networks share: the encoder heads, eq. 1 in ``forward`` (which returns
+    ``(logits, z_mean, z_log_var, z)``) and the latent size of the configuration."""
+
+    config: dict[str, Any]
+
+    @property
+    def latent_size(self) -> int:
+        return self.config["latent_size"]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_mean, z_log_var)`` of images ``x`` (N, 1, H, W)."""
+        h = self.encoder(x)
+        return self.z_mean(h), self.z_log_var(h)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        z_mean, z_log_var = self.encode(x)
+        if eps is None:
+            eps = torch.randn_like(z_mean)
+        z = reparameterize(z_mean, z_log_var, eps)
+        return self.decode_logits(z), z_mean, z_log_var, z
+
+
+class VAE(_Encoded):
+    """Table 1 network: a latent vector (N, L)."""
 
     def __init__(self, image_size: tuple[int, int] | list[int] | int, latent_size: int):
         super().__init__()
@@ -99,18 +122,9 @@ class VAE(nn.Module):
 
     spatial = False
 
-    @property
-    def latent_size(self) -> int:
-        return self.config["latent_size"]
-
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape of one latent code (Table 1: a vector; the image size is fixed)."""
         return (self.latent_size,)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z_mean, z_log_var)`` of images ``x`` (N, 1, H, W)."""
-        h = self.encoder(x)
-        return self.z_mean(h), self.z_log_var(h)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits (N, 1, H, W) of phase 1 for latent vectors ``z`` (N, latent)."""
@@ -123,17 +137,9 @@ class VAE(nn.Module):
         """Pixel probabilities of phase 1 in [0, 1], (N, 1, H, W)."""
         return torch.sigmoid(self.decode_logits(z))
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
-        z_mean, z_log_var = self.encode(x)
-        if eps is None:
-            eps = torch.randn_like(z_mean)
-        z = reparameterize(z_mean, z_log_var, eps)
-        return self.decode_logits(z), z_mean, z_log_var, z
 
-
-class ConvVAE(nn.Module):
-    """The fully convolutional variant (see the module docstring); ``z`` is (N, C, H/8, W/8).
-    ``forward`` returns ``(logits, z_mean, z_log_var, z)`` as :class:`VAE` does."""
+class ConvVAE(_Encoded):
+    """The fully convolutional variant (see the module docstring); ``z`` is (N, C, H/8, W/8)."""
 
     spatial = True
 
@@ -157,10 +163,6 @@ class ConvVAE(nn.Module):
             nn.ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
         )
 
-    @property
-    def latent_size(self) -> int:
-        return self.config["latent_size"]
-
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape (C, H/8, W/8) of the latent grid of an image (default: the training size)."""
         default_h, default_w = self.config["image_size"]
@@ -169,11 +171,6 @@ class ConvVAE(nn.Module):
             raise MicrovaeError(f"a conv model needs image sizes that are multiples of 8, got "
                                 f"{height}x{width} px")
         return (self.latent_size, height // 8, width // 8)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z_mean, z_log_var)`` grids (N, C, H/8, W/8) of images ``x`` (N, 1, H, W)."""
-        h = self.encoder(x)
-        return self.z_mean(h), self.z_log_var(h)
 
     def decode_logits(self, z: torch.Tensor, periodic: bool = False) -> torch.Tensor:
         """Logits (N, 1, 8h, 8w) for latent grids ``z`` (N, C, h, w); ``periodic``: every
@@ -189,13 +186,6 @@ class ConvVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, periodic: bool = False) -> torch.Tensor:
         return torch.sigmoid(self.decode_logits(z, periodic))
-
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
-        z_mean, z_log_var = self.encode(x)
-        if eps is None:
-            eps = torch.randn_like(z_mean)
-        z = reparameterize(z_mean, z_log_var, eps)
-        return self.decode_logits(z), z_mean, z_log_var, z
 
 
 def _periodic_transpose(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
