@@ -1,16 +1,25 @@
 """Training throughput of the Table 1 VAE: the fp32 eager NCHW baseline against the project's
 training step (precision 'auto', channels_last and fused Adam, as `microvae train` runs it), at
 32 (the default config), 64 and 128 px, batch 32, in one run. Prints images/s, GFLOP/s and the
-ratio; --profile adds the top operators of the project's step.
+ratio; --profile adds the top operators of the project's step. The peer, the same step in
+Keras 3 / TensorFlow fp32 (benchmarks/keras_peer.py), runs in the same run where a Python with
+TensorFlow is at hand (this one, or --peer-python; TensorFlow is the optional `bench` extra,
+never a dependency of microvae): a third column and the project's ratio to it.
 
     python benchmarks/train_throughput.py [--sizes 32 64 128] [--batch 32] [--threads 2] [--profile]
+        [--peer-python /path/to/python-with-tensorflow]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,6 +128,20 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
     return results[0], results[1]
 
 
+def keras_peer(python: str, sizes: list[int], batch: int, threads: int, seconds: float,
+               rounds: int) -> dict[int, dict]:
+    """Median images/s of the Keras/TensorFlow step per size (benchmarks/keras_peer.py run by
+    ``python``)."""
+    script = Path(__file__).with_name("keras_peer.py")
+    result = subprocess.run([python, str(script), "--sizes", *map(str, sizes), "--batch",
+                             str(batch), "--threads", str(threads), "--seconds", str(seconds),
+                             "--rounds", str(rounds)], capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {row["size"]: {"images_per_s": statistics.median(row["rounds"]),
+                          "rounds": [round(r, 2) for r in row["rounds"]],
+                          "tensorflow": row["tensorflow"]} for row in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
@@ -128,7 +151,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating timing windows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--peer-python", default=None,
+                        help="a Python with TensorFlow for the Keras peer (default: this one, "
+                             "where it has TensorFlow)")
     args = parser.parse_args()
+    peer_python = args.peer_python
+    if peer_python is None and importlib.util.find_spec("tensorflow") is not None:
+        peer_python = sys.executable
+    if peer_python is None:
+        print("TensorFlow is not installed here: no Keras/TensorFlow column (pip install -e "
+              "'.[bench]', or --peer-python with a Python that has it)")
     baseline = Runtime(torch.device(args.device), bf16=False, channels_last=False)
     project = select_runtime(args.device, "auto", True, args.threads)
     rows = []
@@ -145,6 +177,16 @@ def main() -> None:
               f"({'bf16' if project.bf16 else 'fp32'}, channels_last, fused Adam) "
               f"{ours['images_per_s']:.1f} img/s ({ours['gflop_per_s']:.0f} GFLOP/s) | ratio {ratio:.2f}x | "
               f"{ours['gflop_per_image']:.2f} GFLOP per image per step")
+    if peer_python is not None and args.device == "cpu":
+        peer = keras_peer(peer_python, args.sizes, args.batch, args.threads, args.seconds,
+                          args.rounds)
+        for row in rows:
+            row["keras_tensorflow_fp32"] = peer[row["size"]]
+            row["project_over_keras"] = (row["project"]["images_per_s"]
+                                         / peer[row["size"]]["images_per_s"])
+            print(f"{row['size']} px: Keras/TensorFlow {peer[row['size']]['tensorflow']} fp32 "
+                  f"{peer[row['size']]['images_per_s']:.1f} img/s | project / Keras "
+                  f"{row['project_over_keras']:.2f}x")
     save("train_throughput" + ("_cuda" if args.device == "cuda" else ""), {"rows": rows})
 
 
