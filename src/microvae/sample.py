@@ -43,8 +43,6 @@ from .model import USED_VARIANCE, VAE, reparameterize
 MODES = ("prior", "aggregate", "mixture", "field", "posterior", "noise", "interpolation")
 FITTED_MODES = ("aggregate", "mixture")
 SPATIAL_ONLY = ("field",)
-# The unseeded modes that generate at sizes other than the training size (conv models).
-LARGE_MODES = ("prior", "field")
 # The field is fitted to the posterior draws of this many random training windows of at most
 # FIELD_WINDOW px (the largest size that fits the training regions).
 FIELD_WINDOWS = 256

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..errors import MicrovaeError
-from ..h5io import dataset_info, open_h5, read_json_attr
+from ..h5io import dataset_info, open_h5
 
 log = logging.getLogger("microvae.stages.export")
 
@@ -118,11 +118,8 @@ def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
         else:
             sets = {name: h5[name][()] for name in ("prior", "aggregate", "mixture", "field")
                     if name in h5}
-        split = read_json_attr(h5, "split", "test")
     if not sets:
         raise MicrovaeError(f"{samples_path}: holds no generated images to export")
-    if split != "test":
-        log.info("%s: made from the %s split", samples_path, split)
     return {name: (images > 0.5).astype(np.uint8) for name, images in sets.items()}
 
 
