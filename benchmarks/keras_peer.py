@@ -7,7 +7,16 @@ timing window.
 Needs TensorFlow, which microvae never needs: `pip install -e ".[bench]"` (or any Python with
 tensorflow-cpu and keras); train_throughput.py runs this script with --peer-python.
 
-    python benchmarks/keras_peer.py [--sizes 32 64 128] [--batch 32] [--threads 2]
+    python benchmarks/keras_peer.py [--sizes 32 64 128] [--batch 32] [--threads 2] [--layers]
+
+--serve: a timing server for train_throughput.py, which interleaves its windows with the
+PyTorch ones (a noisy host then slows both alike). It reads one JSON command per line:
+{"prepare": SIZE} (build and warm up the step; answers the TensorFlow version),
+{"window": SIZE, "seconds": S} (answers the images/s of one timing window),
+{"layers": SIZE} (answers the per-layer milliseconds).
+
+--layers adds one JSON line per layer: milliseconds of its forward + backward alone (input and
+weight gradients, none for the input of the first layer), as train_throughput.py --layers.
 """
 
 from __future__ import annotations
@@ -69,6 +78,82 @@ def step_function(size: int, batch: int, latent: int = 12):
     return step
 
 
+def layer_times(size: int, batch: int, seconds: float = 1.0) -> list[tuple[str, float]]:
+    import statistics
+
+    import tensorflow as tf
+    from keras import layers
+
+    grid = size // 8
+    specs = [("conv1", layers.Conv2D(64, 3, strides=2, padding="same"), (size, size, 1)),
+             ("conv2", layers.Conv2D(128, 3, strides=2, padding="same"), (size // 2, size // 2, 64)),
+             ("conv3", layers.Conv2D(256, 3, strides=2, padding="same"), (size // 4, size // 4, 128)),
+             ("dense_encoder", layers.Dense(256), (256 * grid * grid,)),
+             ("dense_decoder", layers.Dense(256 * grid * grid), (12,)),
+             ("tconv1", layers.Conv2DTranspose(256, 3, strides=2, padding="same"), (grid, grid, 256)),
+             ("tconv2", layers.Conv2DTranspose(128, 3, strides=2, padding="same"),
+              (2 * grid, 2 * grid, 256)),
+             ("tconv3", layers.Conv2DTranspose(64, 3, strides=2, padding="same"),
+              (4 * grid, 4 * grid, 128)),
+             ("tconv4", layers.Conv2DTranspose(1, 3, strides=1, padding="same"), (size, size, 64))]
+    times = []
+    for name, layer, shape in specs:
+        x = tf.random.normal((batch, *shape))
+        layer.build(x.shape)
+        watched = name != "conv1"
+
+        @tf.function
+        def step(layer=layer, x=x, watched=watched):
+            with tf.GradientTape() as tape:
+                if watched:
+                    tape.watch(x)
+                total = tf.reduce_sum(layer(x))
+            return tape.gradient(total, ([x] if watched else []) + layer.trainable_variables)
+
+        for _ in range(3):
+            step()[0].numpy()
+        windows = []
+        for _ in range(5):
+            steps, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds / 5 or steps < 2:
+                step()[0].numpy()
+                steps += 1
+            windows.append((time.perf_counter() - started) / steps * 1e3)
+        times.append((name, statistics.median(windows)))
+    return times
+
+
+def window(step, batch: int, seconds: float) -> float:
+    """Images/s of ``step`` over one timing window of ``seconds`` (at least 3 steps)."""
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or steps < 3:
+        step().numpy()
+        steps += 1
+    return steps * batch / (time.perf_counter() - started)
+
+
+def serve(batch: int) -> None:
+    import sys
+
+    import tensorflow as tf
+
+    steps = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "prepare" in command:
+            steps[command["prepare"]] = step_function(command["prepare"], batch)
+            answer = {"tensorflow": tf.__version__}
+        elif "window" in command:
+            size = command["window"]
+            step = steps[size]
+            step().numpy()
+            answer = {"images_per_s": window(step, batch, command["seconds"])}
+        else:
+            answer = {"layers_ms": {name: round(ms, 2)
+                                    for name, ms in layer_times(command["layers"], batch)}}
+        print(json.dumps(answer), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,22 +162,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--layers", action="store_true")
+    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.serve:
+        serve(args.batch)
+        return
     for size in args.sizes:
         step = step_function(size, args.batch)
-        rates = []
-        for _ in range(args.rounds):
-            steps, started = 0, time.perf_counter()
-            while time.perf_counter() - started < args.seconds / args.rounds or steps < 3:
-                step().numpy()
-                steps += 1
-            rates.append(steps * args.batch / (time.perf_counter() - started))
+        rates = [window(step, args.batch, args.seconds / args.rounds)
+                 for _ in range(args.rounds)]
         print(json.dumps({"size": size, "batch": args.batch, "rounds": rates,
                           "tensorflow": tf.__version__}), flush=True)
+        if args.layers:
+            for name, ms in layer_times(size, args.batch):
+                print(json.dumps({"size": size, "layer": name, "ms": round(ms, 2)}), flush=True)
 
 
 if __name__ == "__main__":

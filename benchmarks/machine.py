@@ -35,6 +35,9 @@ def machine() -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})}
+    restricted = {key: os.environ[key] for key in AVX2_ONLY if key in os.environ}
+    if restricted:
+        info["isa_restricted_by"] = restricted
     try:
         import torch
 

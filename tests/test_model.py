@@ -197,3 +197,47 @@ def test_conv_model_file_round_trip_and_kl_over_the_grid(tmp_path):
     _, _, kl = vae_loss(torch.zeros(2, 1, 32, 32), torch.zeros(2, 1, 32, 32), z_mean, z_log_var,
                         0.1)
     assert kl.item() == pytest.approx(48 * 0.5 * (1 - math.log(2.0)), rel=1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("stride, padding, output_padding", [(2, 1, 1), (1, 1, 0)])
+def test_transposed_convolution_trains_as_the_stock_layer(bf16, stride, padding, output_padding):
+    """microvae's layer changes only the kernels of the backward pass: the same output, and
+    every gradient as PyTorch's own layer's to rounding, in fp32 and under bf16 autocast, NCHW
+    and channels_last."""
+    from torch import nn
+
+    from microvae.model import ConvTranspose2d
+
+    torch.manual_seed(0)
+    ours = ConvTranspose2d(16, 8, 3, stride=stride, padding=padding, output_padding=output_padding)
+    stock = nn.ConvTranspose2d(16, 8, 3, stride=stride, padding=padding,
+                               output_padding=output_padding)
+    stock.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(stock.state_dict())
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(4, 16, 6, 5).contiguous(memory_format=memory_format)
+        outputs, grads = [], []
+        for layer in (ours, stock):
+            layer.zero_grad()
+            xi = x.clone().requires_grad_(True)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                y = layer(xi)
+            weights = torch.linspace(-1, 1, y.numel()).view(y.shape)
+            (y.float() * weights).sum().backward()
+            outputs.append(y)
+            grads.append((xi.grad, layer.weight.grad, layer.bias.grad))
+        assert outputs[0].dtype == outputs[1].dtype == (torch.bfloat16 if bf16 else torch.float32)
+        assert torch.equal(outputs[0], outputs[1])
+        for a, b in zip(*grads):
+            assert a.dtype == b.dtype
+            # other kernels sum in another order: equal to rounding
+            torch.testing.assert_close(a, b, rtol=1e-5 if not bf16 else 1e-2, atol=1e-5)
+
+
+def test_both_networks_use_the_faster_transposed_convolution():
+    from microvae.model import ConvTranspose2d, ConvVAE
+
+    for model in (VAE(32, 4), ConvVAE(32, 4)):
+        layers = [m for m in model.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
+        assert len(layers) == 4 and all(isinstance(m, ConvTranspose2d) for m in layers)

@@ -2,9 +2,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import microvae
 from microvae.errors import MicrovaeError
+from microvae.h5io import load_split
 from microvae.model import VAE, reparameterize
 from microvae.modelfile import save_model
 from microvae.sample import (
@@ -284,3 +286,64 @@ def test_corrupt_model_file(tmp_path):
                       str(tmp_path / "x.h5"))
     assert result.returncode == 1 and "not a valid microvae model file" in result.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_match_training_cuts_at_the_training_phase_fraction_and_cleans_as_segmentation():
+    from microvae.sample import match_training, phase_fraction_threshold
+    from microvae.segment import SegmentationParameters
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((20, 16, 16)).astype(np.float32)
+    threshold = phase_fraction_threshold(probabilities, 0.3)
+    assert abs(threshold - 0.7) < 0.01  # uniform probabilities: the 70th percentile
+    binary, cut, steps = match_training(probabilities, 0.3, None)
+    assert cut == threshold and abs(binary.mean() - 0.3) < 1e-3 and steps[0][0] == "threshold"
+    assert set(np.unique(binary)) == {0.0, 1.0} and binary.dtype == np.float32
+    # one island of 4 px and one of 36 px: island removal below 10 px keeps only the large one
+    maps = np.zeros((1, 16, 16), np.float32)
+    maps[0, 1:3, 1:3] = 0.9
+    maps[0, 8:14, 8:14] = 0.9
+    cleaned, _, steps = match_training(maps, 40 / 256, SegmentationParameters(min_island=10))
+    assert cleaned[0, 1:3, 1:3].sum() == 0 and cleaned[0, 8:14, 8:14].all()
+    assert [name for name, _ in steps] == ["threshold", "min_island"]
+    assert steps[-1][1] == pytest.approx(36 / 256)
+    with pytest.raises(MicrovaeError, match="not between 0 and 1"):
+        phase_fraction_threshold(probabilities, 0.0)
+
+
+def test_sample_stage_finishes_fitted_modes_and_keeps_their_probabilities(model_file,
+                                                                          tiny_dataset, tmp_path):
+    """The stage reads the train split's phase fraction and the segmentation recorded by
+    pack; --no-match-training leaves the cut at 0.5."""
+    from microvae.stages.network import segmentation_morphology
+
+    train_fraction = float(load_split(tiny_dataset, "train").mean())
+    finished = tmp_path / "finished.h5"
+    sample(model_file, finished, tiny_dataset, CFG, ("aggregate",))
+    raw = tmp_path / "raw.h5"
+    sample(model_file, raw, tiny_dataset, SampleConfig(n_prior=10, match_training=False),
+           ("aggregate",))
+    with h5py.File(finished) as h5:
+        images = h5["aggregate"][()].astype(np.float32)
+        assert set(np.unique(images)) <= {0.0, 1.0}
+        probabilities = h5["aggregate_probabilities"][()].astype(np.float32)
+        threshold = float(h5["aggregate_finish/threshold"][()])
+        assert float(h5["aggregate_finish/training_phase_fraction"][()]) == pytest.approx(
+            train_fraction)
+        assert float(h5["aggregate_finish/after_threshold"][()]) == pytest.approx(
+            float((probabilities > threshold).mean()), abs=0.02)
+        assert float(h5["aggregate_finish/after_threshold"][()]) == pytest.approx(
+            train_fraction, abs=0.01)
+        # the tiny data's segmentation: opening and closing of radius 1, holes and islands
+        # below 10 px removed; no generated island is smaller
+        morphology = segmentation_morphology(tiny_dataset)
+        assert (morphology.opening_radius, morphology.closing_radius, morphology.fill_holes,
+                morphology.min_island) == (1, 1, 10, 10)
+        for image in images:
+            labels, count = ndimage.label(image)
+            assert count == 0 or np.bincount(labels.ravel())[1:].min() >= 10
+        assert h5.attrs["match_training"]
+    with h5py.File(raw) as h5:
+        assert "aggregate_probabilities" not in h5 and "aggregate_finish" not in h5
+        assert not h5.attrs["match_training"]
+        assert len(np.unique(h5["aggregate"][()])) > 2  # probabilities, cut at 0.5 later

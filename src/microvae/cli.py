@@ -181,6 +181,10 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per mode at each --size (default 32)")
     p.add_argument("--periodic", action="store_true",
                    help="images of --size are periodic: opposite edges join")
+    p.add_argument("--match-training", action=argparse.BooleanOptionalAction, default=True,
+                   help="aggregate and mixture: binarise at the train split's phase fraction and "
+                        "clean with the data's segmentation morphology (default; "
+                        "--no-match-training: cut at 0.5)")
     for name in SAMPLE_FIGURES:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
                        help=f"output: the {name.replace('_', ' ')} figure (.png)")
@@ -200,7 +204,7 @@ def run_sample(args: argparse.Namespace) -> None:
         "n_prior": args.n, "n_posterior_images": args.n_images, "n_draws": args.draws,
         "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
         "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
-        "periodic": args.periodic})
+        "periodic": args.periodic, "match_training": args.match_training})
     sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
            figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
            export_format=args.export_format)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 from dataclasses import dataclass
 
 import torch
@@ -21,11 +24,42 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
+# oneDNN ISA limits below native bf16 (ONEDNN_MAX_CPU_ISA): such a process emulates bf16.
+_ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                             "AVX512_CORE_VNNI")
+
+
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch
-    emulates it, which was 10x slower than fp32 on an AVX2-only CPU."""
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX) and this process may use
+    it; elsewhere PyTorch emulates it, which was 10x slower than fp32 on an AVX2-only CPU. A
+    process held to AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``)
+    counts as AVX2-only, whatever the CPU."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    if not any(getattr(torch.cpu, name, lambda: False)() for name in checks):
+        return False
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in _ONEDNN_ISAS_WITHOUT_BF16
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next allocation instead of returning it
+    to the kernel. By default every block over 32 MB (the activations of a training step at
+    64 px and more) is mapped afresh and zeroed page by page on first touch: 25 000 page faults
+    per step at 64 px, 17-20% of the step (benchmarks/train_throughput.py --allocator). The
+    process then holds its peak memory until it ends, as a caching allocator does. Returns
+    False where the C library is not glibc (nothing changed)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, TypeError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 30))
 
 
 def select_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True,
@@ -44,6 +78,8 @@ def select_runtime(device: str = "auto", precision: str = "auto", channels_last:
                             "(use 'auto' to fall back to the CPU)")
     if device not in ("cpu", "cuda"):
         raise MicrovaeError(f"train.device: unknown device {device!r}")
+    if device == "cpu":
+        keep_freed_memory()
     if precision == "auto":
         bf16 = device == "cuda" or cpu_has_fast_bf16()
     elif precision in ("fp32", "bf16"):

@@ -70,6 +70,53 @@ def build_model(config: dict[str, Any]) -> nn.Module:
                         f"{list(ARCHITECTURES)}")
 
 
+class _TransposedConvolution(torch.autograd.Function):
+    """``conv_transpose2d`` whose backward calls the kernels of the ordinary convolution it is
+    the adjoint of: the same values to rounding (other kernels sum in other orders), faster on
+    CPUs. oneDNN's deconvolution computes the weight gradient together with the bias gradient
+    in a kernel that was 2-3x slower than the convolution's weight gradient plus a separate sum
+    (oneDNN verbose output; benchmarks/train_throughput.py --ablation)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, output_padding):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding)
+        ctx.has_bias = bias is not None
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_x = F.conv2d(grad, weight, None, stride, padding) if needs_x else None
+        grad_weight = grad_bias = None
+        if needs_weight:
+            grad_weight = torch.ops.aten.convolution_backward(
+                x, grad, weight, None, stride, padding, (1, 1), False, (0, 0), 1,
+                (False, True, False))[1]
+        if ctx.has_bias and needs_bias:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters and state dict) that trains on the CPU through
+    :class:`_TransposedConvolution`; elsewhere, and without gradients, the stock layer."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if (x.device.type != "cpu" or not torch.is_grad_enabled() or output_size is not None
+                or self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros"):
+            return super().forward(x, output_size)
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        return _TransposedConvolution.apply(x, weight, bias, self.stride, self.padding,
+                                            self.output_padding)
+
+
 class _Encoded(nn.Module):
     """What both networks share: the encoder heads, eq. 1 in ``forward`` (which returns
     ``(logits, z_mean, z_log_var, z)``) and the latent size of the configuration."""
@@ -114,10 +161,10 @@ class VAE(_Encoded):
         self.decoder_dense = nn.Sequential(
             nn.Linear(latent_size, c3 * self.grid[0] * self.grid[1]), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
+            ConvTranspose2d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
         )
 
     spatial = False
@@ -157,10 +204,10 @@ class ConvVAE(_Encoded):
         self.z_log_var = nn.Conv2d(DENSE, latent_channels, 1)
         self.decoder_dense = nn.Sequential(nn.Conv2d(latent_channels, c3, 1), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
+            ConvTranspose2d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            ConvTranspose2d(c1, 1, 3, stride=1, padding=1),
         )
 
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:

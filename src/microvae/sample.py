@@ -39,6 +39,7 @@ from .crops import CropSampler, window_origins
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .model import USED_VARIANCE, VAE, reparameterize
+from .segment import SegmentationParameters, segment
 
 MODES = ("prior", "aggregate", "mixture", "field", "posterior", "noise", "interpolation")
 FITTED_MODES = ("aggregate", "mixture")
@@ -70,6 +71,7 @@ class SampleConfig:
     sizes: list[int] = dataclass_field(default_factory=list)
     n_large: int = 32
     periodic: bool = False
+    match_training: bool = True
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SampleConfig:
@@ -262,6 +264,31 @@ def fit_mixture(train_codes: tuple[torch.Tensor, torch.Tensor],
     return best
 
 
+def phase_fraction_threshold(probabilities: np.ndarray, phase_fraction: float) -> float:
+    """The cut of ``probabilities`` that leaves ``phase_fraction`` of their pixels in phase 1
+    (over the whole set: the fraction per image still varies)."""
+    if not 0.0 < phase_fraction < 1.0:
+        raise MicrovaeError(f"training phase fraction {phase_fraction} is not between 0 and 1")
+    return float(np.quantile(probabilities, 1.0 - phase_fraction))
+
+
+def match_training(probabilities: np.ndarray, phase_fraction: float,
+                   morphology: SegmentationParameters | None
+                   ) -> tuple[np.ndarray, float, list[tuple[str, float]]]:
+    """Unseeded images finished as the training maps were made: binarised at the threshold
+    that gives the training split's ``phase_fraction`` (codes drawn from a fitted prior decode
+    to less certain probabilities than encoded ones, and a cut at 0.5 over- or under-draws the
+    minority phase), then through the ``morphology`` of the data's segmentation (opening,
+    closing, hole filling, island removal), whose absence leaves fragments no real map has.
+    Returns the maps {0, 1} (float32), the threshold and the phase fraction after each step."""
+    threshold = phase_fraction_threshold(probabilities, phase_fraction)
+    binary = (probabilities > threshold).astype(np.float32)
+    if morphology is None:
+        return binary, threshold, [("threshold", float(binary.mean()))]
+    cleaned, _, steps = segment(binary, morphology, binary_input=True, source="generated images")
+    return cleaned.astype(np.float32), threshold, steps
+
+
 def mixture(model: VAE, prior_fit: MixturePrior, n: int, generator: torch.Generator
             ) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from the mixture prior (shuffled: sklearn returns its draws sorted
@@ -308,7 +335,9 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
              val_images: np.ndarray | None = None,
-             regions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+             regions: tuple[np.ndarray, np.ndarray] | None = None,
+             training_phase_fraction: float | None = None,
+             morphology: SegmentationParameters | None = None) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
     ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
@@ -316,7 +345,10 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     ``regions`` (canvases, mask); the encoded modes (posterior, noise, interpolation) encode
     ``test_images``. For conv models, ``prior`` and ``field`` are also generated at each of
     ``cfg.sizes`` (``large/{mode}_{size}``, ``cfg.n_large`` images, periodic with
-    ``cfg.periodic``).
+    ``cfg.periodic``). With ``cfg.match_training``, ``aggregate`` and ``mixture`` are finished
+    by :func:`match_training` (``training_phase_fraction``: of the train split; ``morphology``:
+    of its segmentation, None for none); their probabilities stay as ``{mode}_probabilities``
+    and ``{mode}_finish/*`` records the threshold and the phase fraction after each step.
     """
     cfg.check()
     check_modes(model, modes)
@@ -373,6 +405,22 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         out["mixture_full_covariance"] = np.array(summary["covariance"] == "full")
         out["mixture_subspace_dims"] = np.array(summary["subspace_dims"])
         out["mixture_validation_log_likelihood"] = np.array(summary["validation_log_likelihood"])
+    if cfg.match_training:
+        for name in FITTED_MODES:
+            if name not in out:
+                continue
+            if training_phase_fraction is None:
+                raise MicrovaeError(f"mode {name} with sample.match_training needs the phase "
+                                    "fraction of the train split (--dataset)")
+            out[f"{name}_probabilities"] = out[name]
+            out[name], threshold, steps = match_training(out[name], training_phase_fraction,
+                                                         morphology)
+            out[f"{name}_finish/threshold"] = np.array(threshold)
+            out[f"{name}_finish/training_phase_fraction"] = np.array(training_phase_fraction)
+            out[f"{name}_finish/phase_fraction_at_0.5"] = np.array(
+                float((out[f"{name}_probabilities"] > 0.5).mean()))
+            for step, fraction in steps:
+                out[f"{name}_finish/after_{step}"] = np.array(fraction)
     needs_data = [m for m in modes if m in ENCODED_MODES]
     if not needs_data:
         return out

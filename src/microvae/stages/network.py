@@ -20,7 +20,7 @@ from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..errors import MicrovaeError
-from ..h5io import load_split, load_training_regions, write_arrays
+from ..h5io import load_split, load_training_regions, open_h5, read_json_attr, write_arrays
 from ..modelfile import load_model, save_model
 from ..sample import (
     ENCODED_MODES,
@@ -31,6 +31,7 @@ from ..sample import (
     latent_manifold,
     modes_for,
 )
+from ..segment import SegmentationParameters
 from ..tables import read_csv, write_csv
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
@@ -38,8 +39,10 @@ from . import SAMPLE_FIGURES
 
 log = logging.getLogger("microvae.stages.network")
 
-IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "field", "posterior", "reconstruction")
-STORAGE = "float16 probabilities of phase 1 in [0, 1]"
+IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "field", "posterior", "reconstruction",
+                "aggregate_probabilities", "mixture_probabilities")
+STORAGE = ("float16 probabilities of phase 1 in [0, 1]; aggregate and mixture {0, 1} maps where "
+           "match_training (their probabilities: {mode}_probabilities)")
 
 
 class Checkpoint:
@@ -192,6 +195,27 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
                     figures["latent_map"])
 
 
+MORPHOLOGY_STEPS = ("opening_radius", "closing_radius", "fill_holes", "min_island")
+
+
+def segmentation_morphology(dataset: str | os.PathLike) -> SegmentationParameters | None:
+    """The morphological clean-up every source of the data set went through (per step the
+    mildest over the sources, as recorded by pack); None where there was none."""
+    with open_h5(dataset) as h5:
+        recorded = read_json_attr(h5, "segmentation", {}) or {}
+    if not recorded:
+        return None
+    steps = {key: min(int(source.get(key) or 0) for source in recorded.values())
+             for key in MORPHOLOGY_STEPS}
+    return SegmentationParameters(**steps) if any(steps.values()) else None
+
+
+def describe_morphology(morphology: SegmentationParameters | None) -> str:
+    if morphology is None:
+        return "none"
+    return ", ".join(f"{key} {getattr(morphology, key)}" for key in MORPHOLOGY_STEPS)
+
+
 def sample(model_path: str | os.PathLike, out: str | os.PathLike,
            dataset: str | os.PathLike | None, cfg: SampleConfig,
            modes: tuple[str, ...] | None = None, split: str = "test",
@@ -215,8 +239,12 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     check_figures(figures, modes)
     test_images = load_split(dataset, split) if dataset is not None else None
     fit_images = val_images = None
+    training_phase_fraction = morphology = None
     if set(modes) & set(FITTED_MODES):
-        fit_images = evenly_spaced(load_split(dataset, "train"), max_fit_images)
+        train_images = load_split(dataset, "train")
+        fit_images = evenly_spaced(train_images, max_fit_images)
+        training_phase_fraction = float(train_images.mean())
+        morphology = segmentation_morphology(dataset)
     if "mixture" in modes:
         val_images = evenly_spaced(load_split(dataset, "val"), max_fit_images)
     regions = None
@@ -225,13 +253,24 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
         if regions is None:
             raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
                                 "version): re-run pack for mode field")
-    arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions)
+    arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
+                      training_phase_fraction, morphology)
+    for name in FITTED_MODES:
+        if f"{name}_finish/threshold" in arrays:
+            log.info("%s: images binarised at %.3f (the train split's phase fraction %.3f; a "
+                     "cut at 0.5 gave %.3f) and cleaned as the data's segmentation did (%s): "
+                     "phase fraction %.3f", name, arrays[f"{name}_finish/threshold"],
+                     training_phase_fraction, arrays[f"{name}_finish/phase_fraction_at_0.5"],
+                     describe_morphology(morphology),
+                     float(arrays[name].mean()))
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],
         "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
         "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
         "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
         "n_steps": cfg.n_steps, "sizes": list(cfg.sizes), "periodic": cfg.periodic,
+        "match_training": cfg.match_training,
+        "match_training_morphology": describe_morphology(morphology),
         "architecture": model.config.get("architecture", "table1")})
     log.info("wrote %s: %s", out, {k: v.shape for k, v in arrays.items()})
     write_sample_figures(model, arrays, test_images, figures)
