@@ -31,7 +31,7 @@ from ..sample import (
     latent_manifold,
     modes_for,
 )
-from ..segment import SegmentationParameters
+from ..segment import MORPHOLOGY_DEFAULTS, SegmentationParameters
 from ..tables import read_csv, write_csv
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
@@ -195,7 +195,7 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
                     figures["latent_map"])
 
 
-MORPHOLOGY_STEPS = ("opening_radius", "closing_radius", "fill_holes", "min_island")
+MORPHOLOGY_STEPS = tuple(MORPHOLOGY_DEFAULTS["grey"])
 
 
 def segmentation_morphology(dataset: str | os.PathLike) -> SegmentationParameters | None:
