@@ -1,8 +1,8 @@
 """Large generated microstructures of the conv VAE against real windows of the same size:
 runs the workflow with config/conv.yaml (or a gallery image with the same model and training)
-for each training seed and tabulates, per generated set (mode and size), every descriptor's
-distance against the floor's 95th percentile (the ratio of the upper end of its interval to
-it), with the training time, steps and the test IoU.
+for each training seed and tabulates, per generated set (mode and size), the verdict and every
+descriptor's median distance as a multiple of the floor's 95th percentile, beside the real
+held-out windows, with the training time, steps and the test IoU.
 
     python benchmarks/large.py [--seeds 0 1 2] [--avx2] [--gallery sem_nanoporous_gold]
         [--sizes 64 128] [--set '{"model": {"kl_weight": 1.0}}'] [--tag NAME]
@@ -22,12 +22,7 @@ from pathlib import Path
 import yaml
 from gallery import DATA, GALLERY
 
-from machine import AVX2_ONLY, REPO, run_workflow, save
-
-# The descriptors of the verdict (microvae.evaluate.VERDICT_KEYS)
-KEYS = ("phase_fraction_wasserstein", "s2_nrmse_radial", "mean_chord_1x_difference",
-        "mean_chord_1y_difference", "island_area_median_difference",
-        "specific_perimeter_difference")
+from machine import AVX2_ONLY, REPO, judged, run_workflow, save
 
 
 def config_for(args) -> dict:
@@ -56,22 +51,17 @@ def one_run(directory: Path, config: dict, cores: int, env: dict) -> dict:
         out["training_minutes"] = sum(float(r["seconds"]) for r in history) / 60
         out["steps"] = int(history[-1]["steps"])
         out["stop_reason"] = history[-1]["stop_reason"]
-        out["test_iou"] = float(next(r["recon_iou"] for r in rows if r["mode"] == "reconstruction"))
+        out["test_iou"] = float(next(r["recon_iou"] for r in rows if r["set"] == "reconstruction"))
         large = json.loads((results / "evaluation" / f"latent_{latent}" / "large.json").read_text())
-        for name, values in large["modes"].items():
-            entry = {"size": values["size"], "compared_window": values["compared_window"],
-                     "n_real_windows": values["n_real_windows"], "verdict": values["verdict"],
-                     "phase_fraction": values["summary"]["phase_fraction_mean"],
+        for name, values in large["sets"].items():
+            entry = {**judged(values), "size": values["size"],
+                     "compared_window": values["compared_window"],
+                     "n_real_windows": values["n_real_windows"],
                      "real_phase_fraction": values["real_phase_fraction"]}
-            for key in KEYS:
-                entry[key] = values["distance"][key]
-                entry[f"floor_p95_{key}"] = values["floor_p95"][key]
-                entry[f"{key}_over_floor_p95"] = values["upper"][key] / values["floor_p95"][key]
             if "periodic_s2_nrmse" in values:
                 entry["periodic_s2_nrmse"] = values["periodic_s2_nrmse"]
-                entry["periodic_s2_within_floor"] = values["periodic_s2_within_floor"]
             out["sets"][f"latent {latent} {name}"] = entry
-        tile = [r for r in rows if r["mode"] == "field"]
+        tile = [r for r in rows if r["set"] == "field"]
         if tile:
             out["tile_field_verdict"] = tile[0]["verdict"]
     return out
@@ -103,12 +93,12 @@ def main() -> None:
     table = {}
     for set_name in runs[args.seeds[0]]["sets"]:
         table[set_name] = {}
-        for key in KEYS:
-            values = [runs[s]["sets"][set_name][f"{key}_over_floor_p95"] for s in args.seeds]
-            table[set_name][f"{key}_over_floor_p95"] = {
-                "median": statistics.median(values), "min": min(values), "max": max(values)}
-        cells = [f"{k.replace('_over_floor_p95', '')} {v['median']:.2f} [{v['min']:.2f}, "
-                 f"{v['max']:.2f}]" for k, v in table[set_name].items()]
+        for key in runs[args.seeds[0]]["sets"][set_name]["floor_multiple"]:
+            values = [runs[s]["sets"][set_name]["floor_multiple"][key] for s in args.seeds]
+            table[set_name][key] = {"median": statistics.median(values), "min": min(values),
+                                    "max": max(values)}
+        cells = [f"{k} {v['median']:.2f} [{v['min']:.2f}, {v['max']:.2f}]"
+                 for k, v in table[set_name].items()]
         print(f"{set_name} (x floor p95): " + "; ".join(cells))
     save(name, {"seeds": args.seeds, "avx2_only_emulated": args.avx2, "config": config,
                 "runs": {str(s): r for s, r in runs.items()}, "table": table})

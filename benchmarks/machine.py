@@ -77,3 +77,17 @@ def run_workflow(directory: Path, config: dict, cores: int, env: dict | None = N
                    check=True, env={**os.environ, **(env or {})})
     with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def judged(values: dict) -> dict:
+    """The verdict of one judged set (metrics.json / large.json), compactly: descriptors within
+    the floor, each descriptor's median distance as a multiple of the floor's 95th percentile,
+    and the novelty where measured."""
+    out = {"role": values["role"], "n_within": values["n_within"], "n_judged": values["n_judged"],
+           "verdict": values["verdict"], "failed": sorted(k for k, ok in
+                                                          values["within_floor"].items() if not ok),
+           "floor_multiple": values["floor_multiple"],
+           "phase_fraction": values["summary"]["phase_fraction_mean"]}
+    if "novelty" in values:
+        out["novelty_fraction_closer"] = values["novelty"]["fraction_closer"]
+    return out

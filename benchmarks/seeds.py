@@ -1,7 +1,9 @@
 """The spread of the default run's results over training seeds: runs the whole workflow with
 train.seed = 0, 1, 2 (everything else as config/config.yaml) in runs/seed_N/ and tabulates,
-per latent size and mode, the verdict count and the distances against the floor (median and
-range over the seeds), and the novelty of the unseeded modes.
+per latent size and judged set (the model's modes, the baselines, the real held-out set): the
+descriptors within the floor, each descriptor's median distance as a multiple of the floor's
+95th percentile, the novelty, the test IoU, and the mode chosen on the val split (median and
+range over the seeds).
 
     python benchmarks/seeds.py [--seeds 0 1 2] [--cores 2] [--config config/config.yaml]
         [--set '{"model": {"init": "torch"}}' --tag torchinit]
@@ -16,17 +18,17 @@ from pathlib import Path
 
 import yaml
 
-from machine import REPO, run_workflow, save
-
-COLUMNS = ("n_within_floor", "s2_nrmse_radial", "floor_p95_s2_nrmse_radial",
-           "phase_fraction_wasserstein", "floor_p95_phase_fraction_wasserstein",
-           "island_area_median_difference", "novelty_fraction_closer", "recon_iou")
+from machine import REPO, judged, run_workflow, save
 
 
-def run(seed: int, config: dict, cores: int, tag: str = "") -> list[dict[str, str]]:
+def run(seed: int, config: dict, cores: int, tag: str = "") -> dict[int, dict]:
+    """The workflow for one training seed; the metrics.json of each latent size."""
     directory = REPO / "runs" / (f"seed_{tag}_{seed}" if tag else f"seed_{seed}")
-    return run_workflow(directory, {**config, "train": {**config.get("train", {}), "seed": seed}},
-                        cores)
+    run_workflow(directory, {**config, "train": {**config.get("train", {}), "seed": seed}},
+                 cores)
+    return {latent: json.loads((directory / "results" / "evaluation" / f"latent_{latent}" /
+                                "metrics.json").read_text())
+            for latent in config["model"]["latent_sizes"]}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -47,19 +49,42 @@ def main() -> None:
     for section, changes in args.set.items():
         config[section] = {**config.get(section, {}), **changes}
     runs = {seed: run(seed, config, args.cores, args.tag) for seed in args.seeds}
-    table = {}
-    for row in runs[args.seeds[0]]:
-        key = (row["latent"], row["mode"])
-        rows = [next(r for r in runs[s] if (r["latent"], r["mode"]) == key) for s in args.seeds]
-        table[f"latent {key[0]} {key[1]}"] = {
-            column: spread([float(r[column]) for r in rows])
-            for column in COLUMNS if column in row and row[column] not in ("", "nan")}
-    for name, values in table.items():
-        cells = [f"{c} {v['median']:.4g} [{v['min']:.4g}, {v['max']:.4g}]"
-                 for c, v in values.items()]
-        print(f"{name}: " + "; ".join(cells))
+    table, chosen, per_seed = {}, {}, {}
+    for latent in config["model"]["latent_sizes"]:
+        first = runs[args.seeds[0]][latent]
+        chosen[latent] = [runs[s][latent].get("selection", {}).get("best_unseeded")
+                          for s in args.seeds]
+        for name in first["sets"]:
+            sets = [judged(runs[s][latent]["sets"][name]) for s in args.seeds]
+            per_seed[f"latent {latent} {name}"] = sets
+            entry = {"role": sets[0]["role"],
+                     "n_within": spread([v["n_within"] for v in sets]),
+                     "n_judged": sets[0]["n_judged"],
+                     "floor_multiple": {k: spread([v["floor_multiple"][k] for v in sets])
+                                        for k in sets[0]["floor_multiple"]}}
+            if "novelty_fraction_closer" in sets[0]:
+                entry["novelty_fraction_closer"] = spread([v["novelty_fraction_closer"]
+                                                           for v in sets])
+            if name == "reconstruction":
+                entry["test_iou"] = spread([runs[s][latent]["reconstruction"]["iou"]
+                                            for s in args.seeds])
+            table[f"latent {latent} {name}"] = entry
+    for name, entry in table.items():
+        within = entry["n_within"]
+        cells = [f"{k} {v['median']:.2f}" for k, v in entry["floor_multiple"].items()]
+        extra = ""
+        if "novelty_fraction_closer" in entry:
+            extra += f"; novelty {entry['novelty_fraction_closer']['median']:.2f}"
+        if "test_iou" in entry:
+            t = entry["test_iou"]
+            extra += f"; test IoU {t['median']:.3f} [{t['min']:.3f}, {t['max']:.3f}]"
+        print(f"{name} ({entry['role']}): {within['median']:g} [{within['min']:g}, "
+              f"{within['max']:g}] of {entry['n_judged']} within; x floor p95: "
+              + ", ".join(cells) + extra)
+    print("chosen on val:", chosen)
     save(f"seeds_{args.tag}" if args.tag else "seeds",
-         {"seeds": args.seeds, "config": args.config, "set": args.set, "table": table})
+         {"seeds": args.seeds, "config": args.config, "set": args.set, "table": table,
+          "chosen_on_val": {str(k): v for k, v in chosen.items()}, "per_seed": per_seed})
 
 
 if __name__ == "__main__":

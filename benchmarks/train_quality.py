@@ -1,6 +1,8 @@
-"""Training quality per epoch: test-set reconstruction IoU and the phase fraction of prior
-samples after each epoch of one latent size, for tuning the default budget (issue 3).
-Measured after every epoch of one training run (the on_epoch hook of microvae.train.fit).
+"""Training quality per epoch: val-set reconstruction IoU and the phase fraction of prior
+samples after each epoch of one latent size, for tuning the training budget. Measured after
+every epoch of one training run (the on_epoch hook of microvae.train.fit). A budget is a
+choice: it is made on the val split, never on test (the test split is reported once, by the
+workflow).
 
     python benchmarks/train_quality.py --dataset results/dataset/dataset.h5 --latent 64 \\
         --params '{"epochs": 8, "max_train_images": 6000, "batch_size": 16}'
@@ -32,24 +34,24 @@ def main() -> None:
     args = parser.parse_args()
     cfg = TrainConfig.from_options(args.params)
     runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, args.threads)
-    test = load_split(args.dataset, "test")
+    val = load_split(args.dataset, "val")  # choices are made on val, never on test
     train_phi = float(load_split(args.dataset, "train").mean())
-    x = torch.from_numpy(test).float()[:, None]
+    x = torch.from_numpy(val).float()[:, None]
     rows, started = [], time.perf_counter()
 
     def measure(training: Training) -> None:
-        model = VAE(test.shape[1:], args.latent)
+        model = VAE(val.shape[1:], args.latent)
         model.load_state_dict({k: v.float().cpu() for k, v in training.model.state_dict().items()})
         model.eval()
         with torch.no_grad():
             recon = model.decode(model.encode(x)[0])[:, 0].numpy() > 0.5
             prior = model.decode(torch.randn(1000, args.latent,
                                              generator=torch.Generator().manual_seed(0)))
-        truth = test.astype(bool)
+        truth = val.astype(bool)
         iou = np.mean(np.count_nonzero(recon & truth, axis=(1, 2))
                       / np.maximum(np.count_nonzero(recon | truth, axis=(1, 2)), 1))
         row = {"epoch": training.epoch, "seconds": time.perf_counter() - started,
-               "test_iou": float(iou), "prior_phase_fraction": float((prior > 0.5).float().mean()),
+               "val_iou": float(iou), "prior_phase_fraction": float((prior > 0.5).float().mean()),
                "prior_mean_probability": float(prior.mean()), "train_phase_fraction": train_phi,
                "val_loss": training.history[-1]["val_loss"]}
         rows.append(row)

@@ -18,6 +18,10 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 11c | ingest | binary: true on a grey image | 'declared binary' |
 | 11d | ingest | group regex that a file name does not match | file, 'does not match' |
 | 11e | config | a folder with no image files in paths | 'is a folder with no image files' |
+| 11h | ingest | a phase map and a grey image in one source (binary: auto) | grey file, 'grey image' |
+| 11k | segment | threshold 0.5 on 12-bit data in 16 bits: one phase | source, "every pixel phase 1" |
+| 11i | ingest | the same file twice (a link, a byte copy) | the second name, 'the same' |
+| 11j | ingest | a link in a source folder that points nowhere | the link, 'does not exist' |
 | 11f | pack | one volume cut along all three axes | 'cut along every axis' |
 | 11g | pack | one image too small for three slabs with gaps | 'too few for 3 regions' |
 | 12 | config | unknown key | 'unknown key' |
@@ -55,8 +59,8 @@ from microvae.modelfile import save_model
 SOURCE = json.dumps({"name": "user"})
 
 
-def png(path, size=(32, 32)):
-    iio.imwrite(path, np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8))
+def png(path, size=(32, 32), seed=0):
+    iio.imwrite(path, np.random.default_rng(seed).integers(0, 255, size, dtype=np.uint8))
     return path
 
 
@@ -111,8 +115,21 @@ def make_case(tmp_path, case):
         return [tmp_path / "c.npy"], {}, "set 'rgb: true'", "c.npy"
     if case == "binary_declared_grey":
         return [png(tmp_path / "g.png")], {"binary": True}, "declared binary", "g.png"
+    if case == "mixed_maps_and_grey":
+        maps = rng.integers(0, 2, (32, 32)).astype(np.uint8) * 255
+        iio.imwrite(tmp_path / "map.png", maps)
+        return [tmp_path / "map.png", png(tmp_path / "grey.png")], {}, "grey image", "grey.png"
+    if case == "linked_twice":
+        png(tmp_path / "a.png")
+        (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+        return [tmp_path / "a.png", tmp_path / "b.png"], {}, "the same file", "b.png"
+    if case == "copied_twice":
+        png(tmp_path / "a.png")
+        (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
+        return [tmp_path / "a.png", tmp_path / "copy.png"], {}, "byte for byte the same", \
+            "copy.png"
     if case == "group_mismatch":
-        return [png(tmp_path / "slice_01.png"), png(tmp_path / "overview.png")], \
+        return [png(tmp_path / "slice_01.png"), png(tmp_path / "overview.png", seed=1)], \
             {"group": r"slice_(\d+)"}, "does not match", "overview.png"
     raise KeyError(case)
 
@@ -120,7 +137,7 @@ def make_case(tmp_path, case):
 INGEST_CASES = ["empty", "truncated_png", "truncated_tiff", "html_png", "nan_volume",
                 "small_image", "missing_h5_dataset", "unknown_suffix",
                 "constant_among_good", "constant_section", "rgb_npy", "binary_declared_grey",
-                "group_mismatch"]
+                "group_mismatch", "mixed_maps_and_grey", "linked_twice", "copied_twice"]
 
 
 @pytest.mark.parametrize("case", INGEST_CASES)
@@ -180,6 +197,20 @@ def test_glob_matching_nothing_in_workflow(tmp_path):
     assert "sources[lab].paths" in output and "matches no file" in output
 
 
+def test_dangling_link_in_a_source_folder_is_named(tmp_path):
+    """A link that points nowhere was skipped without a word (issue 26)."""
+    (tmp_path / "scans").mkdir()
+    png(tmp_path / "scans" / "good.png", (64, 64))
+    (tmp_path / "scans" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    write_config(tmp_path, {"image_size": 16, "sources": [
+        {"name": "lab", "paths": [str(tmp_path / "scans")]}]})
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "gone.png" in output and "does not exist" in output
+    assert not (tmp_path / "results").exists()
+
+
 def test_folder_without_images_in_workflow(tmp_path):
     (tmp_path / "scans").mkdir()
     (tmp_path / "scans" / "notes.txt").write_text("no images here")
@@ -190,6 +221,23 @@ def test_folder_without_images_in_workflow(tmp_path):
     assert result.returncode != 0
     assert "sources[lab].paths" in output and "is a folder with no image files" in output
     assert not (tmp_path / "results").exists()
+
+
+def test_a_threshold_that_leaves_one_phase_is_refused(tmp_path):
+    """Issue 26: 12-bit data in a 16-bit TIFF and threshold 0.5 made every tile phase 1 and the
+    run exited 0."""
+    volume = np.random.default_rng(0).integers(0, 4096, (4, 32, 32), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "ct.tif", volume, photometric="minisblack")
+    ingested, out = tmp_path / "i.h5", tmp_path / "out"
+    out.mkdir()
+    microvae("ingest", "--files", str(tmp_path / "ct.tif"), "--source",
+             json.dumps({"name": "ct12"}), "--image-size", "16", "--out", str(ingested),
+             check=True)
+    result = microvae("segment", "--input", str(ingested), "--params", '{"threshold": 0.5}',
+                      "--out", str(out / "s.h5"), "--qa", str(out / "qa.json"))
+    assert result.returncode == 1 and "ct12" in result.stderr
+    assert "every pixel phase 1" in result.stderr and "0.0625" in result.stderr
+    assert "Traceback" not in result.stderr and list(out.iterdir()) == []
 
 
 def segmented_source(tmp_path, array, options):
@@ -315,6 +363,7 @@ def test_pack_fractions(tmp_path, tiny_dataset):
 def test_missing_samples(tmp_path, tiny_dataset):
     out = tmp_path / "m.json"
     result = microvae("evaluate", "--samples", str(tmp_path / "none.h5"), "--dataset",
-                      str(tiny_dataset), "--metrics", str(out), "--s2", str(tmp_path / "s2.csv"))
+                      str(tiny_dataset), "--baselines", str(tmp_path / "b.h5"), "--metrics",
+                      str(out), "--curves", str(tmp_path / "curves.csv"))
     assert result.returncode == 1 and "none.h5: file not found" in result.stderr
     assert not out.exists()

@@ -8,12 +8,12 @@ import pytest
 
 from conftest import REPO, TINY_CONFIG
 from microvae.config import (
-    SCHEMA_FILE,
     WORKFLOW_KEYS,
     config_errors,
     cross_field_errors,
     schema,
     schema_defaults,
+    schema_path,
     section_schema,
     source_options,
     training_options,
@@ -36,7 +36,24 @@ def default_of(f):
 
 
 def test_the_workflow_reads_the_library_schema():
-    assert SCHEMA_FILE == REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert schema_path() == REPO / "src" / "microvae" / "schema" / "config.schema.yaml"
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert "validate(config, schema=str(schema_path()))" in common
+
+
+def test_whole_floats_become_integers_where_the_schema_says_integer():
+    """Issue 26: JSON Schema counts 40.0 as an integer; range() and slicing do not."""
+    from microvae.config import whole_numbers
+
+    config = filled({**TINY_CONFIG, "image_size": 16.0, "sources": [
+        {**TINY_CONFIG["sources"][0], "stride": 8.0, "crop": {"top": 2.0}, "axes": [0.0]}]})
+    fixed = whole_numbers(config, schema())
+    source = fixed["sources"][0]
+    assert type(fixed["image_size"]) is int and type(source["stride"]) is int
+    assert type(source["crop"]["top"]) is int and type(source["axes"][0]) is int
+    assert type(fixed["model"]["kl_weight"]) is float  # a number stays a number
+    options = SourceOptions.from_options({"name": "a", "stride": 8.0, "slice_step": 2.0})
+    assert type(options.stride) is int and type(options.slice_step) is int
 
 
 @pytest.mark.parametrize("cls,section", CLASSES)
@@ -106,7 +123,7 @@ def filled(config):
     from snakemake.utils import validate
 
     config = copy.deepcopy(config)
-    validate(config, str(SCHEMA_FILE))
+    validate(config, str(schema_path()))
     return config
 
 
@@ -130,6 +147,8 @@ def test_source_options_of_the_workflow_build_source_options():
     (lambda c: c["sources"][0].pop("synthetic"), "got neither"),
     (lambda c: c["sources"][0].update(truth=["t.png"]), "only file sources (paths) take truth"),
     (lambda c: c["split"].update(train=0.5), "train + val + test must be 1, got 0.9"),
+    (lambda c: c["split"].update(train=0.8, test=0.0), "split.test: 0, but the evaluation"),
+    (lambda c: c["split"].update(train=0.8, val=0.0), "split.val: 0, but early stopping"),
     (lambda c: c["train"].update(epochs=None), "training would never stop"),
     (lambda c: c["sample"].update(sizes=[256]), "sample.sizes: images larger than the training "
                                                 "tiles need model.architecture: conv"),
@@ -149,3 +168,20 @@ def test_schema_errors_name_the_key():
     errors = config_errors(config, schema())
     assert errors == ["config key sources[0].synthetic.shape[0]: 4 is less than the minimum of 8",
                       "config key train: unknown key(s): 'epoch'"]
+
+
+def test_config_readme_documents_every_key_of_the_schema():
+    """config/README.md is written by hand: every key of the schema must appear in it (in
+    backticks, alone or as `section.key`), so that no option goes undocumented."""
+    text = (REPO / "config" / "README.md").read_text()
+
+    def keys(node, prefix=""):
+        for name, child in node.get("properties", {}).items():
+            yield name, prefix + name
+            yield from keys(child, prefix + name + ".")
+            yield from keys(child.get("items", {}), prefix + name + ".")
+
+    missing = [full for name, full in keys(schema())
+               if not any(form in text for form in (f"`{name}`", f"`{full}`", f"{name}`",
+                                                    f"`{name}."))]
+    assert not missing, missing

@@ -26,9 +26,10 @@ from microvae.sample import (
     generate,
     modes_for,
 )
-from microvae.stages.export import export, read_vti, write_vti
+from microvae.stages.export import export
 from microvae.stages.network import sample
 from microvae.stages.statistics import evaluate_large, real_test_windows
+from microvae.vti import read_vti, write_vti
 
 CFG = SampleConfig(n_prior=6, n_posterior_images=2, n_draws=2, noise_sigmas=[1.0], n_pairs=2,
                    n_steps=3, seed=3, sizes=[64, 128], n_large=3)
@@ -111,18 +112,24 @@ def test_real_windows_tile_the_test_region_without_overlap():
 
 def test_evaluate_large_compares_with_real_windows_of_the_same_size(conv_samples, tiny_dataset,
                                                                     tmp_path):
+    """The tiny test region is one volume of 64 px sections: 64 and 32 px windows fall into a
+    single block (no two halves independent of each other), so both sizes are compared at the
+    largest window that gives blocks, each generated image cut into windows of it."""
     metrics = evaluate_large(conv_samples, tiny_dataset, tmp_path / "large.json",
                              tmp_path / "large.png", seed=0)
     window, real, _ = real_test_windows(tiny_dataset, 64)
     assert window == 64 and len(real) >= 8
     on_disk = json.loads((tmp_path / "large.json").read_text())
-    assert on_disk["modes"].keys() == metrics["modes"].keys() == {
-        "field_64", "field_128", "prior_64", "prior_128"}
-    big = metrics["modes"]["field_128"]
-    # 128 px images against 64 px real windows: each image gives 4 windows
-    assert big["compared_window"] == 64 and big["size"] == 128
-    assert big["n_images"] == 4 * 3 and big["n_real_windows"] == len(real)
+    assert on_disk["sets"].keys() == metrics["sets"].keys() == {
+        "field_64", "field_128", "prior_64", "prior_128", "real_heldout_64", "real_heldout_128"}
+    assert metrics["sets"]["real_heldout_64"]["role"] == "ceiling"
+    big = metrics["sets"]["field_128"]
+    compared = big["compared_window"]
+    assert compared < 64 and big["size"] == 128
+    assert big["n_images"] == (128 // compared) ** 2 * 3
+    assert metrics["reference"][str(compared)]["n_blocks"] >= 2
     assert big["verdict"].endswith("descriptors within the floor")
+    assert big["novelty"]["n_images"] > 0 and "fraction_closer" in big["novelty"]
     assert (tmp_path / "large.png").stat().st_size > 0
 
 
@@ -167,7 +174,7 @@ def test_export_writes_every_format_and_a_manifest(conv_samples, tiny_dataset, t
     manifest = export(conv_samples, out, ("vti", "png", "npy"), n=2, dataset=tiny_dataset,
                       real=True, pixel_size=0.25, pixel_unit="um")
     with h5py.File(conv_samples) as h5:
-        expected = (h5["large/field_128"][()] > 0.5).astype(np.uint8)
+        expected = h5["finished/large/field_128"][()]
     assert np.array_equal(read_vti(out / "field_128_001.vti")[0][0], expected[1])
     assert np.array_equal(np.load(out / "field_128_001.npy"), expected[1])
     import imageio.v3 as iio

@@ -160,3 +160,76 @@ def test_empty_split_is_refused(tmp_path):
         h5["test"] = np.zeros((4, 8, 8), np.uint8)
     with pytest.raises(MicrovaeError, match="split 'val' is empty"):
         load_split(tmp_path / "d.h5", "val")
+
+
+# --- independent blocks of real tiles (the judge's floor) --------------------------------------
+
+def volume_tiles(n_volumes, depth=4, side=128, size=16):
+    origin, corner = [], []
+    for v in range(n_volumes):
+        for z in range(depth):
+            for y in range(0, side, size):
+                for x in range(0, side, size):
+                    origin.append((0, v, 0, z, y, x))
+                    corner.append((z, y, x))
+    return np.array(origin), np.array(corner)
+
+
+def test_enough_groups_are_the_blocks():
+    from microvae.dataset import independent_blocks
+
+    origin, corner = volume_tiles(9)
+    blocks = independent_blocks(origin, corner, 16, gap=10)
+    assert len(np.unique(blocks)) == 9 and (blocks >= 0).all()
+    assert all(len(np.unique(blocks[origin[:, 1] == v])) == 1 for v in range(9))
+
+
+def test_few_groups_are_cut_into_boxes_separated_by_the_gap():
+    from microvae.dataset import independent_blocks, tile_extents
+
+    origin, corner = volume_tiles(2)
+    for gap in (1, 10, 20):
+        blocks = independent_blocks(origin, corner, 16, gap=gap)
+        labels = np.unique(blocks[blocks >= 0])
+        assert len(labels) >= 8
+        low, high = tile_extents(origin, corner, 16)
+        for a in labels:  # every pair of boxes of one volume lies >= gap apart in y or x
+            for b in labels:
+                if a >= b or a // 1000 != b // 1000:
+                    continue
+                ia, ib = blocks == a, blocks == b
+                apart = [max(low[ib, k].min() - high[ia, k].max(),
+                             low[ia, k].min() - high[ib, k].max()) for k in (1, 2)]
+                assert max(apart) >= gap, (gap, a, b, apart)
+        # boxes never split along the section axis (4 sections: thinner than a tile)
+        for label in labels:
+            assert len(np.unique(corner[blocks == label, 0])) == 4
+
+
+def test_pack_records_the_group_of_every_tile(tmp_path):
+    from microvae.dataset import SourceTiles, pack
+
+    origin = np.array([(f, -1, 0, 0, 0) for f in range(6)])
+    tiles = SourceTiles("a", np.zeros((6, 8, 8), np.uint8), origin,
+                        np.zeros((6, 3), np.int32), groups=["g1", "g1", "g2", "g2", "g3", "g3"])
+    arrays, _, _ = pack([tiles], {"train": 1 / 3, "val": 1 / 3, "test": 1 / 3}, 0)
+    for split in ("train", "val", "test"):
+        groups = arrays[f"{split}_group"]
+        assert len(groups) == 2 and len(set(groups.tolist())) == 1  # files of one group stay
+
+
+def test_the_split_figure_of_a_huge_image_stays_small():
+    """Issue 26: the figure drew full-resolution float64 canvases (12 GB for a 12 000 px
+    micrograph); its panels are now at most MAX_PANEL_PX on their longer side."""
+    from microvae.dataset import SourceTiles, split_tiles
+    from microvae.plots import MAX_PANEL_PX, split_figure
+
+    size, side = 16, 6000
+    positions = [(y, x) for y in range(0, side, 1000) for x in range(0, side, 1000)]
+    origin = np.array([(0, -1, 0, y, x) for y, x in positions])
+    corner = np.array([(0, y, x) for y, x in positions])
+    tiles = SourceTiles("big", np.ones((len(positions), size, size), np.uint8), origin, corner)
+    split = split_tiles([tiles], {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
+    figure = split_figure([tiles], split)
+    shown = figure.axes[0].images[0].get_array()
+    assert max(shown.shape[:2]) <= MAX_PANEL_PX and shown.dtype == np.float32

@@ -203,3 +203,19 @@ def test_group_labels():
     assert group_labels(paths, None) == [str(p) for p in paths]
     with pytest.raises(MicrovaeError, match="not a valid regular expression"):
         group_labels(paths, "([")
+
+
+def test_colour_to_grey_rounds_and_keeps_grey_stored_as_rgb():
+    """Issue 26: truncation dropped 75 of 256 grey levels by one, and an RGB {0, 1} map became
+    constant."""
+    from microvae.ingest import colour_to_grey
+
+    levels = np.arange(256, dtype=np.uint8)
+    rgb = np.stack([levels] * 3, axis=-1)[None]
+    assert np.array_equal(colour_to_grey(rgb, "x.png")[0], levels)
+    binary = np.zeros((4, 4, 3), np.uint8)
+    binary[:2] = 1
+    assert np.array_equal(colour_to_grey(binary, "m.png"), binary[..., 0])
+    tinted = np.zeros((1, 1, 3), np.uint8)
+    tinted[0, 0] = (200, 100, 50)
+    assert colour_to_grey(tinted, "t.png")[0, 0] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)

@@ -80,15 +80,15 @@ def test_posterior_draws_follow_equation_1(monkeypatch):
 
     monkeypatch.setattr(sample, "decode", spy)
     cfg = SampleConfig(n_prior=1, n_posterior_images=2, n_draws=3, noise_sigmas=[1.0],
-                       n_pairs=1, n_steps=3, seed=5)
+                       n_pairs=1, n_steps=3, seed=5, match_training=False)
     generate(model, images, cfg, modes=("posterior",))
     z_mean, z_log_var = sample.encode(model, images)
     picker = torch.Generator().manual_seed(5 + 1)  # chooses the images
     chosen = np.sort(torch.randperm(2, generator=picker)[:2].numpy())
     eps = torch.randn((2, 3, 3), generator=torch.Generator().manual_seed(5))
     expected = reparameterize(z_mean[chosen][:, None], z_log_var[chosen][:, None], eps)
-    assert torch.allclose(captured["z"][1], expected.reshape(-1, 3))
-    assert torch.allclose(captured["z"][1].reshape(2, 3, 3),
+    assert torch.allclose(captured["z"][0], expected.reshape(-1, 3))
+    assert torch.allclose(captured["z"][0].reshape(2, 3, 3),
                           z_mean[chosen][:, None] + torch.exp(z_log_var[chosen][:, None] / 2) * eps)
 
 
@@ -103,12 +103,12 @@ def test_noise_draws_are_z_mean_plus_sigma_eps(monkeypatch):
     monkeypatch.setattr(sample_module, "decode",
                         lambda m, z, batch_size=64: captured.append(z.clone()) or original(m, z))
     cfg = SampleConfig(n_prior=1, n_posterior_images=4, n_draws=2, noise_sigmas=[0.5, 2.0],
-                       n_pairs=1, n_steps=3, seed=9)
+                       n_pairs=1, n_steps=3, seed=9, match_training=False)
     out = generate(model, images, cfg, modes=("noise",))
     z_mean, _ = sample_module.encode(model, images)
     chosen = out["noise_index"]
     generator = torch.Generator().manual_seed(9)
-    for sigma, z in zip((0.5, 2.0), captured[1:]):  # captured[0]: the reconstructions
+    for sigma, z in zip((0.5, 2.0), captured):  # the reconstructions decode logits directly
         eps = torch.randn((4, 2, 3), generator=generator)
         assert torch.allclose(z, (z_mean[chosen][:, None] + sigma * eps).reshape(-1, 3))
 
@@ -311,39 +311,79 @@ def test_match_training_cuts_at_the_training_phase_fraction_and_cleans_as_segmen
         phase_fraction_threshold(probabilities, 0.0)
 
 
-def test_sample_stage_finishes_fitted_modes_and_keeps_their_probabilities(model_file,
-                                                                          tiny_dataset, tmp_path):
-    """The stage reads the train split's phase fraction and the segmentation recorded by
-    pack; --no-match-training leaves the cut at 0.5."""
-    from microvae.stages.network import segmentation_morphology
+def test_sample_stage_finishes_every_set_and_keeps_its_probabilities(model_file, tiny_dataset,
+                                                                     tmp_path):
+    """Every stack is finished (unseeded modes by their own calibration, the encoded ones by
+    one on posterior draws of training images) with the segmentation recorded by pack;
+    --no-match-training leaves the probabilities only."""
+    from microvae.stages import segmentation_morphology
 
     train_fraction = float(load_split(tiny_dataset, "train").mean())
     finished = tmp_path / "finished.h5"
-    sample(model_file, finished, tiny_dataset, CFG, ("aggregate",))
+    sample(model_file, finished, tiny_dataset, CFG, ("prior", "aggregate", "posterior"))
     raw = tmp_path / "raw.h5"
     sample(model_file, raw, tiny_dataset, SampleConfig(n_prior=10, match_training=False),
            ("aggregate",))
     with h5py.File(finished) as h5:
-        images = h5["aggregate"][()].astype(np.float32)
-        assert set(np.unique(images)) <= {0.0, 1.0}
-        probabilities = h5["aggregate_probabilities"][()].astype(np.float32)
-        threshold = float(h5["aggregate_finish/threshold"][()])
-        assert float(h5["aggregate_finish/training_phase_fraction"][()]) == pytest.approx(
-            train_fraction)
-        assert float(h5["aggregate_finish/after_threshold"][()]) == pytest.approx(
-            float((probabilities > threshold).mean()), abs=0.02)
-        assert float(h5["aggregate_finish/after_threshold"][()]) == pytest.approx(
-            train_fraction, abs=0.01)
+        for key in ("prior", "aggregate", "posterior", "reconstruction"):
+            maps = h5["finished"][key][()]
+            assert maps.dtype == np.uint8 and set(np.unique(maps)) <= {0, 1}
+            assert maps.shape == h5[key].shape
+        for name in ("prior", "aggregate", "encoded"):
+            record = h5["finish"][name]
+            assert int(record["calibration_draws"][()]) >= 5000
+            assert float(record["training_phase_fraction"][()]) == pytest.approx(train_fraction)
+            assert float(record["after_threshold"][()]) == pytest.approx(train_fraction, abs=0.01)
+        probabilities = h5["aggregate"][()].astype(np.float32)
+        assert len(np.unique(probabilities)) > 2  # the probabilities stay as they were
         # the tiny data's segmentation: opening and closing of radius 1, holes and islands
         # below 10 px removed; no generated island is smaller
         morphology = segmentation_morphology(tiny_dataset)
         assert (morphology.opening_radius, morphology.closing_radius, morphology.fill_holes,
                 morphology.min_island) == (1, 1, 10, 10)
-        for image in images:
+        for image in h5["finished"]["aggregate"][()]:
             labels, count = ndimage.label(image)
             assert count == 0 or np.bincount(labels.ravel())[1:].min() >= 10
         assert h5.attrs["match_training"]
     with h5py.File(raw) as h5:
-        assert "aggregate_probabilities" not in h5 and "aggregate_finish" not in h5
+        assert "finished" not in h5 and "finish" not in h5
         assert not h5.attrs["match_training"]
-        assert len(np.unique(h5["aggregate"][()])) > 2  # probabilities, cut at 0.5 later
+
+
+def test_the_finishing_does_not_depend_on_how_many_images_are_asked_for(model_file,
+                                                                        tiny_dataset, tmp_path):
+    """The threshold is calibrated once per prior on its own draws, never on the batch: one
+    image is cut where 500 are, and the images are the same with and without finishing."""
+    thresholds = []
+    for n in (1, 40):
+        out = tmp_path / f"n{n}.h5"
+        sample(model_file, out, tiny_dataset, SampleConfig(n_prior=n), ("prior",))
+        with h5py.File(out) as h5:
+            thresholds.append(float(h5["finish/prior/threshold"][()]))
+    assert thresholds[0] == thresholds[1]
+    raw = tmp_path / "raw.h5"
+    sample(model_file, raw, tiny_dataset, SampleConfig(n_prior=40, match_training=False),
+           ("prior",))
+    with h5py.File(raw) as h5, h5py.File(tmp_path / "n40.h5") as finished:
+        np.testing.assert_array_equal(h5["prior"][()], finished["prior"][()])
+
+
+def test_finishing_cuts_at_the_calibrated_threshold_and_cleans_as_segmentation():
+    from microvae.sample import Finishing
+    from microvae.segment import SegmentationParameters
+
+    rng = np.random.default_rng(1)
+    calibration = rng.random((200, 16, 16)).astype(np.float32)
+    finishing = Finishing.calibrate(calibration, 0.3, None)
+    assert finishing.threshold == pytest.approx(0.7, abs=0.01)
+    single, steps = finishing.apply(rng.random((1, 16, 16)).astype(np.float32))
+    assert single.shape == (1, 16, 16) and steps[0][0] == "threshold"
+    record = finishing.record()
+    assert float(record["calibration_draws"]) == 200
+    cleaning = Finishing(0.5, 0.2, SegmentationParameters(min_island=10), 1, [], 0.2)
+    maps = np.zeros((1, 16, 16), np.float32)
+    maps[0, 1:3, 1:3] = 0.9
+    maps[0, 8:14, 8:14] = 0.9
+    cleaned, steps = cleaning.apply(maps)
+    assert cleaned[0, 1:3, 1:3].sum() == 0 and cleaned[0, 8:14, 8:14].all()
+    assert [name for name, _ in steps] == ["threshold", "min_island"]

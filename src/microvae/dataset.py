@@ -129,8 +129,8 @@ def region_runs(starts: np.ndarray, size: int, fractions: dict[str, float],
             raise MicrovaeError(
                 f"{what}: {extent} px hold {n} tile positions along the split axis, too few for "
                 f"{len(wanted)} regions ({', '.join(wanted)}) of at least one {size} px tile each "
-                "with a gap of one tile between them; lower image_size or stride, add images, "
-                "or set a split fraction to 0")
+                "with a gap of one tile between them; lower image_size or add images (a "
+                "lower stride does not help: the gaps are whole tiles)")
         runs[split] = (first, last)
     return runs
 
@@ -208,7 +208,8 @@ def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
     """The train/val/test data set of the sources: its arrays, its attributes and the split.
 
     Arrays: each split (uint8 {0,1}, (N,H,W)) with ``{split}_origin`` (N, 6): source index,
-    then the tile origin, and, where known, ``{split}_corner`` (N, 3); ``regions`` lists the
+    then the tile origin, ``{split}_group`` (N,): the group of each tile (source index x 10^6
+    + its group within the source), and, where known, ``{split}_corner`` (N, 3); ``regions`` lists the
     slabs of a split in space (columns :data:`REGION_COLUMNS`, split as its index in
     :data:`SPLITS`).
     """
@@ -216,6 +217,8 @@ def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
     if len(shapes) != 1:
         raise MicrovaeError(f"pack: sources have different tile shapes {sorted(shapes)}")
     images = np.concatenate([s.images for s in sources]).astype(np.uint8)
+    # one label per tile for its group (file, volume or user group) across the sources
+    group = np.concatenate([i * 1_000_000 + s.tile_groups()[0] for i, s in enumerate(sources)])
     origin = np.concatenate([
         np.concatenate([np.full((len(s.origin), 1), i, np.int32), s.origin], axis=1)
         for i, s in enumerate(sources)])
@@ -227,6 +230,7 @@ def pack(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int
     for name in SPLITS:
         arrays[name] = images[split.index[name]]
         arrays[f"{name}_origin"] = origin[split.index[name]]
+        arrays[f"{name}_group"] = group[split.index[name]].astype(np.int64)
         if corner is not None:
             arrays[f"{name}_corner"] = corner[split.index[name]]
     regions, covered, sections = training_regions(arrays["train"], arrays["train_origin"])
@@ -284,3 +288,100 @@ def training_regions(images: np.ndarray, origin: np.ndarray
         canvases[section, y:y + size_y, x:x + size_x] = tile
         mask[section, y:y + size_y, x:x + size_x] = 1
     return canvases, mask, keys
+
+
+# The real-vs-real floor needs this many independent blocks of real images (see
+# :func:`independent_blocks`).
+MIN_BLOCKS = 8
+
+
+def tile_extents(origin: np.ndarray, corner: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The box (z, y, x) each tile occupies in its entry's array: ``(low, high)`` (N, 3), one
+    voxel thick along the axis its section was cut along (a 2-D image: z)."""
+    low = np.asarray(corner, np.int64)
+    axis = np.asarray(origin[:, -4], np.int64)  # the axis column of the origin
+    axis = np.where(axis < 0, 0, axis)
+    extent = np.full(low.shape, size, np.int64)
+    extent[np.arange(len(low)), axis] = 1
+    return low, low + extent
+
+
+def _slab_counts(low: np.ndarray, high: np.ndarray, wanted: int, gap: int) -> list[int]:
+    """Slabs per axis for a group: added one at a time on the axis whose slabs stay thickest
+    (in px), while every slab still holds a tile."""
+    counts = [1, 1, 1]
+    while int(np.prod(counts)) < wanted:
+        sizes = {}
+        for a in range(3):
+            runs = _slab_runs(low[:, a], high[:, a], counts[a] + 1, gap)
+            if runs is not None:
+                starts = np.unique(low[:, a])
+                sizes[a] = min(high[:, a][low[:, a] <= starts[last]].max() - starts[first]
+                               for first, last in runs)
+        if not sizes:
+            break
+        counts[max(sizes, key=sizes.get)] += 1
+    return counts
+
+
+def _slab_runs(low: np.ndarray, high: np.ndarray, n: int, gap: int
+               ) -> list[tuple[int, int]] | None:
+    """``n`` runs of consecutive tile positions along one axis (indices into the sorted
+    distinct positions), as equal as they can be, the next run starting at least ``gap`` px
+    after the end of the tiles of the one before; None where ``n`` do not fit."""
+    starts = np.unique(low)
+    ends = np.array([high[low == s].max() for s in starts])
+    for per_run in range(len(starts) // n, 0, -1):
+        runs, first = [], 0
+        for k in range(n):
+            last = len(starts) - 1 if k == n - 1 else first + per_run - 1
+            if first > last or last >= len(starts):
+                break
+            runs.append((first, last))
+            first = int(np.searchsorted(starts, ends[first:last + 1].max() + gap))
+        if len(runs) == n:
+            return runs
+    return None
+
+
+def independent_blocks(origin: np.ndarray, corner: np.ndarray, size: int, gap: int,
+                       groups: np.ndarray | None = None, min_blocks: int = MIN_BLOCKS
+                       ) -> np.ndarray:
+    """Blocks of real tiles that are independent of each other, for the real-vs-real floor:
+    the label of each tile's block, -1 for a tile in a gap between blocks.
+
+    Blocks are the groups (files or volumes; ``groups``: one label per tile, default the
+    source and file of its origin) where there are at least ``min_blocks`` of them. Otherwise
+    each group is cut into boxes, along the axes where it is largest, with ``gap`` px between
+    boxes (at least the correlation length, so that neighbouring boxes share no structure); a
+    tile in a gap is left out.
+    """
+    origin = np.asarray(origin)
+    if groups is None:
+        groups = origin[:, 0].astype(np.int64) * 1_000_000 + origin[:, 1].astype(np.int64)
+    group_labels, group_of_tile = np.unique(groups, return_inverse=True)
+    group_of_tile = group_of_tile.reshape(-1)
+    if len(group_labels) >= min_blocks:
+        return group_of_tile.astype(np.int64)
+    low, high = tile_extents(origin, corner, size)
+    wanted = int(np.ceil(min_blocks / len(group_labels)))
+    labels = np.full(len(origin), -1, np.int64)
+    for g in range(len(group_labels)):
+        rows = np.flatnonzero(group_of_tile == g)
+        lo, hi = low[rows], high[rows]
+        counts = _slab_counts(lo, hi, wanted, gap)
+        cell = np.zeros(len(rows), np.int64)
+        inside = np.ones(len(rows), bool)
+        for a in range(3):
+            if counts[a] == 1:
+                continue
+            runs = _slab_runs(lo[:, a], hi[:, a], counts[a], gap)
+            starts = np.unique(lo[:, a])
+            position = np.searchsorted(starts, lo[:, a])
+            slab = np.full(len(rows), -1, np.int64)
+            for k, (first, last) in enumerate(runs):
+                slab[(position >= first) & (position <= last)] = k
+            inside &= slab >= 0
+            cell = cell * counts[a] + np.maximum(slab, 0)
+        labels[rows[inside]] = g * 1000 + cell[inside]
+    return labels

@@ -1,186 +1,261 @@
-"""Generated against real microstructures: descriptors, distances, their real-vs-real floors
-and a verdict per descriptor.
+"""The judge: generated against real microstructures, descriptor by descriptor, each against a
+real-vs-real floor measured between independent real sets.
 
-Generated probabilities are binarised at 0.5 before any statistic. The real test images are
-split (seeded) ``n_halves`` times into a reference half A_k and the rest, by file or volume
-where the test set has several, and never taking the source images of a seeded mode into A_k.
-For each generated set G and each A_k:
+**Descriptors** (:data:`DESCRIPTORS`). Each image contributes a row of additive sufficient
+statistics (:class:`Features`); a set's descriptors are functions of weighted sums of rows, so a
+subset, a resample or a thousand of them cost one matrix product. Phase fraction (W1 between the
+per-image distributions), S2 as the scaled autocovariance (S2 - phi^2) / (phi - phi^2) (its
+shape, free of the phase fraction), the lineal path L(r) / L(0) and the connectedness
+C2(r) / S2(r) along x and y, the Euler characteristic and the interface length per unit area,
+and W1 between the full distributions of chord lengths (phase 1 along x and along y, phase 0)
+and of island areas (in octaves).
 
-* the distance d(G, A_k);
-* the floor d(B_k, A_k), what a perfect generator would reach: B_k is, for the unseeded modes,
-  as many real images from outside A_k as G has; for the seeded modes (posterior, noise,
-  interpolation, reconstruction) the source images themselves (those outside A_k).
+**The null.** The real reference images are grouped into *independent blocks* (files or
+volumes, or boxes of them separated by a gap: :func:`microvae.dataset.independent_blocks`). A
+draw k puts a random half of the blocks into the reference A_k and the rest into B_k; the floor
+is f_k = d(B_k, A_k): how far two independent real sets lie apart. A generated set is scored in
+the same draws, g_k = d(G*_k, A_k), G*_k a fresh bootstrap resample of its images (so that its
+own sampling noise counts); a seeded mode (images made from real test images) uses only the
+images whose sources lie in B_k, against the floor of those source images. All sets of an
+evaluation share the draws.
 
-Reported: the median of d(G, A_k) over k with a bootstrap interval of that median (5th-95th
-percentile over resamples of the halves), and the floor's median and 95th percentile. A
-descriptor is within the floor when the upper end of the interval is at most the floor's 95th
-percentile (magnitudes of signed differences). The first half A_0 is the reference of the
-figures. All descriptors are computed once per image; subsets are weight vectors over images.
+**Verdict.** The exceedance of a descriptor is the share of draws in which the generated set
+lies farther from A_k than the real B_k does (paired, the same A_k): about one half for a set
+that is as close as independent real data, 1 for a set that is always farther. A descriptor is
+within the floor when its exceedance is at most 1 - alpha / D (D descriptors judged; alpha =
+:data:`ALPHA`), so that an independent real set passes all of them together in about 1 - alpha
+of cases (Bonferroni). Reported beside it: the median distance as a multiple of the floor's 95th
+percentile. A descriptor that a finishing step sets (the phase fraction of a set cut at a
+threshold calibrated to the training phase fraction) is reported as *calibrated* and left out of
+the verdict.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 
 from . import descriptors as d
 from .descriptors import iou, pooled_iou
 from .errors import MicrovaeError
 
-# The descriptors of the verdict (a signed difference counts by its magnitude).
-VERDICT_KEYS = ("phase_fraction_wasserstein", "s2_nrmse_radial", "mean_chord_1x_difference",
-                "mean_chord_1y_difference", "island_area_median_difference",
-                "specific_perimeter_difference")
+# name -> (unit, what it compares)
+DESCRIPTORS = {
+    "phase_fraction": ("1", "W1 between the per-image phase fractions"),
+    "s2": ("1", "RMS difference of the scaled autocovariance (S2 - phi^2) / (phi - phi^2), radial"),
+    "lineal_path": ("1", "RMS difference of the lineal path L(r) / L(0) of phase 1, x and y"),
+    "cluster": ("1", "RMS difference of the connectedness C2(r) / S2(r) of phase 1, x and y"),
+    "euler": ("1/px^2", "difference of the Euler characteristic of phase 1 per unit area"),
+    "perimeter": ("1/px", "difference of the interface length per unit area"),
+    "chord_1x": ("px", "W1 between the chord lengths of phase 1 along x"),
+    "chord_1y": ("px", "W1 between the chord lengths of phase 1 along y"),
+    "chord_0": ("px", "W1 between the chord lengths of phase 0 (x and y)"),
+    "island_area": ("octaves", "W1 between the log2 areas of the islands of phase 1"),
+}
+ALPHA = 0.05
+N_DRAWS = 400
+PHI_BINS = 512
+ISLAND_BINS_PER_OCTAVE = 8
 INTERVAL = (5.0, 95.0)
-N_HALVES = 100
-N_BOOTSTRAP = 1000
+# The roles of the sets an evaluation compares: the model's modes, the baselines every
+# generator must beat, and independent real data (what a perfect generator reaches).
+ROLES = ("generator", "baseline", "ceiling")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns of the feature rows of images of one shape."""
+
+    height: int
+    width: int
+
+    @property
+    def r_max(self) -> int:
+        return min(self.height, self.width) // 2
+
+    @property
+    def chord_bins(self) -> int:  # lengths 0 .. the longer side
+        return max(self.height, self.width) + 1
+
+    @property
+    def island_bins(self) -> int:
+        return int(np.ceil(np.log2(self.height * self.width) * ISLAND_BINS_PER_OCTAVE)) + 1
+
+    @property
+    def columns(self) -> dict[str, slice]:
+        r, chords = self.r_max + 1, self.chord_bins
+        widths = {"count": 1, "phi": 1, "phi2": 1, "phi_hist": PHI_BINS, "s2_radial": r,
+                  "s2_x": r, "s2_y": r, "c2_x": r, "c2_y": r, "lp_x": r, "lp_y": r,
+                  "chord_1x": chords, "chord_1y": chords, "chord_0": chords, "islands": 1,
+                  "island_hist": self.island_bins, "perimeter": 1, "euler": 1}
+        out, start = {}, 0
+        for name, width in widths.items():
+            out[name] = slice(start, start + width)
+            start += width
+        return out
+
+    @property
+    def n_columns(self) -> int:
+        return list(self.columns.values())[-1].stop
+
+
+def _histogram_rows(values: np.ndarray, owner: np.ndarray, n: int, bins: int) -> np.ndarray:
+    counts = np.bincount(owner * bins + values, minlength=n * bins)
+    return counts.reshape(n, bins).astype(np.float64)
 
 
 @dataclass
-class Statistics:
-    """Descriptors of one image set, per image (pooled chords and islands keep the image they
-    lie in), so that a subset or a resample is a weight vector over the images."""
+class Features:
+    """Per-image sufficient statistics of a set of binary images: ``rows`` (N, F) in the
+    columns of ``layout``; any weighted sum of rows gives the set's descriptors
+    (:func:`set_descriptors`)."""
 
-    n: int
-    phi: np.ndarray
-    s2: d.S2Curves
-    chords: dict[str, np.ndarray]  # key "{phase}{axis}", e.g. "1x"
-    chord_owner: dict[str, np.ndarray]
-    perimeter: np.ndarray
-    island_counts: np.ndarray
-    island_areas: np.ndarray
-    island_owner: np.ndarray
-    _cache: dict = field(default_factory=dict, repr=False)
+    rows: np.ndarray
+    layout: Layout
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
 
     @classmethod
-    def of(cls, images: np.ndarray) -> Statistics:
-        images = np.asarray(images, dtype=np.uint8)
+    def of(cls, images: np.ndarray, batch: int = 2048) -> Features:
+        images = np.asarray(images)
+        if images.ndim != 3 or len(images) == 0:
+            raise MicrovaeError(f"descriptors need a stack of 2-D images, got shape {images.shape}")
+        layout = Layout(*images.shape[1:])
+        rows = np.concatenate([cls._rows((images[i:i + batch] > 0.5).astype(np.uint8), layout)
+                               for i in range(0, len(images), batch)])
+        return cls(rows, layout)
+
+    @staticmethod
+    def _rows(images: np.ndarray, layout: Layout) -> np.ndarray:
+        n = len(images)
+        out = np.zeros((n, layout.n_columns))
+        col = layout.columns
+        phi = d.phase_fraction(images)
+        out[:, col["count"]] = 1.0
+        out[:, col["phi"]] = phi[:, None]
+        out[:, col["phi2"]] = phi[:, None] ** 2
+        level = np.minimum((phi * PHI_BINS).astype(int), PHI_BINS - 1)
+        out[np.arange(n), col["phi_hist"].start + level] = 1.0
+        s2 = d.two_point_correlation(images)
+        out[:, col["s2_radial"]], out[:, col["s2_x"]], out[:, col["s2_y"]] = s2.radial, s2.x, s2.y
+        labels = d.cluster_labels(images)
+        for axis in "xy":
+            out[:, col[f"c2_{axis}"]] = d.two_point_cluster(images, axis, labels)
+            out[:, col[f"lp_{axis}"]] = d.lineal_path(images, 1, axis)
+        for phase, axis in ((1, "x"), (1, "y"), (0, "x"), (0, "y")):
+            lengths, owner = d.chord_lengths(images, phase, axis, with_owner=True)
+            key = f"chord_{phase}{axis}" if phase == 1 else "chord_0"
+            out[:, col[key]] += _histogram_rows(lengths, owner, n, layout.chord_bins)
         counts, areas, owner = d.islands(images, with_owner=True)
-        chords, chord_owner = {}, {}
-        for p in (0, 1):
-            for a in "xy":
-                chords[f"{p}{a}"], chord_owner[f"{p}{a}"] = d.chord_lengths(images, p, a, True)
-        return cls(n=len(images), phi=d.phase_fraction(images), s2=d.two_point_correlation(images),
-                   chords=chords, chord_owner=chord_owner,
-                   perimeter=d.specific_perimeter(images), island_counts=counts,
-                   island_areas=areas, island_owner=owner)
+        out[:, col["islands"]] = counts[:, None]
+        octave_bin = np.minimum((np.log2(areas) * ISLAND_BINS_PER_OCTAVE).astype(int),
+                                layout.island_bins - 1)
+        out[:, col["island_hist"]] = _histogram_rows(octave_bin, owner, n, layout.island_bins)
+        out[:, col["perimeter"]] = d.specific_perimeter(images)[:, None]
+        out[:, col["euler"]] = (d.euler_characteristic(images) / (layout.height * layout.width)
+                                )[:, None]
+        return out
 
-    def subset(self, index: np.ndarray) -> Statistics:
-        """The statistics of the images ``index`` (in that order)."""
-        index = np.asarray(index, dtype=int)
-        new_of_old = np.full(self.n, -1)
-        new_of_old[index] = np.arange(len(index))
+    def sums(self, weights: np.ndarray) -> np.ndarray:
+        """Weighted sums of the rows: weights (N,) or (K, N) -> (F,) or (K, F)."""
+        return weights @ self.rows
 
-        def pooled(values, owner):
-            keep = new_of_old[owner] >= 0
-            return values[keep], new_of_old[owner[keep]]
-
-        chords, chord_owner = {}, {}
-        for key in self.chords:
-            chords[key], chord_owner[key] = pooled(self.chords[key], self.chord_owner[key])
-        areas, owner = pooled(self.island_areas, self.island_owner)
-        s2 = d.S2Curves(self.s2.r, self.s2.radial[index], self.s2.x[index], self.s2.y[index])
-        return Statistics(n=len(index), phi=self.phi[index], s2=s2, chords=chords,
-                          chord_owner=chord_owner, perimeter=self.perimeter[index],
-                          island_counts=self.island_counts[index], island_areas=areas,
-                          island_owner=owner)
-
-    def mean_curve(self, direction: str) -> np.ndarray:
-        return getattr(self.s2, direction).mean(axis=0)
-
-    def chord_sums(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per image: total length and number of the chords ``key``."""
-        if key not in self._cache:
-            owner = self.chord_owner[key]
-            self._cache[key] = (np.bincount(owner, weights=self.chords[key], minlength=self.n),
-                                np.bincount(owner, minlength=self.n).astype(float))
-        return self._cache[key]
-
-    @cached_property
-    def island_order(self) -> np.ndarray:
-        return np.argsort(self.island_areas, kind="stable")
+    def subset(self, index: np.ndarray) -> Features:
+        return Features(self.rows[np.asarray(index, int)], self.layout)
 
 
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if values.size else float("nan")
+def _cdf(histograms: np.ndarray) -> np.ndarray:
+    total = histograms.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.cumsum(histograms, -1) / np.where(total > 0, total, 1),
+                        np.nan)
 
 
-def _median(values: np.ndarray) -> float:
-    return float(np.median(values)) if values.size else float("nan")
+def set_descriptors(sums: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """The set-level descriptors of weighted sums of feature rows (F,) or (K, F): curves over
+    r = 0 .. r_max, cumulative distributions, and means."""
+    sums = np.atleast_2d(sums)
+    col = layout.columns
+
+    def take(name):
+        block = sums[:, col[name]]
+        return block[:, 0] if block.shape[1] == 1 else block
+
+    count, phi, phi2 = take("count"), take("phi"), take("phi2")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = phi - phi2
+        out = {
+            "phase_fraction": phi / count,
+            "phase_fraction_std": np.sqrt(np.maximum(phi2 / count - (phi / count) ** 2, 0)),
+            "phi_cdf": _cdf(take("phi_hist")),
+            "s2": (take("s2_radial") - phi2[:, None]) / variance[:, None],
+            "s2_raw": take("s2_radial") / count[:, None],
+            "lineal_path": np.concatenate([take("lp_x"), take("lp_y")], 1) / phi[:, None],
+            "cluster": np.concatenate([take("c2_x") / take("s2_x"), take("c2_y") / take("s2_y")], 1),
+            "euler": take("euler") / count,
+            "perimeter": take("perimeter") / count,
+            "islands_per_image": take("islands") / count,
+        }
+    lengths = np.arange(layout.chord_bins)
+    for key in ("chord_1x", "chord_1y", "chord_0"):
+        histogram = take(key)
+        out[f"{key}_cdf"] = _cdf(histogram)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"{key}_mean"] = histogram @ lengths / histogram.sum(1)
+    out["island_cdf"] = _cdf(take("island_hist"))
+    # the median island area from the octave histogram (the lower edge of its bin)
+    median_bin = np.argmax(np.nan_to_num(out["island_cdf"], nan=0.0) >= 0.5, axis=1)
+    out["island_area_median"] = np.where(np.isnan(out["island_cdf"][:, 0]), np.nan,
+                                         2.0 ** (median_bin / ISLAND_BINS_PER_OCTAVE))
+    return out
 
 
-def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | np.ndarray:
-    total = weights.sum()
-    return weights @ values / total if total > 0 else float("nan")
+def _rms(a: np.ndarray, b: np.ndarray, r_max: int, curves: int = 1) -> np.ndarray:
+    """RMS difference over the lags r >= 1 of ``curves`` curves of r_max + 1 points each."""
+    keep = np.ones(curves * (r_max + 1), bool)
+    keep[::r_max + 1] = False  # r = 0 is 1 by construction
+    return np.sqrt(np.mean((a[:, keep] - b[:, keep]) ** 2, axis=1))
 
 
-def _weighted_median(stats: Statistics, weights: np.ndarray) -> float:
-    """Median of the pooled island areas, each island counted as often as its image
-    (the median of the multiset a resample with these counts would pool)."""
-    order = stats.island_order
-    counts = weights[stats.island_owner[order]]
-    total = counts.sum()
-    if total <= 0:
-        return float("nan")
-    cumulative = np.cumsum(counts)
-    areas = stats.island_areas[order]
-    low = areas[np.searchsorted(cumulative, (total - 1) // 2 + 1)]
-    high = areas[np.searchsorted(cumulative, total // 2 + 1)]
-    return 0.5 * float(low + high)
-
-
-def weighted_distances(generated: Statistics, wg: np.ndarray, reference: Statistics,
-                       wr: np.ndarray) -> dict[str, float]:
-    """Distances between two weighted image sets (weights: how often each image counts;
-    generated minus reference where signed)."""
-    phi_ref = float(_weighted_mean(reference.phi, wr))
-    scale = max(phi_ref * (1.0 - phi_ref), 1e-12)
-    out = {
-        "phase_fraction_difference": float(_weighted_mean(generated.phi, wg)) - phi_ref,
-        "phase_fraction_wasserstein": float(wasserstein_distance(generated.phi, reference.phi,
-                                                                 wg, wr)),
+def descriptor_distances(generated: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                         layout: Layout) -> dict[str, np.ndarray]:
+    """The distance of each descriptor (:data:`DESCRIPTORS`) between two sets of set-level
+    descriptors (each (K,) or (K, ...)): non-negative, NaN where a set lacks the feature."""
+    r = layout.r_max
+    return {
+        "phase_fraction": np.abs(generated["phi_cdf"] - reference["phi_cdf"]).sum(1) / PHI_BINS,
+        "s2": _rms(generated["s2"], reference["s2"], r),
+        "lineal_path": _rms(generated["lineal_path"], reference["lineal_path"], r, 2),
+        "cluster": _rms(generated["cluster"], reference["cluster"], r, 2),
+        "euler": np.abs(generated["euler"] - reference["euler"]),
+        "perimeter": np.abs(generated["perimeter"] - reference["perimeter"]),
+        **{key: np.abs(generated[f"{key}_cdf"] - reference[f"{key}_cdf"]).sum(1)
+           for key in ("chord_1x", "chord_1y", "chord_0")},
+        "island_area": np.abs(generated["island_cdf"] - reference["island_cdf"]).sum(1)
+        / ISLAND_BINS_PER_OCTAVE,
     }
-    for direction in ("radial", "x", "y"):
-        diff = _weighted_mean(getattr(generated.s2, direction), wg) - \
-            _weighted_mean(getattr(reference.s2, direction), wr)
-        out[f"s2_nrmse_{direction}"] = float(np.sqrt(np.mean(diff**2)) / scale)
-    for key in generated.chords:
-        means = []
-        for stats, w in ((generated, wg), (reference, wr)):
-            total, count = stats.chord_sums(key)
-            means.append(w @ total / (w @ count) if w @ count > 0 else float("nan"))
-        out[f"mean_chord_{key}_difference"] = float(means[0] - means[1])
-    out["island_area_median_difference"] = _weighted_median(generated, wg) - \
-        _weighted_median(reference, wr)
-    out["specific_perimeter_difference"] = float(_weighted_mean(generated.perimeter, wg)) - \
-        float(_weighted_mean(reference.perimeter, wr))
-    return out
 
 
-def distances(generated: Statistics, reference: Statistics) -> dict[str, float]:
-    """Distances between two sets of descriptors (generated minus reference where signed)."""
-    return weighted_distances(generated, np.ones(generated.n), reference, np.ones(reference.n))
+# Signed differences (generated minus reference) reported beside the distances.
+DIFFERENCES = ("phase_fraction", "euler", "perimeter", "chord_1x_mean", "chord_1y_mean",
+               "chord_0_mean", "island_area_median", "islands_per_image")
 
 
-def summary(stats: Statistics) -> dict[str, float]:
-    """Plain descriptors of one set, for the tables."""
-    out = {"n_images": stats.n, "phase_fraction_mean": _mean(stats.phi),
-           "phase_fraction_std": float(stats.phi.std()),
-           "specific_perimeter_mean": _mean(stats.perimeter),
-           "islands_per_image": _mean(stats.island_counts),
-           "island_area_mean": _mean(stats.island_areas),
-           "island_area_median": _median(stats.island_areas)}
-    for q in (10, 90):
-        out[f"island_area_q{q}"] = float(np.percentile(stats.island_areas, q)) \
-            if stats.island_areas.size else float("nan")
-    for key, values in stats.chords.items():
-        out[f"mean_chord_{key}"] = _mean(values)
-    return out
+def summary(descriptors: dict[str, np.ndarray]) -> dict[str, float]:
+    """Plain set-level values of one set (its descriptors of one weighting), for the tables."""
+    return {"phase_fraction_mean": float(descriptors["phase_fraction"][0]),
+            "phase_fraction_std": float(descriptors["phase_fraction_std"][0]),
+            "specific_perimeter_mean": float(descriptors["perimeter"][0]),
+            "euler_per_1000_px2": float(descriptors["euler"][0] * 1000),
+            "islands_per_image": float(descriptors["islands_per_image"][0]),
+            "island_area_median": float(descriptors["island_area_median"][0]),
+            **{f"mean_{key}": float(descriptors[f"{key}_mean"][0])
+               for key in ("chord_1x", "chord_1y", "chord_0")}}
 
 
 def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray,
@@ -200,56 +275,6 @@ def reconstruction_metrics(probabilities: np.ndarray, truth: np.ndarray,
             "iou": float(iou(binary, t).mean()), "iou_pooled": pooled_iou(binary, t)}
 
 
-UNSEEDED_MODES = ("prior", "aggregate", "mixture", "field")
-NOVELTY_REFERENCE_IMAGES = 500
-
-
-def dihedral(images: np.ndarray) -> np.ndarray:
-    """The 8 rotations and reflections of each square image, (8, N, H, W) (4 of them, the ones
-    that keep the shape, for non-square images)."""
-    turns = [images, images[:, ::-1], images[:, :, ::-1], images[:, ::-1, ::-1]]
-    if images.shape[1] == images.shape[2]:
-        swapped = np.swapaxes(images, 1, 2)
-        turns += [swapped, swapped[:, ::-1], swapped[:, :, ::-1], swapped[:, ::-1, ::-1]]
-    return np.stack(turns)
-
-
-def nearest_iou(queries: np.ndarray, library: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """For each binary query image, the highest IoU of phase 1 with any library image under
-    any of the dihedral transforms (1 where both are empty). Intersections by matrix products
-    of the {0, 1} pixels (exact in float32 up to 2^24 pixels)."""
-    import torch
-
-    turned = dihedral(np.asarray(queries, bool))
-    n_turns, n = turned.shape[:2]
-    q = torch.from_numpy(turned.reshape(n_turns * n, -1).astype(np.float32))
-    q_area = q.sum(1, keepdim=True)
-    best = torch.zeros(n_turns * n)
-    for start in range(0, len(library), batch):
-        lib = torch.from_numpy(np.asarray(library[start:start + batch], bool)
-                               .reshape(-1, q.shape[1]).astype(np.float32))
-        inter = q @ lib.T
-        union = q_area + lib.sum(1)[None, :] - inter
-        scores = torch.where(union > 0, inter / union.clamp(min=1), torch.ones(()))
-        best = torch.maximum(best, scores.max(1).values)
-    return best.reshape(n_turns, n).max(0).values.double().numpy()
-
-
-def novelty(generated: np.ndarray, reference_best: np.ndarray, library: np.ndarray
-            ) -> dict[str, float]:
-    """How close the generated images come to the training images, against how close held-out
-    real images come (``reference_best``: their :func:`nearest_iou`): the fraction of generated
-    images nearer a training image than 95% of the real ones are (a copy of the training set
-    scores 1, a generator as novel as real data about 0.05)."""
-    best = nearest_iou(generated, library)
-    threshold = float(np.percentile(reference_best, 95.0))
-    return {"median_best_iou": float(np.median(best)),
-            "reference_median_best_iou": float(np.median(reference_best)),
-            "threshold_best_iou": threshold,
-            "fraction_closer": float(np.mean(best > threshold)),
-            "reference_fraction_closer": float(np.mean(reference_best > threshold))}
-
-
 @dataclass
 class Seeds:
     """Where the images of a seeded mode came from: ``cluster`` (n_images,) numbers the source
@@ -265,224 +290,233 @@ class Seeds:
         sources = np.asarray(sources).reshape(len(sources), -1)
         return cls(np.repeat(np.arange(len(sources)), draws), sources)
 
-    def all_sources(self) -> np.ndarray:
-        return np.unique(self.sources)
+
+@dataclass
+class ScoredSet:
+    """One set to judge: its features, its role (:data:`ROLES`), the real images it was made
+    from (seeded modes) and the descriptors its finishing sets (left out of its verdict)."""
+
+    features: Features
+    role: str = "generator"
+    seeds: Seeds | None = None
+    calibrated: tuple[str, ...] = ()
 
 
 @dataclass
-class Evaluation:
-    metrics: dict[str, Any]
-    reference: Statistics
-    floor_set: Statistics
-    modes: dict[str, Statistics]
+class Draws:
+    """The reference halves A_k and their complements B_k as weights over the real images."""
+
+    reference: np.ndarray  # (K, N) 0/1
+    complement: np.ndarray  # (K, N) 0/1
+    n_blocks: int
 
 
-def reference_half(n: int, groups: np.ndarray | None, exclude: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Indices of a random half of the images not in ``exclude``; whole groups (files,
-    volumes) where the candidates come from two or more groups."""
-    candidates = np.setdiff1d(np.arange(n), exclude)
-    rng_order = rng.permutation(candidates)
-    if groups is not None and len(np.unique(groups[candidates])) >= 2:
-        labels = rng.permutation(np.unique(groups[candidates]))
-        chosen, size = [], 0
-        for label in labels:
-            members = candidates[groups[candidates] == label]
-            if size and size + len(members) / 2 > len(candidates) / 2:
-                continue
-            chosen.append(members)
-            size += len(members)
-        return np.sort(np.concatenate(chosen))
-    return np.sort(rng_order[:len(candidates) // 2])
+def block_draws(blocks: np.ndarray, n_draws: int, rng: np.random.Generator) -> Draws:
+    """``n_draws`` random halves of the blocks (labels >= 0; -1 = in no block)."""
+    labels = np.unique(blocks[blocks >= 0])
+    if len(labels) < 2:
+        raise MicrovaeError(f"the real reference holds {len(labels)} independent block(s): the "
+                            "floor needs at least 2 (more files or volumes, or a larger test "
+                            "region)")
+    index = np.searchsorted(labels, np.where(blocks >= 0, blocks, labels[0]))
+    inside = blocks >= 0
+    reference = np.zeros((n_draws, len(blocks)))
+    complement = np.zeros((n_draws, len(blocks)))
+    half = len(labels) // 2
+    for k in range(n_draws):
+        in_reference = np.zeros(len(labels), bool)
+        in_reference[rng.permutation(len(labels))[:half]] = True
+        reference[k] = inside & in_reference[index]
+        complement[k] = inside & ~in_reference[index]
+    return Draws(reference, complement, len(labels))
 
 
-def _medians_and_floor(generated_d: list[dict[str, float]], floor_d: list[dict[str, float]],
-                       rng: np.random.Generator, n_bootstrap: int) -> dict[str, Any]:
-    picks = rng.integers(0, len(generated_d), (n_bootstrap, len(generated_d)))
-    out: dict[str, Any] = {"distance": {}, "interval": {}, "floor": {}, "floor_p95": {},
-                           "upper": {}}
-    for key in generated_d[0]:
-        signed = np.array([v[key] for v in generated_d])
-        medians = np.nanmedian(np.abs(signed)[picks], axis=1)
-        out["distance"][key] = float(np.nanmedian(signed))
-        out["interval"][key] = [float(np.nanpercentile(medians, q)) for q in INTERVAL]
-        out["upper"][key] = out["interval"][key][1]
-        floor = np.abs([v[key] for v in floor_d])
-        out["floor"][key] = float(np.nanmedian(floor))
-        out["floor_p95"][key] = float(np.nanpercentile(floor, 95.0))
+def _bootstrap(n: int, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_draws).astype(np.float64)
+
+
+def _stats(values: np.ndarray) -> tuple[float, list[float], float]:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return float("nan"), [float("nan")] * 2, float("nan")
+    return (float(np.median(finite)), [float(np.percentile(finite, q)) for q in INTERVAL],
+            float(np.percentile(finite, 95.0)))
+
+
+def exceedance(generated: np.ndarray, floor: np.ndarray) -> float:
+    """Share of draws in which the generated set lies farther from the reference than the real
+    complement (a generated NaN, a feature the set lacks, counts as farther; draws where the
+    floor is NaN are left out)."""
+    usable = np.isfinite(floor)
+    if not usable.any():
+        return float("nan")
+    farther = np.where(np.isfinite(generated), generated > floor, True)
+    return float(np.mean(farther[usable]))
+
+
+def threshold(n_judged: int, alpha: float = ALPHA) -> float:
+    """The largest exceedance within the floor when ``n_judged`` descriptors are judged."""
+    return 1.0 - alpha / max(n_judged, 1)
+
+
+def _score(g: dict[str, np.ndarray], f: dict[str, np.ndarray], calibrated: tuple[str, ...],
+           alpha: float) -> dict[str, Any]:
+    judged = [k for k in DESCRIPTORS if k not in calibrated and np.isfinite(f[k]).any()]
+    limit = threshold(len(judged), alpha)
+    out: dict[str, Any] = {"distance": {}, "distance_interval": {}, "floor": {},
+                           "floor_p95": {}, "floor_multiple": {}, "exceedance": {},
+                           "within_floor": {}}
+    for key in DESCRIPTORS:
+        out["distance"][key], out["distance_interval"][key], _ = _stats(g[key])
+        out["floor"][key], _, out["floor_p95"][key] = _stats(f[key])
+        p95 = out["floor_p95"][key]
+        out["floor_multiple"][key] = out["distance"][key] / p95 if p95 > 0 else float("nan")
+        out["exceedance"][key] = exceedance(g[key], f[key])
+        if key in judged:
+            out["within_floor"][key] = bool(out["exceedance"][key] <= limit)
+    count = sum(out["within_floor"].values())
+    out.update(judged=judged, calibrated=[k for k in calibrated if k in DESCRIPTORS],
+               exceedance_limit=limit, n_within=count, n_judged=len(judged),
+               verdict=f"{count} of {len(judged)} descriptors within the floor")
     return out
 
 
-def compare(generated: Statistics, real: Statistics, halves: list[np.ndarray],
-            rng: np.random.Generator, seeds: Seeds | None = None,
-            n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
-    """Distances of a generated set to each reference half, the floor distribution over the
-    same halves, the bootstrap interval of the median distance and the verdict per descriptor
-    (see the module docstring)."""
-    generated_d, floor_d = [], []
-    for half in halves:
-        wr = np.zeros(real.n)
-        wr[half] = 1.0
-        outside = np.ones(real.n, bool)
-        outside[half] = False
-        if seeds is None:  # real images outside the half, as many as the generated set
-            rest = np.flatnonzero(outside)
-            wf = np.zeros(real.n)
-            wf[rng.choice(rest, min(generated.n, len(rest)), replace=False)] = 1.0
-            wg = np.ones(generated.n)
-        else:  # the draws whose sources lie outside the half, and those sources
-            usable = outside[seeds.sources].all(axis=1)
-            wg = usable[seeds.cluster].astype(float)
-            wf = np.zeros(real.n)
-            np.add.at(wf, seeds.sources[usable].ravel(), 1.0)
-        if wg.sum() == 0 or wf.sum() == 0:  # every draw's source is in this half
-            continue
-        generated_d.append(weighted_distances(generated, wg, real, wr))
-        floor_d.append(weighted_distances(real, wf, real, wr))
-    if not generated_d:
-        raise MicrovaeError("a seeded mode has no draw whose source images lie outside a "
-                            "reference half: too few real test images")
+def judge(reference: Features, blocks: np.ndarray, sets: dict[str, ScoredSet],
+          rng: np.random.Generator, n_draws: int = N_DRAWS, alpha: float = ALPHA
+          ) -> dict[str, Any]:
+    """Score every set against the real reference (see the module docstring). Returns the
+    metrics of each set and of the floor."""
+    for name, item in sets.items():
+        if item.features.layout != reference.layout:
+            raise MicrovaeError(f"{name}: images of {item.features.layout.height}x"
+                                f"{item.features.layout.width} px, the real reference has "
+                                f"{reference.layout.height}x{reference.layout.width} px")
+        if item.role not in ROLES:
+            raise MicrovaeError(f"{name}: unknown role {item.role!r}; use {list(ROLES)}")
+    layout = reference.layout
+    draws = block_draws(blocks, n_draws, rng)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor of an empty set is NaN
-        out = _medians_and_floor(generated_d, floor_d, rng, n_bootstrap)
-    within = {k: bool(out["upper"][k] <= out["floor_p95"][k]) for k in VERDICT_KEYS}
-    count = sum(within.values())
-    out.update(within_floor=within, n_within=count, n_halves=len(generated_d),
-               verdict=f"{count} of {len(VERDICT_KEYS)} descriptors within the floor")
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference_d = set_descriptors(reference.sums(draws.reference), layout)
+        floor = descriptor_distances(set_descriptors(reference.sums(draws.complement), layout),
+                                     reference_d, layout)
+        out: dict[str, Any] = {"n_draws": n_draws, "n_blocks": draws.n_blocks,
+                               "n_real": int(np.count_nonzero(blocks >= 0)),
+                               "alpha": alpha, "sets": {}}
+        for name, item in sets.items():
+            weights = _bootstrap(item.features.n, n_draws, rng)
+            set_floor = floor
+            if item.seeds is not None:
+                # draws whose sources all lie outside A_k, against those sources
+                outside = draws.reference[:, item.seeds.sources] == 0  # (K, clusters, k)
+                usable = outside.all(axis=2)
+                weights = weights * usable[:, item.seeds.cluster]
+                source_weights = np.zeros_like(draws.reference)
+                for j in range(item.seeds.sources.shape[1]):
+                    np.add.at(source_weights.T, item.seeds.sources[:, j],
+                              usable.T.astype(float))
+                empty = weights.sum(1) == 0
+                weights[empty] = np.nan
+                source_weights[empty] = np.nan
+                set_floor = descriptor_distances(
+                    set_descriptors(reference.sums(np.nan_to_num(source_weights)), layout),
+                    reference_d, layout)
+                for key in set_floor:
+                    set_floor[key][empty] = np.nan
+            generated = descriptor_distances(
+                set_descriptors(item.features.sums(np.nan_to_num(weights)), layout),
+                reference_d, layout)
+            if item.seeds is not None:
+                for key in generated:
+                    generated[key][np.isnan(weights[:, 0])] = np.nan
+            whole = set_descriptors(item.features.sums(np.ones(item.features.n)), layout)
+            real_whole = set_descriptors(reference.sums((blocks >= 0).astype(float)), layout)
+            out["sets"][name] = {
+                "role": item.role, "n_images": item.features.n,
+                **_score(generated, set_floor, item.calibrated, alpha),
+                "difference": {k: float(whole[k][0] - real_whole[k][0]) for k in DIFFERENCES},
+                "summary": summary(whole)}
+        out["real"] = summary(set_descriptors(reference.sums((blocks >= 0).astype(float)),
+                                              layout))
     return out
 
 
-def evaluate_sets(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0,
-                  seeds: dict[str, Seeds] | None = None, groups: np.ndarray | None = None,
-                  n_halves: int = N_HALVES, n_bootstrap: int = N_BOOTSTRAP,
-                  train: np.ndarray | None = None) -> Evaluation:
-    """Compare every generated set (probabilities) with the real images (binary).
+def set_curves(features: Features, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The curves and distributions of one set (all images, or weighted) for figures and
+    tables: r, scaled autocovariance, S2, lineal path and connectedness along x and y, the
+    cumulative chord-length and island-area distributions."""
+    layout = features.layout
+    weights = np.ones(features.n) if weights is None else weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = {k: v[0] for k, v in set_descriptors(features.sums(weights), layout).items()}
+    r = layout.r_max + 1
+    return {"r": np.arange(r), "s2": values["s2"], "s2_raw": values["s2_raw"],
+            "lineal_path_x": values["lineal_path"][:r], "lineal_path_y": values["lineal_path"][r:],
+            "cluster_x": values["cluster"][:r], "cluster_y": values["cluster"][r:],
+            "chord_1x_cdf": values["chord_1x_cdf"], "chord_1y_cdf": values["chord_1y_cdf"],
+            "chord_0_cdf": values["chord_0_cdf"], "island_cdf": values["island_cdf"],
+            "phi_cdf": values["phi_cdf"]}
 
-    ``seeds`` (mode -> :class:`Seeds`, indices into ``real``) names the real images each
-    seeded mode started from; the reference halves are drawn from the other images. A
-    ``reconstruction`` set (one image per real image, in order) is seeded by its own images.
-    ``groups`` (one label per real image: its file or volume) keeps the reference halves to
-    whole groups where there are several. With ``train`` (the training images), the unseeded
-    modes also get their :func:`novelty` against held-out test images.
-    """
-    if len(real) < 4:
-        raise MicrovaeError(f"evaluation needs at least 4 real test images, got {len(real)}")
-    seeds = dict(seeds or {})
-    if "reconstruction" in generated and "reconstruction" not in seeds:
-        if len(generated["reconstruction"]) != len(real):
-            raise MicrovaeError(f"{len(generated['reconstruction'])} reconstructions for "
-                                f"{len(real)} real test images: the samples were made from "
-                                "another data set or split")
-        seeds["reconstruction"] = Seeds.per_image(np.arange(len(real)))
-    for name, mode_seeds in seeds.items():
-        if mode_seeds.sources.size and mode_seeds.sources.max() >= len(real):
-            raise MicrovaeError(f"mode {name} started from real image {mode_seeds.sources.max()}, "
-                                f"but the test set has {len(real)}: the samples were made from "
-                                "another data set or split")
-    rng = np.random.default_rng(seed)
-    exclude = np.unique(np.concatenate(
-        [s.all_sources() for name, s in seeds.items() if name != "reconstruction"] or
-        [np.zeros(0, int)]))
-    n_seed_images = len(exclude)
-    if len(real) - len(exclude) < len(real) / 2:
-        # A small test set: the sources cover most of it. The halves are drawn from all images
-        # and each seeded mode is compared, per half, by its draws whose sources lie outside.
-        exclude = np.zeros(0, int)
-    all_real = Statistics.of(real)
-    halves = [reference_half(len(real), groups, exclude, rng) for _ in range(n_halves)]
-    reference = halves[0]
-    pool = np.setdiff1d(np.arange(len(real)), reference)
-    metrics: dict[str, Any] = {"n_real": len(real), "n_real_reference": len(reference),
-                               "n_reference_halves": n_halves, "n_bootstrap": n_bootstrap,
-                               "n_seed_images": n_seed_images,
-                               "sources_kept_out_of_reference": bool(len(exclude)),
-                               "real": summary(all_real.subset(reference)), "modes": {},
-                               "verdict_keys": list(VERDICT_KEYS),
-                               "interval_percentiles": list(INTERVAL)}
-    modes: dict[str, Statistics] = {}
-    reference_best = None
-    if train is not None and any(m in generated for m in UNSEEDED_MODES):
-        held_out = np.sort(rng.permutation(len(real))[:NOVELTY_REFERENCE_IMAGES])
-        reference_best = nearest_iou(real[held_out], train)
-    for name, probabilities in generated.items():
-        binary = (probabilities > 0.5).astype(np.uint8)
-        stats = Statistics.of(binary)
-        modes[name] = stats
-        metrics["modes"][name] = {
-            "n_images": len(binary), "summary": summary(stats),
-            **compare(stats, all_real, halves, rng, seeds.get(name), n_bootstrap),
-            # Binarising at 0.5 against Bernoulli sampling of the same probabilities:
-            "binarisation_bias": float(binary.mean() - probabilities.mean()),
-        }
-        if reference_best is not None and name in UNSEEDED_MODES:
-            metrics["modes"][name]["novelty"] = novelty(binary, reference_best, train)
-        if name in seeds:
-            source_phi = float(all_real.phi[seeds[name].all_sources()].mean())
-            metrics["modes"][name]["source_phase_fraction"] = source_phi
-            metrics["modes"][name]["phase_fraction_difference_to_sources"] = \
-                float(stats.phi.mean()) - source_phi
-    return Evaluation(metrics, all_real.subset(reference), all_real.subset(pool), modes)
+
+def per_image_phase_fraction(features: Features) -> np.ndarray:
+    return features.rows[:, features.layout.columns["phi"]][:, 0]
 
 
 def periodic_s2_nrmse(images: np.ndarray) -> float:
-    """NRMSE (as the distances: over phi (1 - phi)) between the mean radial S2 of binary
-    images computed with periodic boundaries and without: near 0 where the images are periodic
-    and stationary (pairs across the edges look like pairs inside)."""
+    """NRMSE (over phi (1 - phi)) between the mean radial S2 of binary images computed with
+    periodic boundaries and without: near 0 where the images are periodic and stationary
+    (pairs across the edges look like pairs inside)."""
     periodic = d.two_point_correlation(images, periodic=True).radial.mean(0)
     plain = d.two_point_correlation(images).radial.mean(0)
     phi = float(np.mean(images))
     return float(np.sqrt(np.mean((periodic - plain) ** 2)) / max(phi * (1 - phi), 1e-12))
 
 
-def s2_columns(evaluation: Evaluation) -> dict[str, np.ndarray]:
-    """r, then the mean S2 of the real reference, the real floor set and every mode: radial
-    (named by the set), then x and y (``{set}_x``, ``{set}_y``)."""
-    columns = {"r": evaluation.reference.s2.r}
-    sets = {"real": evaluation.reference, "real_floor": evaluation.floor_set, **evaluation.modes}
-    for direction in ("radial", "x", "y"):
-        for name, stats in sets.items():
-            columns[f"{name}_{direction}" if direction != "radial" else name] = \
-                stats.mean_curve(direction)
-    return columns
+@dataclass
+class Evaluation:
+    """The metrics of a judged evaluation and the features behind them (for figures)."""
+
+    metrics: dict[str, Any]
+    reference: Features
+    sets: dict[str, Features] = field(default_factory=dict)
 
 
-SUMMARY_KEYS = ("phase_fraction_difference", "phase_fraction_wasserstein", "s2_nrmse_radial",
-                "s2_nrmse_x", "s2_nrmse_y", "mean_chord_1x_difference", "mean_chord_1y_difference",
-                "island_area_median_difference", "specific_perimeter_difference")
-
+# --- the summary table -------------------------------------------------------------------------
 
 def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per latent size x mode (from the metrics of each latent size): each distance
-    with the upper end of its interval, the floor's median and 95th percentile, the verdict per
-    descriptor and their count, and the reconstruction quality."""
+    """One row per latent size x set (from the metrics of each latent size): the role, the
+    verdict, per descriptor the median distance, its multiple of the floor's 95th percentile,
+    the exceedance and whether it is within the floor, novelty, and the reconstruction quality."""
     rows = []
     for metrics in metrics_of_sizes:
         recon = metrics.get("reconstruction", {})
-        for mode, values in metrics["modes"].items():
-            real_phi = values.get("real_phase_fraction",
-                                  metrics["real"].get("phase_fraction_mean", float("nan")))
-            row: dict[str, Any] = {"latent": metrics["latent_size"], "mode": mode,
-                                   "size": values.get("size", metrics.get("image_size", "")),
-                                   "n_images": values["n_images"],
-                                   "phase_fraction": values["summary"]["phase_fraction_mean"],
-                                   "real_phase_fraction": real_phi,
-                                   "source_phase_fraction": values.get("source_phase_fraction",
-                                                                       float("nan")),
-                                   "binarisation_bias": values["binarisation_bias"],
-                                   "n_within_floor": values["n_within"],
-                                   "verdict": values["verdict"]}
-            for key in SUMMARY_KEYS:
+        selection = metrics.get("selection", {})
+        for mode, values in metrics["sets"].items():
+            row: dict[str, Any] = {
+                "latent": metrics.get("latent_size", ""), "set": mode, "role": values["role"],
+                "size": values.get("size", metrics.get("image_size", "")),
+                "n_images": values["n_images"],
+                "phase_fraction": values["summary"]["phase_fraction_mean"],
+                "real_phase_fraction": values.get("real_phase_fraction",
+                                                  metrics["real"]["phase_fraction_mean"]),
+                "finished": values.get("finished", ""),
+                "calibrated": " ".join(values["calibrated"]),
+                "n_within_floor": values["n_within"], "n_judged": values["n_judged"],
+                "verdict": values["verdict"],
+                "chosen_on_val": mode == selection.get("best_unseeded"),
+            }
+            for key in DESCRIPTORS:
                 row[key] = values["distance"][key]
-                row[f"upper_{key}"] = values["upper"][key]
-                row[f"floor_{key}"] = values["floor"][key]
-                row[f"floor_p95_{key}"] = values["floor_p95"][key]
-                if key in VERDICT_KEYS:
-                    row[f"within_{key}"] = values["within_floor"][key]
+                row[f"{key}_floor_p95"] = values["floor_p95"][key]
+                row[f"{key}_floor_multiple"] = values["floor_multiple"][key]
+                row[f"{key}_exceedance"] = values["exceedance"][key]
+                row[f"{key}_within"] = values["within_floor"].get(key, "")
             for key, value in values.get("novelty", {}).items():
                 row[f"novelty_{key}"] = value
             row["recon_iou"] = recon.get("iou", float("nan"))
             row["recon_bce_per_pixel"] = recon.get("bce_per_pixel", float("nan"))
-            row["recon_accuracy"] = recon.get("pixel_accuracy", float("nan"))
             rows.append(row)
-    rows.sort(key=lambda r: (r["latent"], str(r["size"]).zfill(6), r["mode"]))
+    rows.sort(key=lambda r: (str(r["latent"]).zfill(6), str(r["size"]).zfill(6),
+                             ROLES.index(r["role"]), r["set"]))
     return rows

@@ -95,6 +95,15 @@ def load_origin(path: str | os.PathLike, split: str) -> np.ndarray | None:
         return h5[key][()] if key in h5 else None
 
 
+def load_placement(path: str | os.PathLike, split: str) -> dict[str, np.ndarray | None]:
+    """Where the images of a split lie: ``origin`` (N, 6: source, file, axis, slice, y, x),
+    ``corner`` (N, 3: first voxel z, y, x in its file) and ``group`` (N,: its file, volume or
+    user group); None for what a data set packed by an older version lacks."""
+    with open_h5(path) as h5:
+        return {name: h5[f"{split}_{name}"][()] if f"{split}_{name}" in h5 else None
+                for name in ("origin", "corner", "group")}
+
+
 def load_training_regions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
     """The training regions of a packed data set and their mask (uint8 (S, H, W) each), or
     None for a data set packed before they were kept."""

@@ -60,7 +60,7 @@ class SourceOptions:
 
     @classmethod
     def from_options(cls, options: dict, key: str = "source") -> SourceOptions:
-        check_options(options, "source", key)
+        options = check_options(options, "source", key)
         return cls(**{k: (tuple(v) if k == "axes" else v) for k, v in options.items()})
 
 
@@ -86,22 +86,33 @@ class ImageEntry:
     array: np.ndarray
 
 
-def expand_paths(patterns: Sequence[str], key: str) -> list[Path]:
+def expand_paths(patterns: Sequence[str], key: str, suffixes: Sequence[str] = ()) -> list[Path]:
     """Expand globs in order (each pattern's matches sorted); a folder stands for the image
-    files directly inside it. Error if a pattern matches no file."""
+    files directly inside it (and files ending in ``suffixes``). Error if a pattern matches no
+    file, or a link that points nowhere (it would be dropped without a word)."""
+    accepted = set(IMAGE_SUFFIXES) | {s.lower() for s in suffixes}
     files: list[Path] = []
+
+    def refuse_dangling(candidates):
+        for candidate in candidates:
+            if os.path.islink(candidate) and not os.path.exists(candidate):
+                raise MicrovaeError(f"{key}: {candidate} is a link to "
+                                    f"{os.readlink(candidate)}, which does not exist")
+
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if os.path.isdir(expanded):
-            inside = sorted(p for p in Path(expanded).iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(p for p in Path(expanded).iterdir() if p.suffix.lower() in accepted)
+            refuse_dangling(entries)
+            inside = [p for p in entries if p.is_file()]
             if not inside:
                 raise MicrovaeError(f"{key}: '{pattern}' is a folder with no image files "
-                                    f"({' '.join(sorted(IMAGE_SUFFIXES))}) directly inside; give "
+                                    f"({' '.join(sorted(accepted))}) directly inside; give "
                                     f"a glob such as '{os.path.join(pattern, '**', '*.tif')}'")
             files.extend(inside)
             continue
         matches = sorted(glob.glob(expanded, recursive=True))
+        refuse_dangling(matches)
         found = [m for m in matches if os.path.isfile(m)]
         if not found:
             hint = " (it matches only folders: end the pattern with a file name such as *.png)" \
@@ -251,14 +262,20 @@ def read_array(path: Path, fmt: str = "auto", dataset: str | None = None,
 
 
 def colour_to_grey(array: np.ndarray, path: Path | str) -> np.ndarray:
-    """Luminance (ITU-R 601) of an RGB or RGBA array whose last axis is the channel."""
+    """Luminance (ITU-R 601, rounded to the integer levels of integer data) of an RGB or RGBA
+    array whose last axis is the channel; where R = G = B, that channel itself."""
     if array.shape[-1] not in (3, 4):
         if array.shape[-1] in (1, 2):  # grey or grey+alpha
             return array[..., 0]
         raise MicrovaeError(f"{path}: colour image with {array.shape[-1]} channels")
+    colour = array[..., :3]
+    if np.array_equal(colour[..., 0], colour[..., 1]) and \
+            np.array_equal(colour[..., 0], colour[..., 2]):
+        return colour[..., 0]  # grey stored as RGB: its values exactly
     weights = np.array([0.299, 0.587, 0.114])
-    grey = array[..., :3].astype(np.float64) @ weights
-    return grey.astype(array.dtype) if array.dtype.kind in "ui" else grey
+    grey = colour.astype(np.float64) @ weights
+    # rounded, not truncated: 0.299 + 0.587 + 0.114 of a level is that level, not one below
+    return np.rint(grey).astype(array.dtype) if array.dtype.kind in "ui" else grey
 
 
 def scale_to_unit(array: np.ndarray) -> np.ndarray:
@@ -325,7 +342,8 @@ def is_binary_source(entries: Sequence[ImageEntry], binary: bool | str) -> bool:
     """Whether the entries of a source are phase maps rather than grey images.
 
     ``auto``: every entry holds at most two distinct values (whatever its dtype: bool,
-    {0, 1}, {0, 255}, {0.0, 1.0}, ...) and at least one holds two. ``True`` checks that.
+    {0, 1}, {0, 255}, {0.0, 1.0}, ...) and at least one holds two; a source that mixes such
+    phase maps with grey images is refused, naming a grey file. ``True`` checks that.
     """
     counts = [distinct_values(e.array) for e in entries]
     if binary is True:
@@ -340,7 +358,17 @@ def is_binary_source(entries: Sequence[ImageEntry], binary: bool | str) -> bool:
         return True
     if binary is False:
         return False
-    return max(counts) == 2
+    maps = [e for e, count in zip(entries, counts) if count == 2]
+    greys = [e for e, count in zip(entries, counts) if count > 2]
+    if maps and greys:
+        # one rule for the whole source would either threshold the maps (and invert them
+        # under the grey default phase: dark) or keep grey images as maps: both change data
+        raise MicrovaeError(
+            f"{greys[0].label}: a grey image (more than two values) in a source whose other "
+            f"files are phase maps of two values (e.g. {maps[0].label}; {len(maps)} maps, "
+            f"{len(greys)} grey): put them in two sources, or set 'binary: false' to threshold "
+            "every file")
+    return bool(maps)
 
 
 def phase_indicator(entries: Sequence[ImageEntry]) -> list[np.ndarray]:
@@ -377,6 +405,26 @@ def group_labels(paths: Sequence[Path], group: str | None, key: str = "group") -
     return labels
 
 
+def check_distinct(files: Sequence[Path]) -> None:
+    """Refuse a file given twice: under two names of one file (a link) or as a byte copy. Each
+    name would become a group of its own, and the same tiles could land in two splits."""
+    import hashlib
+
+    seen: dict[str, Path] = {}
+    for path in files:
+        real = os.path.realpath(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        for key, how in ((f"path:{real}", "the same file"),
+                         (f"content:{digest.hexdigest()}", "byte for byte the same as")):
+            if key in seen:
+                raise MicrovaeError(f"{path}: {how} {seen[key]} (given twice, its tiles could "
+                                    "land in two splits); remove one of them")
+            seen[key] = path
+
+
 def section_corner(ndim: int, axis: int, index: int, y: int, x: int) -> tuple[int, int, int]:
     """First voxel (z, y, x) of a tile in its entry's array (a 2-D image is one section)."""
     if ndim == 2:
@@ -402,6 +450,7 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
     """
     stride = stride or size
     crop = crop or {}
+    check_distinct(files)
     if truth_files is not None and len(truth_files) != len(files):
         raise MicrovaeError(f"truth: {len(truth_files)} truth files for {len(files)} image files")
     groups_of_files = group_labels(files, group)

@@ -72,6 +72,10 @@ def segmentation_examples(grey: np.ndarray, binary: np.ndarray, truth: np.ndarra
 SPLIT_COLOURS = {"train": (0.12, 0.47, 0.71), "val": (1.0, 0.5, 0.05), "test": (0.17, 0.63, 0.17)}
 
 
+# The longest side (px) of a panel of the split figure.
+MAX_PANEL_PX = 800
+
+
 def split_figure(sources, split, max_panels: int = 12):
     """One section of each group (file, volume) of each source, the segmented tiles pasted at
     their place and tinted by split (grey: in a gap, left out), with the slabs of a split in
@@ -108,20 +112,29 @@ def split_figure(sources, split, max_panels: int = 12):
             ys, xs = source.corner[rows, plane[0]], source.corner[rows, plane[1]]
         else:
             ys, xs = source.origin[rows, 3], source.origin[rows, 4]
-        canvas = np.ones((ys.max() + size, xs.max() + size, 3))
+        # a panel of at most MAX_PANEL_PX on its longer side, whatever the image's size (a
+        # full-resolution canvas of a 12 000 px micrograph took 12 GB)
+        height, width = int(ys.max()) + size, int(xs.max()) + size
+        step = max(1, -(-max(height, width) // MAX_PANEL_PX))
+        canvas = np.ones((-(-height // step), -(-width // step), 3), np.float32)
         for row, y, x in zip(rows, ys, xs):
-            colour = np.array(SPLIT_COLOURS.get(split_of_tile[offset + row], (0.6, 0.6, 0.6)))
-            tile = source.images[row].astype(float)[..., None]
-            canvas[y:y + size, x:x + size] = 0.35 + 0.65 * ((1 - tile) * colour + tile * colour * 0.3)
+            colour = np.array(SPLIT_COLOURS.get(split_of_tile[offset + row], (0.6, 0.6, 0.6)),
+                              np.float32)
+            tile = source.images[row, ::step, ::step].astype(np.float32)[..., None]
+            y0, x0 = int(y) // step, int(x) // step
+            part = canvas[y0:y0 + tile.shape[0], x0:x0 + tile.shape[1]]
+            part[...] = (0.35 + 0.65 * ((1 - tile) * colour + tile * colour * 0.3))[
+                :part.shape[0], :part.shape[1]]
         ax.imshow(canvas, interpolation="nearest")
         for region in split.regions:
             if region.source != i or region.group != g or region.axis not in plane:
                 continue
             extent = canvas.shape[:2]
+            start, length = region.start / step, (region.stop - region.start) / step
             if region.axis == plane[0]:
-                box = (-0.5, region.start - 0.5, extent[1], region.stop - region.start)
+                box = (-0.5, start - 0.5, extent[1], length)
             else:
-                box = (region.start - 0.5, -0.5, region.stop - region.start, extent[0])
+                box = (start - 0.5, -0.5, length, extent[0])
             ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, lw=2,
                                    edgecolor=SPLIT_COLOURS[region.split]))
         mode = split.mode.get(source.name, "groups")
@@ -266,115 +279,136 @@ def _length_label(pixel_size: float, unit: str) -> tuple[float, str]:
     return 1.0, "r (px)"
 
 
-def s2_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = "px",
-              title: str = ""):
-    """S2 of generated sets against the real ones (mean +- 1 std of real images as a band),
-    radially and along x and y."""
+ROLE_STYLES = {"real": dict(color="k", lw=2.2), "ceiling": dict(color="0.45", lw=1.6, ls="--"),
+               "baseline": dict(lw=1.3, ls=":")}
+
+
+def _style(name: str, role: str, index: int) -> dict[str, Any]:
+    style = dict(ROLE_STYLES.get("real" if name == "real" else role, dict(lw=1.3)))
+    style.setdefault("color", f"C{index}")
+    return style
+
+
+def verdict_figure(metrics: dict[str, Any], title: str = ""):
+    """The judge's table: for each set (rows) and descriptor (columns) the median distance as a
+    multiple of the floor's 95th percentile, green within the floor, red outside, grey where
+    calibrated (set by the finishing, not judged)."""
+    names = sorted(metrics["sets"], key=lambda n: ({"ceiling": 0, "baseline": 1}.get(
+        metrics["sets"][n]["role"], 2), n))
+    keys = list(metrics["descriptors"])
+    fig, ax = plt.subplots(figsize=(1.05 * len(keys) + 3.6, 0.42 * len(names) + 1.6))
+    colours = np.ones((len(names), len(keys), 3))
+    for i, name in enumerate(names):
+        values = metrics["sets"][name]
+        for j, key in enumerate(keys):
+            multiple = values["floor_multiple"][key]
+            if key not in values["judged"]:
+                colours[i, j] = (0.88, 0.88, 0.88)
+                text = "cal." if key in values["calibrated"] else "n/a"
+            else:
+                colours[i, j] = (0.72, 0.9, 0.72) if values["within_floor"][key] \
+                    else (0.96, 0.66, 0.62)
+                text = f"{multiple:.2g}" if np.isfinite(multiple) else "-"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.imshow(colours, aspect="auto")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([k.replace("_", " ") for k in keys], rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([f"{n} ({metrics['sets'][n]['n_within']}/{metrics['sets'][n]['n_judged']})"
+                        for n in names], fontsize=8)
+    ax.set_title((title + "\n" if title else "") + "median distance / floor p95 (green: within "
+                 "the floor by exceedance; grey: calibrated)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: dict[str, dict[str, np.ndarray]], roles: dict[str, str],
+                  pixel_size: float = 0.0, unit: str = "px", title: str = ""):
+    """The correlation functions of every set against the real reference: the scaled
+    autocovariance, S2, the lineal path and the connectedness C2 / S2 (x and y averaged)."""
     scale, xlabel = _length_label(pixel_size, unit)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
-    for ax, direction in zip(axes, ("radial", "x", "y")):
-        curves = getattr(real.s2, direction)
-        r = real.s2.r * scale
-        mean, std = curves.mean(0), curves.std(0)
-        ax.fill_between(r, mean - std, mean + std, color="0.8", label="real ±1 std")
-        ax.plot(r, mean, color="k", lw=2, label="real")
-        for i, (name, stats) in enumerate(modes.items()):
-            ax.plot(r, stats.mean_curve(direction), color=f"C{i}", lw=1.2, label=name)
-        ax.set_xlabel(xlabel.replace("r (", f"r along {direction} (") if direction != "radial"
-                      else xlabel)
-        ax.set_title(f"S2, {direction}", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("S2(r): probability both points in phase 1")
-    axes[0].legend(fontsize=7)
-    return _finish(fig, title)
-
-
-def phase_fraction_figure(real, modes: dict[str, Any], title: str = ""):
-    """Histograms of per-image phase fractions, real against each generated set."""
-    n = len(modes)
-    cols = min(n, 4)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
-    bins = np.linspace(0, 1, 41)
-    for ax, (name, stats) in zip(axes.ravel(), modes.items()):
-        ax.hist(real.phi, bins=bins, density=True, color="0.6", label="real")
-        ax.hist(stats.phi, bins=bins, density=True, histtype="step", lw=1.5, color="C0",
-                label=name)
-        ax.set_title(f"{name}: mean {stats.phi.mean():.3f} (real {real.phi.mean():.3f})",
-                     fontsize=8)
-        ax.set_xlabel("phase fraction per image")
-        ax.legend(fontsize=7)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("density")
-    return _finish(fig, title)
-
-
-def chord_island_figure(real, modes: dict[str, Any], pixel_size: float = 0.0, unit: str = "px",
-                        title: str = ""):
-    """Chord-length distributions of both phases along x and y, and island-size distributions."""
-    scale, _ = _length_label(pixel_size, unit)
-    length_unit = unit if scale != 1.0 else "px"
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
-    keys = [("1x", "phase 1 chords along x"), ("1y", "phase 1 chords along y"),
-            ("0x", "phase 0 chords along x"), ("0y", "phase 0 chords along y")]
-    for ax, (key, label) in zip(axes, keys):
-        top = max([real.chords[key].max(initial=1)] + [s.chords[key].max(initial=1)
-                                                       for s in modes.values()])
-        bins = np.linspace(0, top * scale, 30)
-        ax.hist(real.chords[key] * scale, bins=bins, density=True, color="0.6", label="real")
-        for i, (name, stats) in enumerate(modes.items()):
-            ax.hist(stats.chords[key] * scale, bins=bins, density=True, histtype="step",
-                    color=f"C{i}", label=name)
-        ax.set_xlabel(f"chord length ({length_unit})")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    panels = (("s2", "scaled autocovariance (S2 - phi^2) / (phi - phi^2)"),
+              ("s2_raw", "S2(r), radial"), ("lineal_path", "lineal path L(r) / L(0)"),
+              ("cluster", "connectedness C2(r) / S2(r)"))
+    for ax, (key, label) in zip(axes, panels):
+        for i, (name, values) in enumerate(curves.items()):
+            y = values[key] if key in values else 0.5 * (values[f"{key}_x"] + values[f"{key}_y"])
+            ax.plot(values["r"] * scale, y, label=name, **_style(name, roles.get(name, ""), i))
         ax.set_title(label, fontsize=9)
-    ax = axes[4]
-    area_scale = scale**2
-    bins = np.logspace(0, np.log10(max(2, real.island_areas.max(initial=2))), 30) * area_scale
-    ax.hist(real.island_areas * area_scale, bins=bins, density=True, color="0.6", label="real")
-    for i, (name, stats) in enumerate(modes.items()):
-        ax.hist(stats.island_areas * area_scale, bins=bins, density=True, histtype="step",
-                color=f"C{i}", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"island area ({length_unit}²)")
-    ax.set_title("phase 1 island sizes", fontsize=9)
-    axes[0].set_ylabel("density")
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    return _finish(fig, title)
+
+
+def distributions_figure(curves: dict[str, dict[str, np.ndarray]], roles: dict[str, str],
+                         title: str = ""):
+    """Cumulative distributions of every set against the real reference: chord lengths of
+    phase 1 (x, y) and phase 0, island areas (octaves) and per-image phase fractions."""
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
+    panels = (("chord_1x_cdf", "chord length of phase 1 along x (px)", None),
+              ("chord_1y_cdf", "chord length of phase 1 along y (px)", None),
+              ("chord_0_cdf", "chord length of phase 0 (px)", None),
+              ("island_cdf", "log2 island area (px^2)", 8),
+              ("phi_cdf", "phase fraction per image", "phi"))
+    for ax, (key, label, kind) in zip(axes, panels):
+        for i, (name, values) in enumerate(curves.items()):
+            cdf = values[key]
+            if kind == "phi":
+                x = (np.arange(len(cdf)) + 1) / len(cdf)
+            elif kind:
+                x = (np.arange(len(cdf)) + 1) / kind
+            else:
+                x = np.arange(len(cdf))
+            ax.step(x, cdf, where="post", label=name, **_style(name, roles.get(name, ""), i))
+        ax.set_xlabel(label, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cumulative fraction")
+    axes[0].legend(fontsize=6)
     return _finish(fig, title)
 
 
 def latent_comparison(rows: list[dict[str, Any]]):
-    """Across latent sizes: reconstruction IoU and BCE, and the distances of the unseeded
-    samples (prior, aggregate, mixture; field for conv models) with the floor as a band."""
+    """Across latent sizes: reconstruction IoU, and for each unseeded set the number of
+    descriptors within the floor and the median multiple of the floor's 95th percentile,
+    beside the baselines and the real held-out set (constant over latent sizes)."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    recon = table[table["mode"] == "reconstruction"].sort_values("latent")
-    prior = table[table["mode"] == "prior"].sort_values("latent")
-    fitted = table[table["mode"] == "aggregate"].sort_values("latent")
-    mixture = table[table["mode"] == "mixture"].sort_values("latent")
-    field = table[table["mode"] == "field"].sort_values("latent")
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    table = table[table["size"] == table["size"].min()] if "size" in table else table
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    recon = table[table["set"] == "reconstruction"].sort_values("latent")
     axes[0].plot(recon["latent"], recon["recon_iou"], "o-")
     axes[0].set_ylabel("test-set IoU (thresholded at 0.5)")
     axes[0].set_title("reconstruction IoU", fontsize=10)
-    axes[1].plot(recon["latent"], recon["recon_bce_per_pixel"], "o-")
-    axes[1].set_ylabel("BCE per pixel (nats)")
-    axes[1].set_title("reconstruction loss", fontsize=10)
-    for ax, key, label in ((axes[2], "s2_nrmse_radial", "S2 NRMSE (radial)"),
-                           (axes[3], "phase_fraction_wasserstein", "W1 of phase fraction")):
-        for rows, marker, name in ((prior, "o-", "prior"), (fitted, "^-", "aggregate"),
-                                   (mixture, "s-", "mixture"), (field, "d-", "field")):
-            if len(rows):
-                ax.errorbar(rows["latent"], rows[key],
-                            yerr=[np.zeros(len(rows)), rows[f"upper_{key}"] - rows[key]],
-                            fmt=marker, capsize=3, label=f"{name} vs real (median, upper 95%)")
-        ax.fill_between(prior["latent"], 0, prior[f"floor_p95_{key}"], color="0.85",
-                        label="real vs real: floor up to its 95th percentile")
-        ax.plot(prior["latent"], prior[f"floor_{key}"], "--", color="0.5",
-                label="floor median")
-        ax.set_title(f"unseeded samples: {label}", fontsize=10)
-        ax.legend(fontsize=7)
+    multiple_columns = [c for c in table.columns if c.endswith("_floor_multiple")]
+    table = table.assign(median_multiple=table[multiple_columns].median(axis=1),
+                         share_within=table["n_within_floor"] / table["n_judged"])
+    unseeded = ("prior", "aggregate", "mixture", "field")
+    markers = dict(zip(unseeded, "o^sd"))
+    for name in unseeded:
+        part = table[table["set"] == name].sort_values("latent")
+        if len(part):
+            axes[1].plot(part["latent"], part["share_within"], markers[name] + "-", label=name)
+            axes[2].plot(part["latent"], part["median_multiple"], markers[name] + "-",
+                         label=name)
+    latents = sorted(table["latent"].unique())
+    for name, style in (("real_heldout", dict(color="0.4", ls="--")),
+                        ("baseline_grf", dict(color="C3", ls=":")),
+                        ("baseline_copy", dict(color="C4", ls=":"))):
+        part = table[table["set"] == name]
+        if len(part):
+            axes[1].plot(latents, [part["share_within"].median()] * len(latents), label=name,
+                         **style)
+            axes[2].plot(latents, [part["median_multiple"].median()] * len(latents), label=name,
+                         **style)
+    axes[1].set_title("share of descriptors within the floor", fontsize=10)
+    axes[1].set_ylim(-0.03, 1.03)
+    axes[2].set_title("median distance / floor p95 (over descriptors)", fontsize=10)
+    axes[2].axhline(1.0, color="0.7", lw=0.8)
+    axes[1].legend(fontsize=7)
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("latent size")
@@ -404,3 +438,63 @@ def large_figure(real: dict[int, np.ndarray], generated: dict[str, np.ndarray], 
             else:
                 ax.axis("off")
     return _finish(fig, title)
+
+
+def scorecard_html(metrics: dict[str, Any], figures: dict[str, str | os.PathLike]) -> str:
+    """A self-contained HTML page of a scorecard: the verdict of every set, the multiples of the
+    floor per descriptor, the novelty, and the figures (embedded)."""
+    import base64
+    import html
+
+    keys = list(metrics["descriptors"])
+    head = "".join(f"<th title='{html.escape(metrics['descriptors'][k][1])}'>"
+                   f"{html.escape(k.replace('_', ' '))}</th>" for k in keys)
+    rows = []
+    order = sorted(metrics["sets"], key=lambda n: ({"generator": 0, "ceiling": 1}.get(
+        metrics["sets"][n]["role"], 2), n))
+    for name in order:
+        values = metrics["sets"][name]
+        cells = []
+        for key in keys:
+            multiple = values["floor_multiple"][key]
+            if key not in values["judged"]:
+                cells.append("<td class='cal'>cal.</td>" if key in values["calibrated"]
+                             else "<td class='cal'>n/a</td>")
+                continue
+            kind = "in" if values["within_floor"][key] else "out"
+            cells.append(f"<td class='{kind}' title='exceedance {values['exceedance'][key]:.3f}'>"
+                         f"{multiple:.2f}</td>")
+        novelty = values.get("novelty", {}).get("fraction_closer")
+        rows.append(f"<tr><th>{html.escape(name)}</th><td>{values['role']}</td>"
+                    f"<td>{values['n_images']}</td><td>{values['n_within']} / "
+                    f"{values['n_judged']}</td>{''.join(cells)}<td>"
+                    f"{'' if novelty is None else f'{novelty:.2f}'}</td></tr>")
+    images = []
+    for name, path in figures.items():
+        with open(path, "rb") as handle:
+            data = base64.b64encode(handle.read()).decode()
+        images.append(f"<h2>{html.escape(name)}</h2><img alt='{name}' "
+                      f"src='data:image/png;base64,{data}' style='max-width:100%'>")
+    reference = metrics["reference"]
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>microvae scorecard</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+td.in{{background:#b8e6b8}}td.out{{background:#f5a89e}}td.cal{{background:#e0e0e0;color:#555}}
+</style></head><body>
+<h1>microvae scorecard</h1>
+<p>Generated: {html.escape(', '.join(metrics['generated']))}<br>
+Real reference: the test split of {html.escape(metrics['dataset'])}
+({reference['n_in_blocks']} images of {metrics['image_size']} px in {reference['n_blocks']}
+independent blocks, separated by {reference['gap_px']} px).</p>
+<p>Each cell: the median distance to the real reference as a multiple of the floor's 95th
+percentile (the floor: the distance between two independent halves of the real images, over
+{metrics['n_draws']} draws). Green: within the floor (the set lies farther than the real
+complement in at most 1 - {metrics['alpha']} / D of the draws); red: outside; grey: calibrated
+or not measurable. Novelty: the share of images closer to a training window than 95% of real
+test images are (a copier scores about 1, real data about 0.05).</p>
+<table><tr><th>set</th><th>role</th><th>images</th><th>within</th>{head}<th>novelty</th></tr>
+{''.join(rows)}</table>
+{''.join(images)}
+</body></html>
+"""

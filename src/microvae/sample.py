@@ -134,17 +134,30 @@ def encode(model: VAE, images: np.ndarray, batch_size: int = 250) -> tuple[torch
 
 
 @torch.no_grad()
-def reconstruction_bce(model: VAE, images: np.ndarray, z_mean: torch.Tensor,
-                       batch_size: int = 64) -> np.ndarray:
-    """BCE per pixel (nats) of each image against its reconstruction from ``z_mean``,
-    computed from the decoder's fp32 logits (not from rounded probabilities)."""
-    out = []
+def reconstruct(model: VAE, images: np.ndarray, z_mean: torch.Tensor,
+                batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstructions of ``images`` from their ``z_mean`` (probabilities (N, H, W) float32)
+    and the BCE per pixel (nats) of each, computed from the decoder's fp32 logits (not from
+    rounded probabilities); one pass of the decoder."""
+    if batch_size is None:
+        batch_size = max(1, DECODE_PIXELS // int(np.prod(images.shape[1:])))
+    probabilities, bce = [], []
     for i in range(0, len(images), batch_size):
         logits = model.decode_logits(z_mean[i:i + batch_size]).float()
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).float()[:, None]
-        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        out.append(bce.flatten(1).mean(1).double().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        bce.append(loss.flatten(1).mean(1).double().numpy())
+        probabilities.append(torch.sigmoid(logits)[:, 0].numpy())
+    if not bce:
+        return np.zeros((0, *images.shape[1:]), np.float32), np.zeros(0)
+    return np.concatenate(probabilities), np.concatenate(bce)
+
+
+def reconstruction_bce(model: VAE, images: np.ndarray, z_mean: torch.Tensor,
+                       batch_size: int = 64) -> np.ndarray:
+    """BCE per pixel (nats) of each image against its reconstruction from ``z_mean``
+    (:func:`reconstruct`)."""
+    return reconstruct(model, images, z_mean, batch_size)[1]
 
 
 def prior(model: VAE, n: int, generator: torch.Generator, size: int | None = None,
@@ -264,6 +277,11 @@ def fit_mixture(train_codes: tuple[torch.Tensor, torch.Tensor],
     return best
 
 
+# A finishing threshold is calibrated once per prior, on this many of its images (never on
+# the batch it finishes, so that one image is finished as a thousand are).
+CALIBRATION_DRAWS = 5000
+
+
 def phase_fraction_threshold(probabilities: np.ndarray, phase_fraction: float) -> float:
     """The cut of ``probabilities`` that leaves ``phase_fraction`` of their pixels in phase 1
     (over the whole set: the fraction per image still varies)."""
@@ -272,21 +290,59 @@ def phase_fraction_threshold(probabilities: np.ndarray, phase_fraction: float) -
     return float(np.quantile(probabilities, 1.0 - phase_fraction))
 
 
+@dataclass
+class Finishing:
+    """How the images of one prior are turned into phase maps as the training maps were made:
+    a cut at ``threshold`` (calibrated once so that the calibration draw's pixels have the
+    training split's phase fraction: codes drawn from a fitted prior decode to less certain
+    probabilities than encoded ones, and a cut at 0.5 over- or under-draws the minority phase),
+    then the ``morphology`` of the data's segmentation (opening, closing, hole filling, island
+    removal), whose absence leaves fragments no real map has."""
+
+    threshold: float
+    phase_fraction: float
+    morphology: SegmentationParameters | None
+    draws: int
+    calibration_steps: list[tuple[str, float]]  # phase fraction after each step, calibration
+    phase_fraction_at_half: float  # of the calibration draw cut at 0.5
+
+    @classmethod
+    def calibrate(cls, probabilities: np.ndarray, phase_fraction: float,
+                  morphology: SegmentationParameters | None) -> Finishing:
+        threshold = phase_fraction_threshold(probabilities, phase_fraction)
+        finishing = cls(threshold, phase_fraction, morphology, len(probabilities), [],
+                        float((probabilities > 0.5).mean()))
+        _, finishing.calibration_steps = finishing.apply(probabilities)
+        return finishing
+
+    def apply(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[tuple[str, float]]]:
+        """The phase maps {0, 1} (uint8) and the phase fraction after each step."""
+        binary = (probabilities > self.threshold).astype(np.uint8)
+        if self.morphology is None or not len(binary):
+            return binary, [("threshold", float(binary.mean()) if len(binary) else float("nan"))]
+        cleaned, _, steps = segment(binary, self.morphology, binary_input=True,
+                                    source="generated images")
+        return cleaned.astype(np.uint8), steps
+
+    def record(self) -> dict[str, np.ndarray]:
+        out = {"threshold": np.array(self.threshold),
+               "training_phase_fraction": np.array(self.phase_fraction),
+               "calibration_draws": np.array(self.draws),
+               "phase_fraction_at_0.5": np.array(self.phase_fraction_at_half)}
+        for step, fraction in self.calibration_steps:
+            out[f"after_{step}"] = np.array(fraction)
+        return out
+
+
 def match_training(probabilities: np.ndarray, phase_fraction: float,
                    morphology: SegmentationParameters | None
                    ) -> tuple[np.ndarray, float, list[tuple[str, float]]]:
-    """Unseeded images finished as the training maps were made: binarised at the threshold
-    that gives the training split's ``phase_fraction`` (codes drawn from a fitted prior decode
-    to less certain probabilities than encoded ones, and a cut at 0.5 over- or under-draws the
-    minority phase), then through the ``morphology`` of the data's segmentation (opening,
-    closing, hole filling, island removal), whose absence leaves fragments no real map has.
-    Returns the maps {0, 1} (float32), the threshold and the phase fraction after each step."""
-    threshold = phase_fraction_threshold(probabilities, phase_fraction)
-    binary = (probabilities > threshold).astype(np.float32)
-    if morphology is None:
-        return binary, threshold, [("threshold", float(binary.mean()))]
-    cleaned, _, steps = segment(binary, morphology, binary_input=True, source="generated images")
-    return cleaned.astype(np.float32), threshold, steps
+    """``probabilities`` finished by a :class:`Finishing` calibrated on themselves (a large
+    calibration draw; for new images of the same prior use :meth:`Finishing.apply`). Returns
+    the maps {0, 1} (float32), the threshold and the phase fraction after each step."""
+    finishing = Finishing.calibrate(probabilities, phase_fraction, morphology)
+    binary, steps = finishing.apply(probabilities)
+    return binary.astype(np.float32), finishing.threshold, steps
 
 
 def mixture(model: VAE, prior_fit: MixturePrior, n: int, generator: torch.Generator
@@ -332,6 +388,28 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
     return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
 
 
+# The samples file's image stacks are pixel probabilities; where the sets are finished
+# (sample.match_training), the phase maps of every stack lie under FINISHED/{key} and each
+# calibration's record under FINISH/{calibration}/.
+FINISHED = "finished"
+FINISH = "finish"
+UNSEEDED_MODES = ("prior", "field", "aggregate", "mixture")
+
+
+def calibration_of(key: str) -> str:
+    """The calibration that finishes an image stack of the samples file: its own prior's for
+    the unseeded modes (``large/{mode}_{size}`` too), ``encoded`` (posterior draws of training
+    images) for every set made from encoded images."""
+    mode = key.split("/", 1)[1].rsplit("_", 1)[0] if key.startswith("large/") else key
+    return mode if mode in UNSEEDED_MODES else "encoded"
+
+
+def image_keys(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The keys of the generated image stacks among the arrays of :func:`generate`."""
+    return [k for k in arrays if k in (*UNSEEDED_MODES, "posterior", "reconstruction")
+            or k.startswith(("noise/", "interpolation/midpoint", "interpolation/path", "large/"))]
+
+
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
              val_images: np.ndarray | None = None,
@@ -345,10 +423,12 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     ``regions`` (canvases, mask); the encoded modes (posterior, noise, interpolation) encode
     ``test_images``. For conv models, ``prior`` and ``field`` are also generated at each of
     ``cfg.sizes`` (``large/{mode}_{size}``, ``cfg.n_large`` images, periodic with
-    ``cfg.periodic``). With ``cfg.match_training``, ``aggregate`` and ``mixture`` are finished
-    by :func:`match_training` (``training_phase_fraction``: of the train split; ``morphology``:
-    of its segmentation, None for none); their probabilities stay as ``{mode}_probabilities``
-    and ``{mode}_finish/*`` records the threshold and the phase fraction after each step.
+    ``cfg.periodic``). With ``cfg.match_training`` every stack is also finished
+    (:class:`Finishing`, ``training_phase_fraction``: of the train split; ``morphology``: of
+    its segmentation, None for none) into ``finished/{key}``: each unseeded mode by a
+    threshold calibrated on :data:`CALIBRATION_DRAWS` of its own images, the encoded modes by
+    one calibrated on posterior draws of the ``fit_images``; ``finish/{calibration}/*``
+    records each.
     """
     cfg.check()
     check_modes(model, modes)
@@ -358,77 +438,75 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
                             "(model.architecture: conv)")
     generator = torch.Generator().manual_seed(cfg.seed)
     out: dict[str, np.ndarray] = {}
+    samplers = {}
     # A conv model's unseeded images at the tiles' size, to be compared with the real tiles
     # (its training crops may be larger).
     tile = test_images.shape[-1] if model.spatial and test_images is not None else None
     if "prior" in modes:
-        out["prior"], z = prior(model, cfg.n_prior, generator, tile)
-        out["prior_z"] = z.numpy()
+        samplers["prior"] = lambda n, g, size=tile, periodic=False: prior(model, n, g, size,
+                                                                           periodic)
     if "field" in modes:
         if regions is None:
             raise MicrovaeError("mode field needs the training regions of the data set "
                                 "(--dataset, packed by this version)")
-        fit = fit_field_prior(model, field_windows(*regions, FIELD_WINDOWS, generator),
-                              generator)
-        out["field"], z = field(model, fit, cfg.n_prior, generator, tile)
-        out["field_z"] = z.numpy()
-        for key, value in fit.describe().items():
+        field_fit = fit_field_prior(model, field_windows(*regions, FIELD_WINDOWS, generator),
+                                    generator)
+        for key, value in field_fit.describe().items():
             out[f"field_fit/{key}"] = np.array(value)
-    for size in cfg.sizes:
-        if "prior" in modes:
-            out[f"large/prior_{size}"], _ = prior(model, cfg.n_large, generator, size,
-                                                  cfg.periodic)
-        if "field" in modes:
-            out[f"large/field_{size}"], _ = field(model, fit, cfg.n_large, generator, size,
-                                                  cfg.periodic)
+        samplers["field"] = lambda n, g, size=tile, periodic=False: field(
+            model, field_fit, n, g, size, periodic)
     fitted = [m for m in modes if m in FITTED_MODES]
-    if fitted and (fit_images is None or len(fit_images) < 2):
-        raise MicrovaeError(f"mode {' '.join(fitted)} needs at least 2 training images to "
-                            "encode (--dataset with a train split)")
-    codes = encode(model, fit_images) if fitted else None
+    encoded = [m for m in modes if m in ENCODED_MODES]
+    needs_codes = fitted or (cfg.match_training and encoded)
+    if needs_codes and (fit_images is None or len(fit_images) < 2):
+        raise MicrovaeError(f"mode {' '.join(fitted or encoded)} needs at least 2 training "
+                            "images to encode (--dataset with a train split)")
+    if cfg.match_training and training_phase_fraction is None:
+        raise MicrovaeError("sample.match_training needs the phase fraction of the train split "
+                            "(--dataset)")
+    codes = encode(model, fit_images) if needs_codes else None
     if "aggregate" in modes:
         mean, cov = fit_aggregate_posterior(*codes)
-        out["aggregate"], z = aggregate(model, mean, cov, cfg.n_prior, generator)
-        out["aggregate_z"] = z.numpy()
         out["aggregate_mean"] = mean.numpy()
         out["aggregate_cov"] = cov.numpy()
+        samplers["aggregate"] = lambda n, g: aggregate(model, mean, cov, n, g)
     if "mixture" in modes:
         if val_images is None or len(val_images) < 2:
             raise MicrovaeError("mode mixture needs at least 2 validation images to choose the "
                                 "mixture on (--dataset with a val split)")
         state = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        fit = fit_mixture(codes, encode(model, val_images), state)
-        out["mixture"], z = mixture(model, fit, cfg.n_prior, generator)
-        out["mixture_z"] = z.numpy()
-        summary = fit.describe()
+        mixture_fit = fit_mixture(codes, encode(model, val_images), state)
+        summary = mixture_fit.describe()
         out["mixture_components"] = np.array(summary["components"])
         out["mixture_full_covariance"] = np.array(summary["covariance"] == "full")
         out["mixture_subspace_dims"] = np.array(summary["subspace_dims"])
         out["mixture_validation_log_likelihood"] = np.array(summary["validation_log_likelihood"])
+        samplers["mixture"] = lambda n, g: mixture(model, mixture_fit, n, g)
+    for name, draw in samplers.items():
+        out[name], z = draw(cfg.n_prior, generator)
+        out[f"{name}_z"] = z.numpy()
+    for size in cfg.sizes:
+        for name in ("prior", "field"):
+            if name in samplers:
+                out[f"large/{name}_{size}"], _ = samplers[name](cfg.n_large, generator, size,
+                                                                cfg.periodic)
+    if encoded:
+        if test_images is None or len(test_images) == 0:
+            raise MicrovaeError(f"modes {encoded} need real images to encode (--dataset)")
+        out.update(encoded_modes(model, test_images, cfg, modes, generator))
     if cfg.match_training:
-        for name in FITTED_MODES:
-            if name not in out:
-                continue
-            if training_phase_fraction is None:
-                raise MicrovaeError(f"mode {name} with sample.match_training needs the phase "
-                                    "fraction of the train split (--dataset)")
-            out[f"{name}_probabilities"] = out[name]
-            out[name], threshold, steps = match_training(out[name], training_phase_fraction,
-                                                         morphology)
-            out[f"{name}_finish/threshold"] = np.array(threshold)
-            out[f"{name}_finish/training_phase_fraction"] = np.array(training_phase_fraction)
-            out[f"{name}_finish/phase_fraction_at_0.5"] = np.array(
-                float((out[f"{name}_probabilities"] > 0.5).mean()))
-            for step, fraction in steps:
-                out[f"{name}_finish/after_{step}"] = np.array(fraction)
-    needs_data = [m for m in modes if m in ENCODED_MODES]
-    if not needs_data:
-        return out
-    if test_images is None or len(test_images) == 0:
-        raise MicrovaeError(f"modes {needs_data} need real images to encode (--dataset)")
+        finish_all(model, out, samplers, codes if encoded else None, training_phase_fraction,
+                   morphology, cfg.seed)
+    return out
+
+
+def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
+                  modes: tuple[str, ...], generator: torch.Generator) -> dict[str, np.ndarray]:
+    """Reconstructions of every test image, and the posterior, noise and interpolation sets of
+    the modes asked for."""
+    out: dict[str, np.ndarray] = {}
     z_mean, z_log_var = encode(model, test_images)
-    out["reconstruction"] = decode(model, z_mean)
-    out["reconstruction_bce"] = reconstruction_bce(model, test_images, z_mean)
+    out["reconstruction"], out["reconstruction_bce"] = reconstruct(model, test_images, z_mean)
     out["test_z_mean"] = z_mean.numpy()
     out["test_z_log_var"] = z_log_var.numpy()
     n_test = len(test_images)
@@ -455,6 +533,36 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         out["interpolation/path"] = path
         out["interpolation/pairs"] = pairs
     return out
+
+
+def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
+               codes: tuple[torch.Tensor, torch.Tensor] | None, phase_fraction: float,
+               morphology: SegmentationParameters | None, seed: int) -> dict[str, Finishing]:
+    """Calibrate one :class:`Finishing` per prior (and one for the encoded sets, on posterior
+    draws of the training ``codes``) from draws of their own, then finish every image stack of
+    ``out`` into ``finished/{key}``; the records go to ``finish/{calibration}/``. The
+    calibration draws come from a generator of their own, so that the generated sets are the
+    same with and without the finishing."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    finishings: dict[str, Finishing] = {}
+    for name, draw in samplers.items():
+        probabilities, _ = draw(CALIBRATION_DRAWS, generator)
+        finishings[name] = Finishing.calibrate(probabilities, phase_fraction, morphology)
+    if codes is not None:
+        z_mean, z_log_var = codes
+        per_image = -(-CALIBRATION_DRAWS // len(z_mean))
+        index = torch.arange(len(z_mean)).repeat(per_image)[:max(CALIBRATION_DRAWS, len(z_mean))]
+        eps = torch.randn((len(index), *z_mean.shape[1:]), generator=generator)
+        probabilities = decode(model, reparameterize(z_mean[index], z_log_var[index], eps))
+        finishings["encoded"] = Finishing.calibrate(probabilities, phase_fraction, morphology)
+    for key in image_keys(out):
+        stack = out[key]
+        maps, _ = finishings[calibration_of(key)].apply(stack.reshape(-1, *stack.shape[-2:]))
+        out[f"{FINISHED}/{key}"] = maps.reshape(stack.shape)
+    for name, finishing in finishings.items():
+        for field_name, value in finishing.record().items():
+            out[f"{FINISH}/{name}/{field_name}"] = value
+    return finishings
 
 
 def latent_manifold(model: VAE, grid: int = 15, extent: float = 3.0) -> np.ndarray:

@@ -116,7 +116,7 @@ class SegmentationParameters:
     @classmethod
     def from_options(cls, options: dict, key: str = "segmentation") -> SegmentationParameters:
         """From the ``segmentation`` options of a source (checked against the schema)."""
-        check_options(options, "segmentation", key)
+        options = check_options(options, "segmentation", key)
         values = {k: (None if v == "auto" and k == "phase" else v) for k, v in options.items()}
         return cls(**values)
 

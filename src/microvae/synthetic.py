@@ -49,7 +49,7 @@ class SteelParameters:
     def from_options(cls, options: dict, key: str = "synthetic") -> SteelParameters:
         """From the ``synthetic`` options of a source (checked against the schema; its
         ``n_volumes`` and ``seed`` belong to the workflow and are not taken here)."""
-        check_options(options, "synthetic", key)
+        options = check_options(options, "synthetic", key)
         return cls(**{k: (tuple(v) if k == "shape" else v) for k, v in options.items()})
 
     def check(self) -> None:

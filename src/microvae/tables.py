@@ -45,3 +45,8 @@ def columns_text(columns: dict[str, Sequence[float]], digits: int = 8) -> str:
     lines = [",".join(names)]
     lines += [",".join(f"{columns[c][i]:.{digits}g}" for c in names) for i in range(length)]
     return "\n".join(lines) + "\n"
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """A training history (history.csv of the train stage)."""
+    return read_csv(path, text_columns=("kl_per_dim", "stop_reason"))

@@ -261,6 +261,7 @@ class Training:
     best_val_loss: float = math.inf
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    best_state_epoch: int = 0  # the epoch whose weights best_state holds (kept over restarts)
     restarts: int = 0
     restart_epoch: int = 0  # epochs done when the current network was initialised
     restart_step: int = 0
@@ -351,8 +352,8 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
                     mean_image_bce=mean_image_bce(reference))
 
 
-STATE_FIELDS = ("epoch", "steps", "history", "best_val_loss", "best_epoch", "restarts",
-                "restart_epoch", "restart_step", "warmup_epochs", "stop_reason")
+STATE_FIELDS = ("epoch", "steps", "history", "best_val_loss", "best_epoch", "best_state_epoch",
+                "restarts", "restart_epoch", "restart_step", "warmup_epochs", "stop_reason")
 
 
 def training_state(training: Training) -> dict[str, Any]:
@@ -379,7 +380,8 @@ def resume(training: Training, state: dict[str, Any] | None) -> bool:
     training.generator.set_state(state["generator"])
     training.best_state = state["best_model"]
     for key in STATE_FIELDS:
-        setattr(training, key, state[key])
+        setattr(training, key, state.get(key, state["best_epoch"] if key == "best_state_epoch"
+                                         else None))
     training.history = [dict(row) for row in state["history"]]
     training.stop_reason = None
     return True
@@ -487,7 +489,10 @@ def stop_reason(training: Training) -> str | None:
 def restart(training: Training, reason: str) -> None:
     """Start the network over after a failure: fresh weights (another seed), a fresh
     optimizer, and a KL weight that ramps up from 0, so that the decoder learns to use z
-    before the KL term can pull the codes together. The best epoch restarts too."""
+    before the KL term can pull the codes together. The search for the best epoch restarts
+    too (any epoch of the new network replaces the best weights), but the best weights so far
+    are kept until then: a training whose limit comes right after a restart still ends with
+    a model."""
     training.restarts += 1
     training.warmup_epochs = max(training.cfg.kl_warmup_epochs, RECOVERY_WARMUP_EPOCHS)
     log.warning("latent %d epoch %d: %s since the start; restart %d of at most %d: new weights, "
@@ -498,7 +503,7 @@ def restart(training: Training, reason: str) -> None:
         training.cfg.seed + 1_000_003 * training.restarts)
     training.compile_step_model()
     training.restart_epoch, training.restart_step = training.epoch, training.steps
-    training.best_val_loss, training.best_epoch, training.best_state = math.inf, training.epoch, None
+    training.best_val_loss, training.best_epoch = math.inf, training.epoch
 
 
 def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
@@ -539,6 +544,7 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
             training.best_val_loss, training.best_epoch = row["val_loss"], training.epoch
             training.best_state = {k: v.detach().cpu().clone()
                                    for k, v in training.model.state_dict().items()}
+            training.best_state_epoch = training.epoch
         # judged at the full KL weight only: during a (restart's) warm-up the codes may sit
         # still while the decoder learns
         found = failure([r for r in training.history[training.restart_epoch:]
@@ -565,6 +571,17 @@ def fit(training: Training, on_epoch: Callable[[Training], None] | None = None,
 
 def best_model(training: Training) -> VAE:
     """A fresh network (on the CPU) with the weights of the best epoch."""
+    if training.best_state is None:
+        raise MicrovaeError(f"latent {training.latent_size}: the training ended before its "
+                            "first epoch: no model to save (raise train.epochs, max_steps or "
+                            "max_minutes)")
+    if training.best_state_epoch <= training.restart_epoch and training.restarts:
+        log.warning("latent %d: the training ended %d epoch(s) after restart %d, before the "
+                    "new network was validated: the model saved is the best epoch before the "
+                    "restart (epoch %d, of the network that failed); give the training more "
+                    "epochs, steps or minutes", training.latent_size,
+                    training.epoch - training.restart_epoch, training.restarts,
+                    training.best_state_epoch)
     final = build_model(training.model_config)
     final.load_state_dict(training.best_state)
     return final

@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -15,11 +16,14 @@ from microvae.config import (  # noqa: E402
     cross_field_errors,
     prepend_pythonpath,
     schema,
+    schema_path,
+    whole_numbers,
     source_options,
     synthetic_options as synthetic_parameters,
     training_options as training_parameters,
 )
 from microvae.errors import MicrovaeError  # noqa: E402
+from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
 prepend_pythonpath(SRC)
@@ -33,7 +37,8 @@ def _refuse(errors):
 
 
 _refuse(config_errors(config, schema()))
-validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+validate(config, schema=str(schema_path()))  # fills in the defaults
+config.update(whole_numbers(config, schema()))  # 40.0 where an integer is meant: 40
 _refuse(cross_field_errors(config))
 SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
@@ -146,3 +151,17 @@ def all_targets():
             else []
         ),
     ]
+
+
+RUN_STARTED = time.time()
+
+
+def print_warnings(folder):
+    """The warnings in the logs of this run's jobs, printed at the end of a run that succeeded:
+    a job that exits 0 may still warn (a morphology that changed the phase fraction, a restart
+    of a collapsed training, a floor resting on few blocks)."""
+    found = warnings_of_logs(folder, since=RUN_STARTED)
+    if found:
+        print(f"\n{len(found)} warning(s) in the logs of this run ({folder}/):")
+        for log_file, line in found:
+            print(f"  {log_file}: {line}")

@@ -1,33 +1,63 @@
 # Statistics of generated against real microstructures, per latent size and across them.
 
 
+rule baselines:
+    input:
+        dataset="results/dataset/dataset.h5",
+    output:
+        baselines="results/baselines/baselines.h5",
+        figure=report(
+            "results/baselines/baselines.png",
+            caption="../report/baselines.rst",
+            category="4. Evaluation",
+            labels={"figure": "baselines"},
+        ),
+    log:
+        "results/logs/baselines.log",
+    benchmark:
+        "results/benchmarks/baselines.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        n=config["sample"]["n_prior"],
+        seed=config["evaluate"]["seed"],
+    shell:
+        "python -m microvae baselines --dataset {input.dataset:q} --n {params.n}"
+        " --seed {params.seed} --out {output.baselines:q} --figure {output.figure:q}"
+        " > {log:q} 2>&1"
+
+
 rule evaluate:
     input:
         samples="results/samples/latent_{latent}/samples.h5",
         dataset="results/dataset/dataset.h5",
+        baselines="results/baselines/baselines.h5",
     output:
         metrics="results/evaluation/latent_{latent}/metrics.json",
-        s2="results/evaluation/latent_{latent}/s2.csv",
-        s2_png=report(
-            "results/evaluation/latent_{latent}/s2.png",
-            caption="../report/evaluation.rst",
+        curves="results/evaluation/latent_{latent}/curves.csv",
+        verdict_png=report(
+            "results/evaluation/latent_{latent}/verdict.png",
+            caption="../report/verdict.rst",
             category="4. Evaluation",
             subcategory="latent size {latent}",
-            labels={"latent size": "{latent}", "figure": "s2"},
+            labels={"latent size": "{latent}", "figure": "verdict"},
         ),
-        phase_fraction_png=report(
-            "results/evaluation/latent_{latent}/phase_fraction.png",
+        curves_png=report(
+            "results/evaluation/latent_{latent}/curves.png",
             caption="../report/evaluation.rst",
             category="4. Evaluation",
             subcategory="latent size {latent}",
-            labels={"latent size": "{latent}", "figure": "phase_fraction"},
+            labels={"latent size": "{latent}", "figure": "curves"},
         ),
-        chords_png=report(
-            "results/evaluation/latent_{latent}/chords.png",
+        distributions_png=report(
+            "results/evaluation/latent_{latent}/distributions.png",
             caption="../report/evaluation.rst",
             category="4. Evaluation",
             subcategory="latent size {latent}",
-            labels={"latent size": "{latent}", "figure": "chords"},
+            labels={"latent size": "{latent}", "figure": "distributions"},
         ),
     log:
         "results/logs/evaluate/latent_{latent}.log",
@@ -42,10 +72,10 @@ rule evaluate:
         seed=config["evaluate"]["seed"],
     shell:
         "python -m microvae evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
-        " --latent {wildcards.latent} --seed {params.seed} --metrics {output.metrics:q}"
-        " --s2 {output.s2:q} --s2-figure {output.s2_png:q}"
-        " --phase-fraction-figure {output.phase_fraction_png:q}"
-        " --chords-figure {output.chords_png:q} > {log:q} 2>&1"
+        " --baselines {input.baselines:q} --latent {wildcards.latent} --seed {params.seed}"
+        " --metrics {output.metrics:q} --curves {output.curves:q}"
+        " --verdict-figure {output.verdict_png:q} --curves-figure {output.curves_png:q}"
+        " --distributions-figure {output.distributions_png:q} > {log:q} 2>&1"
 
 
 rule evaluate_large:

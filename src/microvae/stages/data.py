@@ -14,6 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..atomic import atomic_path, save_figure, write_json
 from ..dataset import SourceTiles, pack
 from ..descriptors import iou, phase_fraction, pooled_iou
@@ -25,6 +27,8 @@ from ..segment import MORPHOLOGY_WARNING, SegmentationParameters, morphology_cha
 from ..synthetic import SteelParameters, synthesize_volume
 
 log = logging.getLogger(__name__)
+# Share of one-phase tiles of a grey source above which the segmentation is warned about.
+CONSTANT_TILES_WARNING = 0.5
 
 
 def synthesize(params: SteelParameters, seed: int, iq_path: str | os.PathLike,
@@ -87,6 +91,16 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
     binary, threshold, steps = segment(images, seg, binary_input=binary_input,
                                        source=str(ingested))
     fractions = phase_fraction(binary)
+    grey = {"min": float(images.min()), "max": float(images.max()),
+            "p01": float(np.percentile(images, 1)), "p99": float(np.percentile(images, 99))}
+    if not 0.0 < float(fractions.mean()) < 1.0:
+        what = "phase 1" if fractions.mean() >= 1.0 else "phase 0"
+        raise MicrovaeError(
+            f"{attrs.get('source')}: the segmentation made every pixel {what} (threshold "
+            f"{threshold:.4g} on grey values from {grey['min']:.4g} to {grey['max']:.4g}, as "
+            f"scaled to [0, 1]): nothing to learn. A fixed threshold must lie inside that range "
+            "(12-bit data in a 16-bit file spans only 0 to 0.0625 of it); or use 'otsu'")
+    constant = float(np.mean((fractions == 0) | (fractions == 1)))
     arrays = {"images": binary, "origin": origin, "qa/phase_fraction": fractions}
     if corner is not None:
         arrays["corner"] = corner
@@ -97,7 +111,13 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
         "phase": seg.phase, "phase_fraction": float(fractions.mean()),
         "binary_input": binary_input, "parameters": resolved,
         "phase_fraction_after": dict(steps), "morphology_change": change,
+        "grey_range": grey, "share_of_tiles_of_one_phase": constant,
     }
+    if constant > CONSTANT_TILES_WARNING and not binary_input:
+        log.warning("%s: %.0f%% of the tiles are of one phase after segmentation (threshold "
+                    "%.4g, grey values %.4g to %.4g): check the threshold and the examples "
+                    "figure", attrs.get("source"), 100 * constant, threshold, grey["min"],
+                    grey["max"])
     if abs(change) > MORPHOLOGY_WARNING:
         summary["warning"] = (
             f"the morphological steps changed the phase fraction by {100 * change:+.0f}% "

@@ -20,72 +20,12 @@ import numpy as np
 from ..atomic import atomic_path, write_json
 from ..errors import MicrovaeError
 from ..h5io import dataset_info, open_h5
+from ..sample import FINISHED
+from ..vti import write_vti
 
 log = logging.getLogger("microvae.stages.export")
 
 EXPORT_FORMATS = ("vti", "png", "tif", "npy")
-
-
-def _vtk():
-    try:
-        import vtk
-        from vtk.util import numpy_support
-    except ImportError as exc:  # pragma: no cover - vtk is a dependency
-        raise MicrovaeError("export to .vti needs the vtk package: pip install vtk") from exc
-    return vtk, numpy_support
-
-
-def write_vti(path: str | os.PathLike, phase: np.ndarray, pixel_size: float = 1.0,
-              pixel_unit: str = "px") -> None:
-    """Write a binary phase map (H, W) or volume (D, H, W) as VTK image data (atomic)."""
-    vtk, numpy_support = _vtk()
-    phase = np.asarray(phase)
-    if phase.ndim not in (2, 3) or not np.isin(phase, (0, 1)).all():
-        raise MicrovaeError(f"{path}: a phase map is a 2-D or 3-D array of 0 and 1, got shape "
-                            f"{phase.shape} with values {np.unique(phase)[:5].tolist()}")
-    volume = phase[None] if phase.ndim == 2 else phase
-    depth, height, width = volume.shape
-    image = vtk.vtkImageData()
-    image.SetDimensions(width + 1, height + 1, depth + 1)  # points; the cells are the pixels
-    image.SetSpacing(pixel_size, pixel_size, pixel_size)
-    image.SetOrigin(0.0, 0.0, 0.0)
-    flat = np.ascontiguousarray(volume).ravel()  # x fastest, then y, then z: VTK's cell order
-    for name, values, kind in (("material", flat.astype(np.int32), vtk.VTK_INT),
-                               ("phase", flat.astype(np.uint8), vtk.VTK_UNSIGNED_CHAR)):
-        array = numpy_support.numpy_to_vtk(values, deep=True, array_type=kind)
-        array.SetName(name)
-        image.GetCellData().AddArray(array)
-    unit = vtk.vtkStringArray()
-    unit.SetName("pixel_unit")
-    unit.InsertNextValue(pixel_unit)
-    image.GetFieldData().AddArray(unit)
-    with atomic_path(path) as tmp:
-        writer = vtk.vtkXMLImageDataWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetInputData(image)
-        writer.SetCompressorTypeToZLib()
-        writer.SetDataModeToAppended()
-        if not writer.Write():
-            raise MicrovaeError(f"{path}: VTK could not write the file")
-
-
-def read_vti(path: str | os.PathLike) -> tuple[np.ndarray, float, str]:
-    """``(phase (D, H, W) uint8, pixel size, pixel unit)`` of a file :func:`write_vti` wrote."""
-    vtk, numpy_support = _vtk()
-    if not os.path.isfile(path):
-        raise MicrovaeError(f"{path}: file not found")
-    reader = vtk.vtkXMLImageDataReader()
-    reader.SetFileName(str(path))
-    reader.Update()
-    image = reader.GetOutput()
-    array = image.GetCellData().GetArray("phase")
-    if array is None:
-        raise MicrovaeError(f"{path}: no cell array 'phase' (not written by microvae export)")
-    nx, ny, nz = (max(1, d - 1) for d in image.GetDimensions())
-    phase = numpy_support.vtk_to_numpy(array).reshape(nz, ny, nx).astype(np.uint8)
-    unit_array = image.GetFieldData().GetAbstractArray("pixel_unit")
-    unit = unit_array.GetValue(0) if unit_array is not None else "px"
-    return phase, float(image.GetSpacing()[0]), unit
 
 
 def write_phase_map(path: Path, phase: np.ndarray, fmt: str, pixel_size: float,
@@ -111,16 +51,22 @@ def write_phase_map(path: Path, phase: np.ndarray, fmt: str, pixel_size: float,
 
 def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The sets to export from a samples file: the large ones (``large/{mode}_{size}``) where
-    there are any, else the unseeded modes at the training size; binarised at 0.5."""
+    there are any, else the unseeded modes at the training size; their phase maps as the
+    sample stage finished them, or cut at 0.5 where it did not."""
     with open_h5(samples_path) as h5:
         if "large" in h5 and len(h5["large"]):
-            sets = {name: h5["large"][name][()] for name in h5["large"]}
+            keys = {name: f"large/{name}" for name in h5["large"]}
         else:
-            sets = {name: h5[name][()] for name in ("prior", "aggregate", "mixture", "field")
-                    if name in h5}
+            keys = {name: name for name in ("prior", "aggregate", "mixture", "field") if name in h5}
+        sets = {}
+        for name, key in keys.items():
+            if FINISHED in h5 and key in h5[FINISHED]:
+                sets[name] = h5[FINISHED][key][()].astype(np.uint8)
+            else:
+                sets[name] = (h5[key][()] > 0.5).astype(np.uint8)
     if not sets:
         raise MicrovaeError(f"{samples_path}: holds no generated images to export")
-    return {name: (images > 0.5).astype(np.uint8) for name, images in sets.items()}
+    return sets
 
 
 def export(samples_path: str | os.PathLike, out_dir: str | os.PathLike,

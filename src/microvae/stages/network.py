@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +20,30 @@ from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..errors import MicrovaeError
-from ..h5io import load_split, load_training_regions, open_h5, read_json_attr, write_arrays
+from ..h5io import load_split, load_training_regions, write_arrays
 from ..modelfile import load_model, save_model
 from ..sample import (
     ENCODED_MODES,
+    FINISH,
+    FINISHED,
     FITTED_MODES,
     SampleConfig,
     check_modes,
     generate,
+    image_keys,
     latent_manifold,
     modes_for,
 )
-from ..segment import MORPHOLOGY_DEFAULTS, SegmentationParameters
-from ..tables import read_csv, write_csv
+from ..tables import read_history, write_csv  # noqa: F401 (read_history: the pair)
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
-from . import SAMPLE_FIGURES
+from . import SAMPLE_FIGURES, describe_morphology, segmentation_morphology
 
 log = logging.getLogger("microvae.stages.network")
 
-IMAGE_ARRAYS = ("prior", "aggregate", "mixture", "field", "posterior", "reconstruction",
-                "aggregate_probabilities", "mixture_probabilities")
-STORAGE = ("float16 probabilities of phase 1 in [0, 1]; aggregate and mixture {0, 1} maps where "
-           "match_training (their probabilities: {mode}_probabilities)")
+STORAGE = ("every image stack: float16 probabilities of phase 1 in [0, 1]; with match_training "
+           f"its phase maps (uint8 0/1) under {FINISHED}/ and the calibration of each finishing "
+           f"under {FINISH}/")
 
 
 class Checkpoint:
@@ -70,10 +71,6 @@ def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> Non
     write_csv(path, history, HISTORY_COLUMNS)
 
 
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    return read_csv(path, text_columns=("kl_per_dim", "stop_reason"))
-
-
 def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
           checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
           history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
@@ -95,7 +92,8 @@ def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     if training.stop_reason is None:
         return training
     save_model(best_model(training), model_out, extra={
-        "best_epoch": training.best_epoch, "best_val_loss": training.best_val_loss,
+        "best_epoch": training.best_state_epoch,
+        "best_val_loss": training.history[training.best_state_epoch - 1]["val_loss"],
         "epochs": training.epoch, "steps": training.steps, "restarts": training.restarts,
         "stop_reason": training.stop_reason, "train": json.dumps(asdict(cfg), sort_keys=True),
         "dataset": str(dataset), "data_fingerprint": training.fingerprint})
@@ -103,24 +101,24 @@ def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     if loss_figure is not None:
         save_figure(plots.loss_curves({latent_size: training.history}), loss_figure)
     log.info("latent %d: best epoch %d (val loss %.2f) saved to %s", latent_size,
-             training.best_epoch, training.best_val_loss, model_out)
+             training.best_state_epoch,
+             training.history[training.best_state_epoch - 1]["val_loss"], model_out)
     return training
 
 
 def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
                   attrs: dict[str, Any]) -> None:
     """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
-    stored = {}
-    for name, array in arrays.items():
-        is_images = name in IMAGE_ARRAYS or name.startswith(
-            ("noise/", "interpolation/midpoint", "interpolation/path", "large/"))
-        stored[name] = array.astype(np.float16) if is_images else array
+    images = set(image_keys(arrays))
+    stored = {name: array.astype(np.float16) if name in images else array
+              for name, array in arrays.items()}
     write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
 
 
 def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,
                   prefix: str = "sample") -> list[Path]:
-    """Binarise probabilities at 0.5 and write one file per image (png|tif) or one stack (npy)."""
+    """Phase maps (probabilities are binarised at 0.5) as one file per image (png|tif) or one
+    stack (npy)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     binary = (images.reshape(-1, *images.shape[-2:]) > 0.5).astype(np.uint8)
@@ -195,27 +193,6 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
                     figures["latent_map"])
 
 
-MORPHOLOGY_STEPS = tuple(MORPHOLOGY_DEFAULTS["grey"])
-
-
-def segmentation_morphology(dataset: str | os.PathLike) -> SegmentationParameters | None:
-    """The morphological clean-up every source of the data set went through (per step the
-    mildest over the sources, as recorded by pack); None where there was none."""
-    with open_h5(dataset) as h5:
-        recorded = read_json_attr(h5, "segmentation", {}) or {}
-    if not recorded:
-        return None
-    steps = {key: min(int(source.get(key) or 0) for source in recorded.values())
-             for key in MORPHOLOGY_STEPS}
-    return SegmentationParameters(**steps) if any(steps.values()) else None
-
-
-def describe_morphology(morphology: SegmentationParameters | None) -> str:
-    if morphology is None:
-        return "none"
-    return ", ".join(f"{key} {getattr(morphology, key)}" for key in MORPHOLOGY_STEPS)
-
-
 def sample(model_path: str | os.PathLike, out: str | os.PathLike,
            dataset: str | os.PathLike | None, cfg: SampleConfig,
            modes: tuple[str, ...] | None = None, split: str = "test",
@@ -240,11 +217,17 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     test_images = load_split(dataset, split) if dataset is not None else None
     fit_images = val_images = None
     training_phase_fraction = morphology = None
-    if set(modes) & set(FITTED_MODES):
+    if cfg.match_training and dataset is None:
+        log.warning("no --dataset: the images are not finished as the training maps were made "
+                    "(that needs the train split's phase fraction and segmentation); they keep "
+                    "their probabilities, cut at 0.5 wherever binary maps are needed")
+        cfg = replace(cfg, match_training=False)
+    if cfg.match_training:
+        morphology = segmentation_morphology(dataset)
+    if dataset is not None and (set(modes) & set(FITTED_MODES) or cfg.match_training):
         train_images = load_split(dataset, "train")
         fit_images = evenly_spaced(train_images, max_fit_images)
         training_phase_fraction = float(train_images.mean())
-        morphology = segmentation_morphology(dataset)
     if "mixture" in modes:
         val_images = evenly_spaced(load_split(dataset, "val"), max_fit_images)
     regions = None
@@ -255,14 +238,16 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
                                 "version): re-run pack for mode field")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology)
-    for name in FITTED_MODES:
-        if f"{name}_finish/threshold" in arrays:
-            log.info("%s: images binarised at %.3f (the train split's phase fraction %.3f; a "
-                     "cut at 0.5 gave %.3f) and cleaned as the data's segmentation did (%s): "
-                     "phase fraction %.3f", name, arrays[f"{name}_finish/threshold"],
-                     training_phase_fraction, arrays[f"{name}_finish/phase_fraction_at_0.5"],
-                     describe_morphology(morphology),
-                     float(arrays[name].mean()))
+    calibrations = sorted({key.split("/")[1] for key in arrays if key.startswith(f"{FINISH}/")})
+    for name in calibrations:
+        record = {key.split("/")[2]: float(value) for key, value in arrays.items()
+                  if key.startswith(f"{FINISH}/{name}/")}
+        log.info("%s images finished as the training maps were made: cut at %.3f (calibrated on "
+                 "%d draws to the train split's phase fraction %.3f; a cut at 0.5 gave %.3f), "
+                 "then %s: phase fraction %.3f", name, record["threshold"],
+                 record["calibration_draws"], training_phase_fraction,
+                 record["phase_fraction_at_0.5"], describe_morphology(morphology),
+                 [v for k, v in record.items() if k.startswith("after_")][-1])
     write_samples(out, arrays, attrs={
         "model": str(model_path), "model_config": payload["config"],
         "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
@@ -272,11 +257,17 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
         "match_training": cfg.match_training,
         "match_training_morphology": describe_morphology(morphology),
         "architecture": model.config.get("architecture", "table1")})
-    log.info("wrote %s: %s", out, {k: v.shape for k, v in arrays.items()})
-    write_sample_figures(model, arrays, test_images, figures)
+    stacks = image_keys(arrays)
+    finished = sum(k.startswith(f"{FINISHED}/") for k in arrays)
+    log.info("wrote %s: %d image stacks (%s), %d of them finished, %d other arrays", out,
+             len(stacks), ", ".join(f"{k} {arrays[k].shape}" for k in stacks), finished,
+             len(arrays) - len(stacks) - finished)
+    shown = {**arrays, **{key: arrays[f"{FINISHED}/{key}"] for key in image_keys(arrays)
+                          if f"{FINISHED}/{key}" in arrays}}
+    write_sample_figures(model, shown, test_images, figures)
     if export_dir is not None:
         for name in ("prior", *FITTED_MODES, "field", "posterior"):
             if name in arrays:
-                files = export_binary(arrays[name], export_dir, export_format, name)
+                files = export_binary(shown[name], export_dir, export_format, name)
                 log.info("exported %d %s file(s) to %s", len(files), name, export_dir)
     return arrays
