@@ -52,8 +52,11 @@ def main() -> None:
     table, chosen, per_seed = {}, {}, {}
     for latent in config["model"]["latent_sizes"]:
         first = runs[args.seeds[0]][latent]
-        chosen[latent] = [runs[s][latent].get("selection", {}).get("best_unseeded")
-                          for s in args.seeds]
+        chosen[latent] = [{"chosen_on_val": runs[s][latent]["selection"]["best_unseeded"],
+                           "val": runs[s][latent]["selection"]["verdicts"][
+                               runs[s][latent]["selection"]["best_unseeded"]],
+                           "test": runs[s][latent]["selection"]["test"]["verdict"]}
+                          for s in args.seeds if runs[s][latent].get("selection")]
         for name in first["sets"]:
             sets = [judged(runs[s][latent]["sets"][name]) for s in args.seeds]
             per_seed[f"latent {latent} {name}"] = sets

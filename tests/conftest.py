@@ -26,7 +26,7 @@ TINY_CONFIG = {
     "model": {"latent_sizes": [2, 4], "kl_weight": 0.1},
     "train": {"epochs": 2, "batch_size": 16, "threads": 1},
     "sample": {"n_prior": 24, "n_posterior_images": 4, "n_draws": 3, "noise_sigmas": [0.5, 1.0],
-               "n_pairs": 3, "n_steps": 5},
+               "n_pairs": 3, "n_steps": 5, "calibration_draws": 500},
 }
 
 
@@ -106,3 +106,9 @@ def build_tiny_dataset(directory: Path, config: dict | None = None) -> Path:
 def tiny_dataset(tmp_path_factory) -> Path:
     """A packed data set of the tiny configuration, built with the library."""
     return build_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The workflow smoke test (minutes) first: with two workers (pytest-xdist, -n 2) it then
+    runs beside the unit tests instead of after them."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("smoke") else 1)

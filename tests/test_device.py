@@ -38,6 +38,7 @@ def glibc() -> bool:
 
 
 @pytest.mark.skipif(not glibc(), reason="glibc's malloc only")
+@pytest.mark.slow
 def test_kept_memory_ends_the_page_faults_of_training_steps():
     """Fresh processes run training steps of the 64 px network (fp32, batch 32: activations of
     32 MB and more): with glibc's defaults every step maps them afresh and faults on each

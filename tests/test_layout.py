@@ -102,3 +102,23 @@ def test_the_benchmark_times_the_real_training_step():
     source = (PACKAGE.parents[1] / "benchmarks" / "train_throughput.py").read_text()
     assert "from microvae.train import" in source and "train_step" in source
     assert "loss.backward()" not in source
+
+
+def test_the_command_line_starts_without_torch():
+    """`microvae --help` and the data stages do not import PyTorch (2 s on a small CPU): the
+    command line stays quick to start, and each of the many short jobs with it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, microvae.cli, microvae.stages.data; "
+            "microvae.cli.build_parser(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(PACKAGE.parent)}, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_morphology_steps_are_segments():
+    from microvae.segment import MORPHOLOGY_DEFAULTS
+    from microvae.stages import MORPHOLOGY_STEPS
+
+    assert MORPHOLOGY_STEPS == tuple(MORPHOLOGY_DEFAULTS["grey"])

@@ -20,7 +20,7 @@ from microvae.sample import (
 from microvae.stages.network import sample
 
 CFG = SampleConfig(n_prior=10, n_posterior_images=3, n_draws=4, noise_sigmas=[0.5, 2.0],
-                   n_pairs=2, n_steps=5, seed=11)
+                   n_pairs=2, n_steps=5, seed=11, calibration_draws=1000)
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def test_sample_stage_finishes_every_set_and_keeps_its_probabilities(model_file,
             assert maps.shape == h5[key].shape
         for name in ("prior", "aggregate", "encoded"):
             record = h5["finish"][name]
-            assert int(record["calibration_draws"][()]) >= 5000
+            assert int(record["calibration_draws"][()]) >= CFG.calibration_draws
             assert float(record["training_phase_fraction"][()]) == pytest.approx(train_fraction)
             assert float(record["after_threshold"][()]) == pytest.approx(train_fraction, abs=0.01)
         probabilities = h5["aggregate"][()].astype(np.float32)
@@ -357,7 +357,8 @@ def test_the_finishing_does_not_depend_on_how_many_images_are_asked_for(model_fi
     thresholds = []
     for n in (1, 40):
         out = tmp_path / f"n{n}.h5"
-        sample(model_file, out, tiny_dataset, SampleConfig(n_prior=n), ("prior",))
+        sample(model_file, out, tiny_dataset, SampleConfig(n_prior=n, calibration_draws=1000),
+               ("prior",))
         with h5py.File(out) as h5:
             thresholds.append(float(h5["finish/prior/threshold"][()]))
     assert thresholds[0] == thresholds[1]

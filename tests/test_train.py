@@ -246,6 +246,7 @@ def test_failure_detector_needs_the_failure_to_hold():
     assert failure([stuck, healthy], FAILURE_STEPS) is None
 
 
+@pytest.mark.slow
 def test_detector_fires_on_a_collapsed_model_not_on_a_healthy_one(tiny_dataset, tmp_path):
     from microvae.train import failure
 
@@ -258,6 +259,7 @@ def test_detector_fires_on_a_collapsed_model_not_on_a_healthy_one(tiny_dataset, 
     assert healthy.history[-1]["latent_rank"] > 0
 
 
+@pytest.mark.slow
 def test_a_failed_training_restarts_with_a_kl_warmup(tiny_dataset, tmp_path, caplog):
     """A collapse that holds restarts the network (new weights, KL weight from 0); the restarts
     are counted in the history and the best model comes from after the last one."""

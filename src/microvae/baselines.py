@@ -51,11 +51,11 @@ class FieldBaseline:
 
 
 def fit_field_baseline(train: np.ndarray, morphology: SegmentationParameters | None,
-                       rng: np.random.Generator, sigmas: tuple[float, ...] = SIGMAS
-                       ) -> FieldBaseline:
+                       rng: np.random.Generator, sigmas: tuple[float, ...] = SIGMAS,
+                       calibration_draws: int = CALIBRATION_DRAWS) -> FieldBaseline:
     """The sigma whose finished fields come closest to the train images' scaled
     autocovariance (RMS over r >= 1), and the finishing calibrated at it on
-    :data:`CALIBRATION_DRAWS` fields."""
+    ``calibration_draws`` fields (as a model's unseeded modes are)."""
     size = train.shape[-1]
     phase_fraction = float(train.mean())
     target = Features.of(train)
@@ -69,7 +69,7 @@ def fit_field_baseline(train: np.ndarray, morphology: SegmentationParameters | N
         curve = set_descriptors(features.sums(np.ones(features.n)), features.layout)["s2"][0]
         errors[sigma] = float(np.sqrt(np.nanmean((curve[1:] - reference[1:]) ** 2)))
     sigma = min(errors, key=lambda s: np.inf if np.isnan(errors[s]) else errors[s])
-    finishing = Finishing.calibrate(gaussian_field(CALIBRATION_DRAWS, size, sigma, rng),
+    finishing = Finishing.calibrate(gaussian_field(calibration_draws, size, sigma, rng),
                                     phase_fraction, morphology)
     return FieldBaseline(sigma, finishing, errors)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import MicrovaeError
-from .stages import EVALUATION_FIGURES, SAMPLE_FIGURES
+from .stages import EVALUATION_FIGURES, EXPORT_FORMATS, SAMPLE_FIGURES
 
 log = logging.getLogger("microvae")
 
@@ -181,6 +181,9 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per mode at each --size (default 32)")
     p.add_argument("--periodic", action="store_true",
                    help="images of --size are periodic: opposite edges join")
+    p.add_argument("--calibration-draws", type=_count, default=None,
+                   help="images of each prior drawn once to calibrate its finishing threshold "
+                        "(default: the schema's, 5000)")
     p.add_argument("--match-training", action=argparse.BooleanOptionalAction, default=True,
                    help="aggregate and mixture: binarise at the train split's phase fraction and "
                         "clean with the data's segmentation morphology (default; "
@@ -204,7 +207,8 @@ def run_sample(args: argparse.Namespace) -> None:
         "n_prior": args.n, "n_posterior_images": args.n_images, "n_draws": args.draws,
         "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
         "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
-        "periodic": args.periodic, "match_training": args.match_training})
+        "periodic": args.periodic, "match_training": args.match_training,
+        **({"calibration_draws": args.calibration_draws} if args.calibration_draws else {})})
     sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
            figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
            export_format=args.export_format)
@@ -216,6 +220,8 @@ def baselines_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (the baselines are fitted "
                                                     "on its train split)")
     p.add_argument("--n", type=_count, default=500, help="images per baseline (default 500)")
+    p.add_argument("--calibration-draws", type=_count, default=5000,
+                   help="fields drawn to calibrate the baseline's cut (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output: baselines.h5")
     p.add_argument("--figure", default=None, help="output: the baselines beside real (.png)")
@@ -224,7 +230,8 @@ def baselines_arguments(p: argparse.ArgumentParser) -> None:
 def run_baselines(args: argparse.Namespace) -> None:
     from .stages.statistics import baselines
 
-    baselines(args.dataset, args.out, args.figure, n=args.n, seed=args.seed)
+    baselines(args.dataset, args.out, args.figure, n=args.n, seed=args.seed,
+              calibration_draws=args.calibration_draws)
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -289,8 +296,6 @@ def run_evaluate_large(args: argparse.Namespace) -> None:
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
-    from .stages.export import EXPORT_FORMATS
-
     p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
     p.add_argument("--out-dir", required=True, help="output folder (files and manifest.json)")
     p.add_argument("--format", nargs="+", default=["vti"], choices=EXPORT_FORMATS,

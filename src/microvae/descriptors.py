@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    import torch
 
 
 def phase_fraction(images: np.ndarray) -> np.ndarray:
@@ -62,6 +65,8 @@ def s2_plan(height: int, width: int, periodic: bool = False) -> S2Plan:
     full image size) is enough for those lags to be free of wrap-around. ``periodic``: no
     padding, every lag has H * W pixel pairs (the image wraps around).
     """
+    import torch  # here, not at import: the data stages use this module without torch
+
     r_max = min(height, width) // 2
     padded = (height, width) if periodic else (height + r_max, width + r_max)
     dx_lags = np.arange(-r_max, r_max + 1)
@@ -103,6 +108,8 @@ def two_point_correlation(images: np.ndarray, batch_size: int = 256,
     ``x`` and ``y``: S2 at lags (0, r) and (r, 0). S2(0) is the phase fraction. ``periodic``:
     the image wraps around (pairs across opposite edges count; for periodic microstructures).
     """
+    import torch
+
     images = np.asarray(images)
     n, height, width = images.shape
     plan = s2_plan(height, width, periodic)

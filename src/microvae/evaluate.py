@@ -504,7 +504,13 @@ def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "calibrated": " ".join(values["calibrated"]),
                 "n_within_floor": values["n_within"], "n_judged": values["n_judged"],
                 "verdict": values["verdict"],
-                "chosen_on_val": mode == selection.get("best_unseeded"),
+                "chosen_on_val": mode == selection.get("best_unseeded", "").removesuffix(
+                    "@0.5"),
+                "chosen_finishing": ("cut at 0.5" if selection.get("best_unseeded", "")
+                                     .endswith("@0.5") else "finished")
+                if mode == selection.get("best_unseeded", "").removesuffix("@0.5") else "",
+                "chosen_test_verdict": selection.get("test", {}).get("verdict", "")
+                if mode == selection.get("best_unseeded", "").removesuffix("@0.5") else "",
             }
             for key in DESCRIPTORS:
                 row[key] = values["distance"][key]

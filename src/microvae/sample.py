@@ -38,6 +38,7 @@ from .config import check_parameters, parse_options
 from .crops import CropSampler, window_origins
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
+from .h5io import FINISH, FINISHED
 from .model import USED_VARIANCE, VAE, reparameterize
 from .segment import SegmentationParameters, segment
 
@@ -71,6 +72,7 @@ class SampleConfig:
     sizes: list[int] = dataclass_field(default_factory=list)
     n_large: int = 32
     periodic: bool = False
+    calibration_draws: int = 5000
     match_training: bool = True
 
     @classmethod
@@ -278,7 +280,8 @@ def fit_mixture(train_codes: tuple[torch.Tensor, torch.Tensor],
 
 
 # A finishing threshold is calibrated once per prior, on this many of its images (never on
-# the batch it finishes, so that one image is finished as a thousand are).
+# the batch it finishes, so that one image is finished as a thousand are): the default of
+# sample.calibration_draws (the schema's).
 CALIBRATION_DRAWS = 5000
 
 
@@ -388,11 +391,6 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
     return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
 
 
-# The samples file's image stacks are pixel probabilities; where the sets are finished
-# (sample.match_training), the phase maps of every stack lie under FINISHED/{key} and each
-# calibration's record under FINISH/{calibration}/.
-FINISHED = "finished"
-FINISH = "finish"
 UNSEEDED_MODES = ("prior", "field", "aggregate", "mixture")
 
 
@@ -496,7 +494,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         out.update(encoded_modes(model, test_images, cfg, modes, generator))
     if cfg.match_training:
         finish_all(model, out, samplers, codes if encoded else None, training_phase_fraction,
-                   morphology, cfg.seed)
+                   morphology, cfg.seed, cfg.calibration_draws)
     return out
 
 
@@ -537,21 +535,22 @@ def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
 
 def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
                codes: tuple[torch.Tensor, torch.Tensor] | None, phase_fraction: float,
-               morphology: SegmentationParameters | None, seed: int) -> dict[str, Finishing]:
+               morphology: SegmentationParameters | None, seed: int,
+               draws: int = CALIBRATION_DRAWS) -> dict[str, Finishing]:
     """Calibrate one :class:`Finishing` per prior (and one for the encoded sets, on posterior
-    draws of the training ``codes``) from draws of their own, then finish every image stack of
+    draws of the training ``codes``) from ``draws`` images of their own, then finish every image stack of
     ``out`` into ``finished/{key}``; the records go to ``finish/{calibration}/``. The
     calibration draws come from a generator of their own, so that the generated sets are the
     same with and without the finishing."""
     generator = torch.Generator().manual_seed(seed + 7919)
     finishings: dict[str, Finishing] = {}
     for name, draw in samplers.items():
-        probabilities, _ = draw(CALIBRATION_DRAWS, generator)
+        probabilities, _ = draw(draws, generator)
         finishings[name] = Finishing.calibrate(probabilities, phase_fraction, morphology)
     if codes is not None:
         z_mean, z_log_var = codes
-        per_image = -(-CALIBRATION_DRAWS // len(z_mean))
-        index = torch.arange(len(z_mean)).repeat(per_image)[:max(CALIBRATION_DRAWS, len(z_mean))]
+        per_image = -(-draws // len(z_mean))
+        index = torch.arange(len(z_mean)).repeat(per_image)[:max(draws, len(z_mean))]
         eps = torch.randn((len(index), *z_mean.shape[1:]), generator=generator)
         probabilities = decode(model, reparameterize(z_mean[index], z_log_var[index], eps))
         finishings["encoded"] = Finishing.calibrate(probabilities, phase_fraction, morphology)

@@ -23,11 +23,12 @@ rule baselines:
         mem_mb=4000,
     params:
         n=config["sample"]["n_prior"],
+        calibration=config["sample"]["calibration_draws"],
         seed=config["evaluate"]["seed"],
     shell:
         "python -m microvae baselines --dataset {input.dataset:q} --n {params.n}"
-        " --seed {params.seed} --out {output.baselines:q} --figure {output.figure:q}"
-        " > {log:q} 2>&1"
+        " --calibration-draws {params.calibration} --seed {params.seed}"
+        " --out {output.baselines:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule evaluate:

@@ -60,6 +60,7 @@ rule sample:
         n_pairs=config["sample"]["n_pairs"],
         n_steps=config["sample"]["n_steps"],
         seed=config["sample"]["seed"],
+        calibration=config["sample"]["calibration_draws"],
         large=large_sample_options(),
         finish=(
             "--match-training"
@@ -70,7 +71,8 @@ rule sample:
         "python -m microvae sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
-        " --seed {params.seed} {params.large} {params.finish} --out {output.samples:q}"
+        " --seed {params.seed} --calibration-draws {params.calibration} {params.large}"
+        " {params.finish} --out {output.samples:q}"
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
         " --latent-map-figure {output.latent_map:q} > {log:q} 2>&1"

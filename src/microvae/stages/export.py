@@ -19,13 +19,12 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..errors import MicrovaeError
-from ..h5io import dataset_info, open_h5
-from ..sample import FINISHED
+from ..h5io import FINISHED, dataset_info, open_h5
 from ..vti import write_vti
+from . import EXPORT_FORMATS
 
 log = logging.getLogger("microvae.stages.export")
 
-EXPORT_FORMATS = ("vti", "png", "tif", "npy")
 
 
 def write_phase_map(path: Path, phase: np.ndarray, fmt: str, pixel_size: float,

@@ -20,12 +20,10 @@ from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..errors import MicrovaeError
-from ..h5io import load_split, load_training_regions, write_arrays
+from ..h5io import FINISH, FINISHED, load_split, load_training_regions, write_arrays
 from ..modelfile import load_model, save_model
 from ..sample import (
     ENCODED_MODES,
-    FINISH,
-    FINISHED,
     FITTED_MODES,
     SampleConfig,
     check_modes,
