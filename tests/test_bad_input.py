@@ -197,29 +197,29 @@ def test_glob_matching_nothing_in_workflow(tmp_path):
     assert "sources[lab].paths" in output and "matches no file" in output
 
 
-def test_dangling_link_in_a_source_folder_is_named(tmp_path):
-    """A link that points nowhere was skipped without a word (issue 26)."""
+def dangling_link(folder):
+    png(folder / "good.png", (64, 64))
+    (folder / "gone.png").symlink_to(folder.parent / "nowhere.png")
+
+
+def notes_only(folder):
+    (folder / "notes.txt").write_text("no images here")
+
+
+@pytest.mark.parametrize("fill,messages", [
+    # a link that points nowhere was skipped without a word (issue 26)
+    (dangling_link, ("gone.png", "does not exist")),
+    (notes_only, ("sources[lab].paths", "is a folder with no image files")),
+])
+def test_a_source_folder_is_refused_before_anything_runs(tmp_path, fill, messages):
     (tmp_path / "scans").mkdir()
-    png(tmp_path / "scans" / "good.png", (64, 64))
-    (tmp_path / "scans" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    fill(tmp_path / "scans")
     write_config(tmp_path, {"image_size": 16, "sources": [
         {"name": "lab", "paths": [str(tmp_path / "scans")]}]})
     result = snakemake(tmp_path, "-n", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "gone.png" in output and "does not exist" in output
-    assert not (tmp_path / "results").exists()
-
-
-def test_folder_without_images_in_workflow(tmp_path):
-    (tmp_path / "scans").mkdir()
-    (tmp_path / "scans" / "notes.txt").write_text("no images here")
-    write_config(tmp_path, {"image_size": 16, "sources": [
-        {"name": "lab", "paths": [str(tmp_path / "scans")]}]})
-    result = snakemake(tmp_path, "-n", check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "sources[lab].paths" in output and "is a folder with no image files" in output
+    assert all(message in output for message in messages)
     assert not (tmp_path / "results").exists()
 
 

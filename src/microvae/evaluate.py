@@ -400,6 +400,7 @@ def judge(reference: Features, blocks: np.ndarray, sets: dict[str, ScoredSet],
         reference_d = set_descriptors(reference.sums(draws.reference), layout)
         floor = descriptor_distances(set_descriptors(reference.sums(draws.complement), layout),
                                      reference_d, layout)
+        real_whole = set_descriptors(reference.sums((blocks >= 0).astype(float)), layout)
         out: dict[str, Any] = {"n_draws": n_draws, "n_blocks": draws.n_blocks,
                                "n_real": int(np.count_nonzero(blocks >= 0)),
                                "alpha": alpha, "sets": {}}
@@ -430,14 +431,12 @@ def judge(reference: Features, blocks: np.ndarray, sets: dict[str, ScoredSet],
                 for key in generated:
                     generated[key][np.isnan(weights[:, 0])] = np.nan
             whole = set_descriptors(item.features.sums(np.ones(item.features.n)), layout)
-            real_whole = set_descriptors(reference.sums((blocks >= 0).astype(float)), layout)
             out["sets"][name] = {
                 "role": item.role, "n_images": item.features.n,
                 **_score(generated, set_floor, item.calibrated, alpha),
                 "difference": {k: float(whole[k][0] - real_whole[k][0]) for k in DIFFERENCES},
                 "summary": summary(whole)}
-        out["real"] = summary(set_descriptors(reference.sums((blocks >= 0).astype(float)),
-                                              layout))
+        out["real"] = summary(real_whole)
     return out
 
 
