@@ -191,6 +191,18 @@ def test_summary_columns_agree_with_the_metrics():
                 row[key] / row[f"{key}_floor_p95"])
 
 
+def test_summary_rows_of_large_images_take_the_real_phase_fraction_of_their_window():
+    """Large-image metrics hold "real" per compared window, not one summary: each row carries
+    the real phase fraction of its own window."""
+    real, blocks = grouped(8, 12, seed=5)
+    judged = judge(Features.of(real), blocks, {"field_64": ScoredSet(Features.of(blobs(30, 9)))},
+                   np.random.default_rng(2), n_draws=40)
+    judged["sets"]["field_64"].update(size=64, real_phase_fraction=0.25)
+    large = {"latent_size": 4, "real": {"16": judged["real"]}, "sets": judged["sets"]}
+    [row] = summary_rows([large])
+    assert row["size"] == 64 and row["real_phase_fraction"] == 0.25
+
+
 def test_reconstruction_metrics():
     truth = np.zeros((2, 4, 4), np.uint8)
     truth[:, :2] = 1

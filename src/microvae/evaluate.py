@@ -497,8 +497,9 @@ def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "size": values.get("size", metrics.get("image_size", "")),
                 "n_images": values["n_images"],
                 "phase_fraction": values["summary"]["phase_fraction_mean"],
-                "real_phase_fraction": values.get("real_phase_fraction",
-                                                  metrics["real"]["phase_fraction_mean"]),
+                "real_phase_fraction": (values["real_phase_fraction"]
+                                        if "real_phase_fraction" in values
+                                        else metrics["real"]["phase_fraction_mean"]),
                 "finished": values.get("finished", ""),
                 "calibrated": " ".join(values["calibrated"]),
                 "n_within_floor": values["n_within"], "n_judged": values["n_judged"],
