@@ -22,8 +22,11 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 11k | segment | threshold 0.5 on 12-bit data in 16 bits: one phase | source, "every pixel phase 1" |
 | 11i | ingest | the same file twice (a link, a byte copy) | the second name, 'the same' |
 | 11j | ingest | a link in a source folder that points nowhere | the link, 'does not exist' |
-| 11f | pack | one volume cut along all three axes | 'cut along every axis' |
-| 11g | pack | one image too small for three slabs with gaps | 'too few for 3 regions' |
+| 11l | ingest | a thin volume cut along an axis whose sections are thinner than a tile | "axis gives no tile; remove 1" |
+| 11m | ingest | a file this user cannot read | 'permission denied' |
+| 11f | ingest | one volume cut along all three axes | 'cut along every axis' |
+| 11g | ingest | one image too small for three slabs with gaps | 'too few for 3 regions' |
+| 11n | pack | room for three slabs, not for uneven fractions | 'too few for 3 regions' |
 | 12 | config | unknown key | 'unknown key' |
 | 13 | config | wrong type | key and 'is not of type' |
 | 14 | config | negative latent size | 'model.latent_sizes[0]' |
@@ -43,6 +46,7 @@ RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_
 """
 
 import json
+import os
 from fractions import Fraction
 
 import h5py
@@ -128,6 +132,12 @@ def make_case(tmp_path, case):
         (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
         return [tmp_path / "a.png", tmp_path / "copy.png"], {}, "byte for byte the same", \
             "copy.png"
+    if case == "thin_axis":
+        np.save(tmp_path / "v.npy", rng.random((8, 64, 64)))
+        return [tmp_path / "v.npy"], {"axes": [0, 1]}, "so that axis gives no tile; remove 1", "v.npy"
+    if case == "unreadable":
+        png(tmp_path / "locked.png").chmod(0)
+        return [tmp_path / "locked.png"], {}, "permission denied", "locked.png"
     if case == "group_mismatch":
         return [png(tmp_path / "slice_01.png"), png(tmp_path / "overview.png", seed=1)], \
             {"group": r"slice_(\d+)"}, "does not match", "overview.png"
@@ -137,7 +147,8 @@ def make_case(tmp_path, case):
 INGEST_CASES = ["empty", "truncated_png", "truncated_tiff", "html_png", "nan_volume",
                 "small_image", "missing_h5_dataset", "unknown_suffix",
                 "constant_among_good", "constant_section", "rgb_npy", "binary_declared_grey",
-                "group_mismatch", "mixed_maps_and_grey", "linked_twice", "copied_twice"]
+                "group_mismatch", "mixed_maps_and_grey", "linked_twice", "copied_twice", "thin_axis",
+                *(["unreadable"] if os.geteuid() != 0 else [])]  # root reads any file
 
 
 @pytest.mark.parametrize("case", INGEST_CASES)
@@ -226,7 +237,7 @@ def test_a_source_folder_is_refused_before_anything_runs(tmp_path, fill, message
 def test_a_threshold_that_leaves_one_phase_is_refused(tmp_path):
     """Issue 26: 12-bit data in a 16-bit TIFF and threshold 0.5 made every tile phase 1 and the
     run exited 0."""
-    volume = np.random.default_rng(0).integers(0, 4096, (4, 32, 32), dtype=np.uint16)
+    volume = np.random.default_rng(0).integers(0, 4096, (4, 32, 80), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "ct.tif", volume, photometric="minisblack")
     ingested, out = tmp_path / "i.h5", tmp_path / "out"
     out.mkdir()
@@ -237,6 +248,39 @@ def test_a_threshold_that_leaves_one_phase_is_refused(tmp_path):
                       "--out", str(out / "s.h5"), "--qa", str(out / "qa.json"))
     assert result.returncode == 1 and "ct12" in result.stderr
     assert "every pixel phase 1" in result.stderr and "0.0625" in result.stderr
+    assert "Traceback" not in result.stderr and list(out.iterdir()) == []
+    assert "scale: [0, 4095]" in result.stderr
+
+
+def test_a_scale_for_12_bit_data_makes_the_fixed_threshold_mean_the_same_grey(tmp_path):
+    """The hint above works: with scale [0, 4095] the same threshold cuts the 12-bit data in
+    two, identically in every file; a value outside the scale is refused by file."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):  # three files: one per split
+        tifffile.imwrite(tmp_path / f"{name}.tif",
+                         rng.integers(0, 4096, (2, 32, 32), dtype=np.uint16),
+                         photometric="minisblack")
+    ingested, segmented = tmp_path / "i.h5", tmp_path / "s.h5"
+    microvae("ingest", "--files", *(str(tmp_path / f"{n}.tif") for n in "abc"), "--source",
+             json.dumps({"name": "ct12", "scale": [0, 4095]}), "--image-size", "16",
+             "--out", str(ingested), check=True)
+    with h5py.File(ingested) as h5:
+        assert 0.99 < float(h5["images"][()].max()) <= 1.0
+    no_morphology = {"threshold": 0.5, "opening_radius": 0, "closing_radius": 0,
+                     "fill_holes": 0, "min_island": 0}
+    microvae("segment", "--input", str(ingested), "--params", json.dumps(no_morphology), "--out",
+             str(segmented), "--qa", str(tmp_path / "qa.json"), check=True)
+    assert 0.4 < json.loads((tmp_path / "qa.json").read_text())["phase_fraction"] < 0.6
+    tifffile.imwrite(tmp_path / "c.tif", np.full((2, 32, 32), 5000, np.uint16),
+                     photometric="minisblack")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = microvae("ingest", "--files", *(str(tmp_path / f"{n}.tif") for n in "abc"),
+                      "--source",
+                      json.dumps({"name": "ct12", "scale": [0, 4095]}), "--image-size", "16",
+                      "--out", str(out / "i.h5"))
+    assert result.returncode == 1 and f"{tmp_path / 'c.tif'}: grey values 5000..5000 fall " \
+        "outside scale [0, 4095]" in result.stderr
     assert "Traceback" not in result.stderr and list(out.iterdir()) == []
 
 
@@ -257,12 +301,29 @@ def segmented_source(tmp_path, array, options):
      "cut along every axis"),
     (np.random.default_rng(0).integers(0, 2, (40, 64), dtype=np.uint8), {}, "too few for 3 regions"),
 ])
-def test_pack_refuses_a_split_in_space_that_cannot_be_made(tmp_path, array, options, message):
-    segmented = segmented_source(tmp_path, array, options)
+def test_ingest_refuses_a_source_that_no_split_in_space_fits(tmp_path, array, options, message):
+    """Found at ingest, before segmentation (it was found only at pack): one group cannot give
+    three slabs with gaps, whatever the fractions."""
+    np.save(tmp_path / "v.npy", array)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = microvae("ingest", "--files", str(tmp_path / "v.npy"), "--source",
+                      json.dumps({"name": "user", **options}), "--image-size", "16",
+                      "--out", str(out / "i.h5"))
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert str(tmp_path / "v.npy") in result.stderr and "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_pack_refuses_fractions_that_need_more_room_than_the_source_has(tmp_path):
+    """Room for three slabs (ingest passes), not for these uneven fractions."""
+    array = np.random.default_rng(0).integers(0, 2, (40, 96), dtype=np.uint8)
+    segmented = segmented_source(tmp_path, array, {})
+    message = "too few for 3 regions"
     out = tmp_path / "d.h5"
     result = microvae("pack", "--inputs", str(segmented), "--fractions",
-                      '{"train": 0.8, "val": 0.1, "test": 0.1}', "--seed", "0", "--out", str(out),
-                      "--figure", str(tmp_path / "split.png"))
+                      '{"train": 0.1, "val": 0.45, "test": 0.45}', "--seed", "0", "--out",
+                      str(out), "--figure", str(tmp_path / "split.png"))
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert str(tmp_path / "v.npy") in result.stderr
     assert not out.exists() and not (tmp_path / "split.png").exists()

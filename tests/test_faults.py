@@ -1,5 +1,6 @@
 """Fault tests: a kill or a full disk never leaves a file that a later run would trust."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -87,6 +89,52 @@ def test_disk_full_while_writing_json(tmp_path, monkeypatch):
     with pytest.raises(MicrovaeError, match="metrics.json: no space left"):
         write_json(out, {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only"),
+                                          (errno.EACCES, "permission denied"),
+                                          (errno.EDQUOT, "quota")])
+def test_write_errors_name_the_final_file_never_its_temporary(tmp_path, monkeypatch, code, words):
+    out = tmp_path / "metrics.json"
+    out.write_text("the user's previous file")
+
+    def refused(self, text, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.setattr("pathlib.Path.write_text", refused)
+    with pytest.raises(MicrovaeError) as caught:
+        write_json(out, {"a": 1})
+    message = str(caught.value)
+    assert message.startswith(f"{out}: ") and words in message and ".tmp" not in message
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_folder_that_cannot_be_written_is_named_before_anything_is_written(tmp_path,
+                                                                            monkeypatch):
+    """Running as root, chmod does not refuse anything: os.access stands in for the folder."""
+    out = tmp_path / "results" / "dataset.h5"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == out.parent
+                        and mode == os.W_OK else real_access(path, mode))
+    with pytest.raises(MicrovaeError, match=f"{out}: permission denied"):
+        h5io.write_arrays(out, {"x": np.ones(3)})
+    assert list(out.parent.iterdir()) == []
+
+
+def test_the_command_line_turns_a_permission_error_into_a_message(tmp_path, monkeypatch, capsys):
+    from microvae import cli
+
+    source = tmp_path / "image.png"
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(source))
+
+    monkeypatch.setitem(cli.COMMANDS, "ingest", dataclasses.replace(cli.COMMANDS["ingest"],
+                                                                     run=denied))
+    assert cli.main(["ingest", "--files", str(source), "--source", "{}", "--image-size", "8",
+                     "--out", str(tmp_path / "out.h5")]) == 1
+    err = capsys.readouterr().err
+    assert f"{source}: Permission denied" in err and "Traceback" not in err
 
 
 def test_failed_writer_keeps_the_old_file(tmp_path):

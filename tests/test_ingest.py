@@ -12,10 +12,22 @@ from microvae.ingest import (
     crop_image,
     expand_paths,
     read_array,
+    read_entries,
     scale_to_unit,
     tile_positions,
     tile_source,
 )
+
+
+def test_scale_option_range_and_fixed_interval():
+    twelve_bit = np.array([[0, 4095]], np.uint16)
+    assert scale_to_unit(twelve_bit).max() == pytest.approx(4095 / 65535)
+    assert scale_to_unit(twelve_bit, [0, 4095]).tolist() == [[0.0, 1.0]]
+    assert scale_to_unit(np.array([[10, 20]], np.uint8), "range").tolist() == [[0.0, 1.0]]
+    assert scale_to_unit(np.array([[0.25, 0.5]]), "range").tolist() == [[0.0, 1.0]]
+    assert scale_to_unit(np.array([[-1.0, 1.0]]), [-2, 2]).tolist() == [[0.25, 0.75]]
+    with pytest.raises(MicrovaeError, match="f.tif: grey values 0..4095 fall outside"):
+        scale_to_unit(twelve_bit, [0, 1000], "f.tif")
 
 
 def test_scaling_rules():
@@ -219,3 +231,24 @@ def test_colour_to_grey_rounds_and_keeps_grey_stored_as_rgb():
     tinted = np.zeros((1, 1, 3), np.uint8)
     tinted[0, 0] = (200, 100, 50)
     assert colour_to_grey(tinted, "t.png")[0, 0] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_tags_are_applied_as_a_viewer_shows_the_image(tmp_path, orientation, caplog):
+    """EXIF (PNG) and TIFF orientation tags, against Pillow's exif_transpose: the crop keys
+    (a scale bar at the bottom) refer to the image as the user sees it."""
+    from PIL import Image, ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 255, (5, 7), dtype=np.uint8)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "a.png", exif=exif)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "a.png")))
+    tifffile.imwrite(tmp_path / "a.tif", stored, extratags=[(274, "H", 1, orientation, True)])
+    for name in ("a.png", "a.tif"):
+        with caplog.at_level("WARNING"):
+            caplog.clear()
+            [entry] = read_entries(tmp_path / name)
+        np.testing.assert_array_equal(entry.array, shown)
+        assert ("orientation tag" in caplog.text) == (orientation != 1)

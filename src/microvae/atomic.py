@@ -27,7 +27,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     is left untouched. A full disk becomes a :class:`MicrovaeError` naming the file.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(final, exc) from exc
+    if not os.access(final.parent, os.W_OK):  # writers (h5py) word this error in their own ways
+        raise write_error(final, PermissionError(errno.EACCES, "not writable", str(final.parent)))
     remove_stale_temporaries(final)
     # The temporary name keeps the final suffix: some writers pick the format from it.
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
@@ -38,13 +43,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     except OSError as exc:
         _remove_quietly(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise MicrovaeError(f"{final}: no space left on the device while writing; "
-                                "nothing was written, free some space and re-run") from exc
-        raise
+        raise write_error(final, exc) from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device while writing; nothing was written, free some "
+                  "space and re-run",
+    errno.EDQUOT: "disk quota exceeded while writing; nothing was written, free some space and "
+                  "re-run",
+    errno.EACCES: "permission denied: cannot write there; make the folder writable or run in "
+                  "another working directory",
+    errno.EPERM: "operation not permitted: cannot write there; make the folder writable or run "
+                 "in another working directory",
+    errno.EROFS: "the file system is read-only; run in a writable working directory",
+}
+
+
+def write_error(final: Path, exc: OSError) -> OSError | MicrovaeError:
+    """A full disk, a quota, a permission or a read-only file system as a :class:`MicrovaeError`
+    naming the file that was to be written (never its temporary name); other errors as they
+    are."""
+    if exc.errno in WRITE_ERRORS:
+        return MicrovaeError(f"{final}: {WRITE_ERRORS[exc.errno]}")
+    return exc
 
 
 def remove_stale_temporaries(final: Path) -> None:
@@ -69,7 +93,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # gone already, or in a folder this user cannot change
         path.unlink()
 
 

@@ -9,8 +9,10 @@ no output file behind and never replaces a good one.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -410,12 +412,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         args.func(args)
+        # the kernel's high-water mark: exact, where Snakemake's benchmark files sample
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        logging.getLogger("microvae").info("%s: peak memory %.0f MB", args.command, peak_mb)
     except MicrovaeError as exc:
         print(f"microvae {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"microvae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not exc.filename:
+            raise
+        print(f"microvae {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -193,6 +193,9 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         if "truth" in source and "paths" not in source:
             errors.append(f"config key sources[{i}].truth: only file sources (paths) take truth "
                           "files")
+        scale = source.get("scale")
+        if isinstance(scale, list) and len(scale) == 2 and not scale[1] > scale[0]:
+            errors.append(f"config key sources[{i}].scale: [lo, hi] needs lo < hi, got {scale}")
     train = config.get("train", {})
     if all(train.get(k) is None for k in ("epochs", "max_steps", "max_minutes")):
         errors.append("config key train: epochs, max_steps and max_minutes are all null, so "

@@ -167,6 +167,16 @@ def split_in_space(source: SourceTiles, group_of_tile: np.ndarray, labels: list[
     return label_of_tile, regions
 
 
+def check_room_for_splits(source: SourceTiles) -> None:
+    """What pack will need of any split, checked as soon as a source's tiles exist (at
+    ingest, before the slower stages): a source of fewer groups than splits is split in
+    space, which needs room for one slab per split with a gap between them. Pack checks the
+    configured fractions again (uneven ones can need more room)."""
+    group_of_tile, labels = source.tile_groups()
+    if len(labels) < len(SPLITS):
+        split_in_space(source, group_of_tile, labels, dict.fromkeys(SPLITS, 1 / len(SPLITS)), 0)
+
+
 def split_tiles(sources: Sequence[SourceTiles], fractions: dict[str, float], seed: int) -> Split:
     """Split the concatenated tiles of ``sources`` (see the module docstring).
 

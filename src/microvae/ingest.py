@@ -1,8 +1,10 @@
 """Reading raw micrographs and volumes, and cutting them into 2-D tiles of the training size.
 
 Conventions: arrays are indexed (row, column) = (y, x) for images and (z, y, x) for volumes.
-Grey values are scaled to [0, 1]: 8-bit by 255, 16-bit by 65535, booleans to {0, 1}, floats
-already in [0, 1] are kept and other floats are min-max scaled per file. Phase maps (at most
+Grey values are scaled to [0, 1] by the source's ``scale``: ``auto`` - 8-bit integers by 255,
+16-bit by 65535, booleans to {0, 1}, floats already in [0, 1] kept, other floats and wider
+integers min-max scaled per file; ``range`` - min-max per file for every file; ``[lo, hi]`` -
+the same linear map for every file (a value outside is an error). Phase maps (at most
 two distinct values, whatever the dtype) are kept exactly: the higher value becomes 1.
 """
 
@@ -56,12 +58,14 @@ class SourceOptions:
     pixel_size: float | None = None
     pixel_unit: str = "um"
     binary: bool | str = "auto"
+    scale: str | tuple[float, float] = "auto"
     group: str | None = None
 
     @classmethod
     def from_options(cls, options: dict, key: str = "source") -> SourceOptions:
         options = check_options(options, "source", key)
-        return cls(**{k: (tuple(v) if k == "axes" else v) for k, v in options.items()})
+        return cls(**{k: (tuple(v) if k in ("axes", "scale") and isinstance(v, list) else v)
+                      for k, v in options.items()})
 
 
 @dataclass
@@ -169,6 +173,8 @@ def read_entries(path: Path, fmt: str = "auto", dataset: str | None = None,
         raise MicrovaeError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise MicrovaeError(f"{path}: file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise MicrovaeError(f"{path}: permission denied: this user cannot read the file")
     if fmt not in FORMAT_KINDS:
         raise MicrovaeError(f"{path}: unsupported format '{fmt}'")
     check_signature(path, fmt)
@@ -178,6 +184,7 @@ def read_entries(path: Path, fmt: str = "auto", dataset: str | None = None,
             import imageio.v3 as iio
 
             array = np.asarray(iio.imread(path))
+            array = apply_orientation(array, exif_orientation(path), (0, 1), path)
             parts.append(("", array, array.ndim == 3))
         elif fmt == "tif":
             parts.extend(_read_tiff(path))
@@ -244,11 +251,51 @@ def _read_tiff(path: Path) -> list[tuple[str, np.ndarray, bool]]:
             first = s.pages[0].index if s.pages and s.pages[0] is not None else i
             suffix = "" if len(series) == 1 else \
                 f"[series {i}: {len(s.pages)} page(s) from page {first}, shape {s.shape}]"
-            parts.append((suffix, s.asarray(), "S" in s.axes))
+            array = s.asarray()
+            tag = s.pages[0].tags.get("Orientation") if s.pages and s.pages[0] is not None \
+                else None
+            if tag is not None and "Y" in s.axes and "X" in s.axes:
+                array = apply_orientation(array, int(tag.value),
+                                          (s.axes.index("Y"), s.axes.index("X")), path)
+            parts.append((suffix, array, "S" in s.axes))
         if len(series) > 1:
             log.warning("%s: %d image series of different shapes %s: each is read as an image "
                         "of its own", path, len(series), [s.shape for s in series])
         return parts
+
+
+# EXIF/TIFF orientation: how the stored rows and columns become what a viewer shows.
+ORIENTATIONS = {2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
+                5: "transposed", 6: "rotated 90 degrees clockwise", 7: "transverse",
+                8: "rotated 90 degrees counter-clockwise"}
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of a PNG, JPEG or BMP file (1, the stored order, if none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        value = image.getexif().get(0x0112, 1)
+    return int(value) if int(value) in range(1, 9) else 1
+
+
+def apply_orientation(array: np.ndarray, orientation: int, axes: tuple[int, int],
+                      path: Path | str) -> np.ndarray:
+    """The image as a viewer shows it (and as the crop keys are meant): the orientation tag
+    applied to the (row, column) ``axes`` of ``array``, with a warning, since the stored
+    order changes."""
+    if orientation not in ORIENTATIONS:
+        return array
+    y, x = axes
+    flip_x = lambda a: np.flip(a, x)  # noqa: E731
+    flip_y = lambda a: np.flip(a, y)  # noqa: E731
+    swap = lambda a: np.swapaxes(a, y, x)  # noqa: E731
+    oriented = {2: flip_x, 3: lambda a: flip_y(flip_x(a)), 4: flip_y, 5: swap,
+                6: lambda a: flip_x(swap(a)), 7: lambda a: flip_y(flip_x(swap(a))),
+                8: lambda a: flip_y(swap(a))}[orientation](array)
+    log.warning("%s: orientation tag %d applied (%s): the image is read as a viewer shows it, "
+                "and crop edges refer to that view", path, orientation, ORIENTATIONS[orientation])
+    return np.ascontiguousarray(oriented)
 
 
 def read_array(path: Path, fmt: str = "auto", dataset: str | None = None,
@@ -278,18 +325,28 @@ def colour_to_grey(array: np.ndarray, path: Path | str) -> np.ndarray:
     return np.rint(grey).astype(array.dtype) if array.dtype.kind in "ui" else grey
 
 
-def scale_to_unit(array: np.ndarray) -> np.ndarray:
-    """Grey values as float32 in [0, 1] (see the module docstring for the rules)."""
+def scale_to_unit(array: np.ndarray, scale: str | Sequence[float] = "auto",
+                  label: Path | str = "image") -> np.ndarray:
+    """Grey values as float32 in [0, 1] by the rule ``scale`` (the source key: ``auto``,
+    ``range`` or ``(lo, hi)``; the module docstring has the rules)."""
     if array.dtype == bool:
         return array.astype(np.float32)
-    if array.dtype.kind in "ui":
-        if array.dtype.itemsize == 1:
-            return array.astype(np.float32) / 255.0
-        if array.dtype.itemsize == 2:
-            return array.astype(np.float32) / 65535.0
-        array = array.astype(np.float64)
+    if not isinstance(scale, str):
+        lo, hi = (float(v) for v in scale)
+        if not hi > lo:
+            raise MicrovaeError(f"scale: [{lo:g}, {hi:g}] needs lo < hi")
+        low, high = float(array.min()), float(array.max())
+        if low < lo or high > hi:
+            raise MicrovaeError(f"{label}: grey values {low:g}..{high:g} fall outside scale "
+                                f"[{lo:g}, {hi:g}]; widen scale or use scale: range")
+        return ((array.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    if scale not in ("auto", "range"):
+        raise MicrovaeError(f"scale: {scale!r} is not auto, range or [lo, hi]")
+    if scale == "auto" and array.dtype.kind in "ui" and array.dtype.itemsize <= 2:
+        return array.astype(np.float32) / (255.0 if array.dtype.itemsize == 1 else 65535.0)
+    array = array.astype(np.float64)
     lo, hi = float(array.min()), float(array.max())
-    if lo >= 0.0 and hi <= 1.0:
+    if scale == "auto" and lo >= 0.0 and hi <= 1.0:
         return array.astype(np.float32)
     if hi == lo:
         return np.zeros(array.shape, np.float32)
@@ -440,7 +497,7 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
                 crop: dict[str, int] | None = None, fmt: str = "auto",
                 dataset: str | None = None, rgb: bool = False,
                 truth_files: Sequence[Path] | None = None, binary: bool | str = "auto",
-                group: str | None = None) -> TileSet:
+                group: str | None = None, scale: str | Sequence[float] = "auto") -> TileSet:
     """Read every file of a source and cut all its 2-D sections into tiles.
 
     Grey images are scaled to [0, 1] (module docstring) and must not be constant in any
@@ -471,7 +528,7 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
             truth_arrays.extend((t.array > 0).astype(np.uint8) for t in truth_read)
     binary_source = is_binary_source(entries, binary)
     arrays = phase_indicator(entries) if binary_source else \
-        [scale_to_unit(e.array) for e in entries]
+        [scale_to_unit(e.array, scale, e.label) for e in entries]
     images: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     origin: list[tuple[int, int, int, int, int]] = []
@@ -483,8 +540,12 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
         sections = slices(grey, axes, slice_step, entry.label)
         truth_sections = slices(truth, axes, slice_step, entry.label) if truth is not None \
             else None
+        tiles_along: dict[int, int] = {}
+        section_shapes: dict[int, tuple[int, ...]] = {}
         for axis, index, image in sections:
             image = crop_image(image, crop, entry.label)
+            section_shapes[axis] = image.shape
+            tiles_along.setdefault(axis, 0)
             if not binary_source and image.max() - image.min() <= 0:
                 where = "the image" if axis < 0 else f"section {index} along axis {axis}"
                 raise MicrovaeError(
@@ -495,6 +556,7 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
             if truth_sections is not None:
                 truth_image = crop_image(next(truth_sections)[2], crop, entry.label)
             for y, x in tile_positions(*image.shape, size, stride):
+                tiles_along[axis] += 1
                 images.append(image[y:y + size, x:x + size])
                 if truth_image is not None:
                     truths.append(truth_image[y:y + size, x:x + size])
@@ -505,8 +567,16 @@ def tile_source(files: Sequence[Path], size: int, stride: int | None = None,
                                        crop, entry.label).shape
             raise MicrovaeError(f"{entry.label}: image of {section_shape[0]}x{section_shape[1]} px "
                                 f"(after crop) is smaller than one {size}x{size} tile")
+        empty_axes = [axis for axis, n in tiles_along.items() if n == 0]
+        if empty_axes:
+            axis = empty_axes[0]
+            h, w = section_shapes[axis]
+            raise MicrovaeError(
+                f"{entry.label}: the sections along axis {axis} are {h}x{w} px (after crop), "
+                f"smaller than one {size}x{size} tile, so that axis gives no tile; remove "
+                f"{axis} from the source's axes (now {list(axes)}) or lower image_size")
     return TileSet(
-        images=np.stack(images).astype(np.float32),
+        images=np.stack(images).astype(np.float32, copy=False),
         origin=np.asarray(origin, dtype=np.int32).reshape(-1, len(ORIGIN_COLUMNS)),
         corner=np.asarray(corners, dtype=np.int32).reshape(-1, len(CORNER_COLUMNS)),
         files=[e.label for e in entries],

@@ -22,6 +22,7 @@ from microvae.config import (  # noqa: E402
     synthetic_options as synthetic_parameters,
     training_options as training_parameters,
 )
+from microvae import memory  # noqa: E402
 from microvae.errors import MicrovaeError  # noqa: E402
 from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
@@ -95,6 +96,22 @@ def ingest_options(wildcards):
 
 def segmentation_options(wildcards):
     return json.dumps(SOURCES[wildcards.source]["segmentation"], sort_keys=True)
+
+
+# Memory from the input's size (microvae.memory, measured by benchmarks/stage_memory.py); more
+# on each retry. Before the input exists (planning) the floor stands in.
+def ingest_mem_mb(wildcards, input, attempt):
+    options = source_options(SOURCES[wildcards.source])
+    return memory.ingest_mb(input.images, config["image_size"], options.get("stride"),
+                            options.get("dataset"), attempt)
+
+
+def segment_mem_mb(wildcards, input, attempt):
+    return memory.tiles_mb("segment", input, attempt)
+
+
+def pack_mem_mb(wildcards, input, attempt):
+    return memory.tiles_mb("pack", input, attempt)
 
 
 def synthetic_options(wildcards):

@@ -34,7 +34,7 @@ rule ingest:
     conda:
         "../../envs/data.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=ingest_mem_mb,
     params:
         source=ingest_options,
         image_size=config["image_size"],
@@ -63,7 +63,7 @@ rule segment:
     conda:
         "../../envs/data.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=segment_mem_mb,
     params:
         segmentation=segmentation_options,
     shell:
@@ -89,7 +89,7 @@ rule pack:
     conda:
         "../../envs/data.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=pack_mem_mb,
     params:
         fractions=split_fractions(),
         seed=config["split"]["seed"],

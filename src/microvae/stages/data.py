@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path, save_figure, write_json
-from ..dataset import SourceTiles, pack
+from ..dataset import SourceTiles, check_room_for_splits, pack
 from ..descriptors import iou, phase_fraction, pooled_iou
 from ..errors import MicrovaeError
 from ..h5io import open_h5, read_json_attr, write_arrays
@@ -55,7 +55,9 @@ def ingest(files: Sequence[str], out: str | os.PathLike, source: SourceOptions,
         axes=source.axes, slice_step=source.slice_step, crop=source.crop, fmt=source.format,
         dataset=source.dataset, rgb=source.rgb,
         truth_files=[Path(t) for t in truth] if truth else None,
-        binary=source.binary, group=source.group)
+        binary=source.binary, group=source.group, scale=source.scale)
+    check_room_for_splits(SourceTiles(source.name, tiles.images, tiles.origin, tiles.corner,
+                                      tiles.groups))
     arrays = {"images": tiles.images, "origin": tiles.origin, "corner": tiles.corner}
     if tiles.truth is not None:
         arrays["truth"] = tiles.truth
@@ -99,7 +101,8 @@ def segment_file(ingested: str | os.PathLike, out: str | os.PathLike,
             f"{attrs.get('source')}: the segmentation made every pixel {what} (threshold "
             f"{threshold:.4g} on grey values from {grey['min']:.4g} to {grey['max']:.4g}, as "
             f"scaled to [0, 1]): nothing to learn. A fixed threshold must lie inside that range "
-            "(12-bit data in a 16-bit file spans only 0 to 0.0625 of it); or use 'otsu'")
+            "(12-bit data in a 16-bit file spans only 0 to 0.0625 of it: give the source "
+            "scale: [0, 4095]); or use 'otsu'")
     constant = float(np.mean((fractions == 0) | (fractions == 1)))
     arrays = {"images": binary, "origin": origin, "qa/phase_fraction": fractions}
     if corner is not None:
