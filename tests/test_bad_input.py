@@ -22,7 +22,7 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 11k | segment | threshold 0.5 on 12-bit data in 16 bits: one phase | source, "every pixel phase 1" |
 | 11i | ingest | the same file twice (a link, a byte copy) | the second name, 'the same' |
 | 11j | ingest | a link in a source folder that points nowhere | the link, 'does not exist' |
-| 11l | ingest | a thin volume cut along an axis whose sections are thinner than a tile | "axis gives no tile; remove 1" |
+| 11l | ingest | volume cut along an axis thinner than a tile | "axis gives no tile; remove 1" |
 | 11m | ingest | a file this user cannot read | 'permission denied' |
 | 11f | ingest | one volume cut along all three axes | 'cut along every axis' |
 | 11g | ingest | one image too small for three slabs with gaps | 'too few for 3 regions' |

@@ -225,6 +225,25 @@ def test_cli_help_explains_options():
         assert option in result.stdout
 
 
+def test_cli_defaults_are_the_configs_defaults():
+    """One source for each option: the command line's sample and export defaults are the
+    schema's (they had drifted: export formats [vti] against [vti, png])."""
+    from microvae.cli import build_parser
+    from microvae.config import schema_defaults
+
+    sample = vars(build_parser().parse_args(["sample", "--model", "m.pt", "--out", "o.h5"]))
+    expected = schema_defaults("sample")
+    for option, key in (("n", "n_prior"), ("n_images", "n_posterior_images"),
+                        ("draws", "n_draws"), ("sigmas", "noise_sigmas"), ("pairs", "n_pairs"),
+                        ("steps", "n_steps"), ("seed", "seed"), ("n_large", "n_large"),
+                        ("periodic", "periodic"), ("calibration_draws", "calibration_draws"),
+                        ("match_training", "match_training")):
+        assert sample[option] == expected[key], option
+    export = vars(build_parser().parse_args(["export", "--samples", "s.h5", "--out-dir", "x"]))
+    assert export["format"] == schema_defaults("export")["formats"]
+    assert export["n"] == schema_defaults("export")["n"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--n", "-3"], "must be >= 1"),
     (["--mode", "dream"], "invalid choice"),

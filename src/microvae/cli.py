@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .config import schema_defaults
 from .errors import MicrovaeError
 from .stages import EVALUATION_FIGURES, EXPORT_FORMATS, SAMPLE_FIGURES
 
@@ -165,30 +166,42 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="split of --dataset to encode (default: test)")
-    p.add_argument("--n", type=_count, default=500,
-                   help="number of prior samples, and of aggregate samples (default 500)")
-    p.add_argument("--n-images", type=_count, default=64,
-                   help="images encoded for posterior and noise modes (default 64)")
-    p.add_argument("--draws", type=_count, default=8, help="draws per encoded image (default 8)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0],
-                   help="latent noise levels of the noise mode (default 0.5 1 2)")
-    p.add_argument("--pairs", type=_count, default=8, help="interpolation pairs (default 8)")
-    p.add_argument("--steps", type=_count, default=9,
-                   help="points on each interpolation path, endpoints included (default 9)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    default = schema_defaults("sample")  # the config's defaults: one source for both
+    p.add_argument("--n", type=_count, default=default["n_prior"],
+                   help="number of prior samples, and of aggregate samples (sample.n_prior, "
+                        "default %(default)s)")
+    p.add_argument("--n-images", type=_count, default=default["n_posterior_images"],
+                   help="images encoded for posterior and noise modes "
+                        "(sample.n_posterior_images, default %(default)s)")
+    p.add_argument("--draws", type=_count, default=default["n_draws"],
+                   help="draws per encoded image (sample.n_draws, default %(default)s)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=default["noise_sigmas"],
+                   help="latent noise levels of the noise mode (sample.noise_sigmas, default "
+                        "%(default)s)")
+    p.add_argument("--pairs", type=_count, default=default["n_pairs"],
+                   help="interpolation pairs (sample.n_pairs, default %(default)s)")
+    p.add_argument("--steps", type=_count, default=default["n_steps"],
+                   help="points on each interpolation path, endpoints included (sample.n_steps, "
+                        "default %(default)s)")
+    p.add_argument("--seed", type=int, default=default["seed"],
+                   help="random seed (sample.seed, default %(default)s)")
     p.add_argument("--size", type=int, nargs="+", default=[],
                    help="conv models: also generate prior and field images of these sizes (px, "
                         "multiples of 8), stored as large/{mode}_{size}")
-    p.add_argument("--n-large", type=_count, default=32,
-                   help="images per mode at each --size (default 32)")
-    p.add_argument("--periodic", action="store_true",
-                   help="images of --size are periodic: opposite edges join")
-    p.add_argument("--calibration-draws", type=_count, default=None,
+    p.add_argument("--n-large", type=_count, default=default["n_large"],
+                   help="images per mode at each --size (sample.n_large, default %(default)s)")
+    p.add_argument("--periodic", action=argparse.BooleanOptionalAction,
+                   default=default["periodic"],
+                   help="images of --size are periodic: opposite edges join (sample.periodic, "
+                        "default %(default)s)")
+    p.add_argument("--calibration-draws", type=_count, default=default["calibration_draws"],
                    help="images of each prior drawn once to calibrate its finishing threshold "
-                        "(default: the schema's, 5000)")
-    p.add_argument("--match-training", action=argparse.BooleanOptionalAction, default=True,
-                   help="aggregate and mixture: binarise at the train split's phase fraction and "
-                        "clean with the data's segmentation morphology (default; "
+                        "(sample.calibration_draws, default %(default)s)")
+    p.add_argument("--match-training", action=argparse.BooleanOptionalAction,
+                   default=default["match_training"],
+                   help="finish generated maps as the training maps were made: a threshold "
+                        "calibrated to the train split's phase fraction and the data's "
+                        "segmentation morphology (sample.match_training, default %(default)s; "
                         "--no-match-training: cut at 0.5)")
     for name in SAMPLE_FIGURES:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
@@ -300,14 +313,17 @@ def run_evaluate_large(args: argparse.Namespace) -> None:
 def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
     p.add_argument("--out-dir", required=True, help="output folder (files and manifest.json)")
-    p.add_argument("--format", nargs="+", default=["vti"], choices=EXPORT_FORMATS,
+    default = schema_defaults("export")
+    p.add_argument("--format", nargs="+", default=default["formats"], choices=EXPORT_FORMATS,
                    help="vti (VTK image data for ParaView and DAMASK), png, tif, npy "
-                        "(default vti)")
-    p.add_argument("--n", type=_count, default=4, help="phase maps per generated set (default 4)")
+                        "(export.formats, default %(default)s)")
+    p.add_argument("--n", type=_count, default=default["n"],
+                   help="phase maps per generated set (export.n, default %(default)s)")
     p.add_argument("--dataset", default=None,
                    help="packed data set: its pixel size, and the real windows of --real")
-    p.add_argument("--real", action="store_true",
-                   help="also export real test windows of each generated size")
+    p.add_argument("--real", action=argparse.BooleanOptionalAction, default=None,
+                   help="also export real test windows of each generated size (export.real, "
+                        f"default {str(default['real']).lower()} where --dataset is given)")
     p.add_argument("--pixel-size", type=float, default=None,
                    help="physical size of a pixel (default: the data set's, else 1)")
     p.add_argument("--pixel-unit", default=None, help="unit of --pixel-size (default: the data "
@@ -317,8 +333,10 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from .stages.export import export
 
+    real = args.real if args.real is not None else \
+        bool(schema_defaults("export")["real"] and args.dataset)
     export(args.samples, args.out_dir, tuple(dict.fromkeys(args.format)), args.n, args.dataset,
-           args.real, args.pixel_size, args.pixel_unit)
+           real, args.pixel_size, args.pixel_unit)
 
 
 def summarize_arguments(p: argparse.ArgumentParser) -> None:

@@ -93,7 +93,7 @@ rule export:
     params:
         formats=" ".join(config["export"]["formats"]),
         n=config["export"]["n"],
-        real="--real" if config["export"]["real"] else "",
+        real="--real" if config["export"]["real"] else "--no-real",
     shell:
         "python -m microvae export --samples {input.samples:q} --dataset {input.dataset:q}"
         " --format {params.formats} --n {params.n} {params.real} --out-dir {output:q}"
