@@ -17,14 +17,13 @@ and forward + backward, interleaved (rounds of every variant in turn; the minimu
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from machine import REPO, save
-
-import sys
 
 sys.path.insert(0, str(REPO / "src"))
 from microvae.model import _TransposedConvolution  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
 SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
            "device", "train", "sample", "evaluate", "novelty", "baselines")
-FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs",
+FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs", "modes",
               "memory")
 UPPER = ("stages", "plots", "cli")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .config import schema_defaults
 from .errors import MicrovaeError
+from .modes import COMMAND_LINE_MODES
 from .stages import EVALUATION_FIGURES, EXPORT_FORMATS, SAMPLE_FIGURES
 
 log = logging.getLogger("microvae")
@@ -149,8 +150,7 @@ def run_train(args: argparse.Namespace) -> None:
           stop_after_epoch=args.stop_after_epoch)
 
 
-SAMPLE_MODES = ["all", "prior", "aggregate", "mixture", "field", "posterior", "noise",
-                "interpolation"]
+SAMPLE_MODES = list(COMMAND_LINE_MODES)
 
 
 def sample_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .modes import UNSEEDED_MODES, in_mode_order  # noqa: E402
+
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str | None = None,
@@ -386,7 +388,7 @@ def latent_comparison(rows: list[dict[str, Any]]):
     multiple_columns = [c for c in table.columns if c.endswith("_floor_multiple")]
     table = table.assign(median_multiple=table[multiple_columns].median(axis=1),
                          share_within=table["n_within_floor"] / table["n_judged"])
-    unseeded = ("prior", "aggregate", "mixture", "field")
+    unseeded = in_mode_order(UNSEEDED_MODES)
     markers = dict(zip(unseeded, "o^sd"))
     for name in unseeded:
         part = table[table["set"] == name].sort_values("latent")

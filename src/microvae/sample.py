@@ -40,11 +40,9 @@ from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .h5io import FINISH, FINISHED
 from .model import USED_VARIANCE, VAE, reparameterize
+from .modes import ENCODED_MODES, FITTED_MODES, MODES, SPATIAL_ONLY, UNSEEDED_MODES
 from .segment import SegmentationParameters, segment
 
-MODES = ("prior", "aggregate", "mixture", "field", "posterior", "noise", "interpolation")
-FITTED_MODES = ("aggregate", "mixture")
-SPATIAL_ONLY = ("field",)
 # The field is fitted to the posterior draws of this many random training windows of at most
 # FIELD_WINDOW px (the largest size that fits the training regions).
 FIELD_WINDOWS = 256
@@ -55,7 +53,6 @@ MIXTURE_COMPONENTS = (1, 2, 4, 8)
 MIXTURE_COVARIANCES = ("full", "tied", "diag")
 # A mixture is tried only where the training codes number at least this many per parameter.
 CODES_PER_PARAMETER = 5
-ENCODED_MODES = ("posterior", "noise", "interpolation")
 
 
 @dataclass
@@ -389,9 +386,6 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
     path = (1 - t) * z1[:, None] + t * z2[:, None]
     images = decode(model, path.reshape(-1, *z1.shape[1:]))
     return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
-
-
-UNSEEDED_MODES = ("prior", "field", "aggregate", "mixture")
 
 
 def calibration_of(key: str) -> str:

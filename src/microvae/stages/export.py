@@ -20,6 +20,7 @@ import numpy as np
 from ..atomic import atomic_path, write_json
 from ..errors import MicrovaeError
 from ..h5io import FINISHED, dataset_info, open_h5
+from ..modes import UNSEEDED_MODES, in_mode_order
 from ..vti import write_vti
 from . import EXPORT_FORMATS
 
@@ -56,7 +57,7 @@ def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
         if "large" in h5 and len(h5["large"]):
             keys = {name: f"large/{name}" for name in h5["large"]}
         else:
-            keys = {name: name for name in ("prior", "aggregate", "mixture", "field") if name in h5}
+            keys = {name: name for name in in_mode_order(UNSEEDED_MODES) if name in h5}
         sets = {}
         for name, key in keys.items():
             if FINISHED in h5 and key in h5[FINISHED]:

@@ -22,9 +22,8 @@ from ..device import select_runtime
 from ..errors import MicrovaeError
 from ..h5io import FINISH, FINISHED, load_split, load_training_regions, write_arrays
 from ..modelfile import load_model, save_model
+from ..modes import ENCODED_MODES, FITTED_MODES, UNSEEDED_MODES, in_mode_order
 from ..sample import (
-    ENCODED_MODES,
-    FITTED_MODES,
     SampleConfig,
     check_modes,
     generate,
@@ -161,7 +160,7 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
     """PNG figures of the generated sets (keys of ``figures``: :data:`SAMPLE_FIGURES`)."""
     tag = f"latent size {model.latent_size}"
     if "prior" in figures:
-        shown = [m for m in ("prior", *FITTED_MODES, "field") if m in arrays]
+        shown = [m for m in in_mode_order(UNSEEDED_MODES) if m in arrays]
         title = f"{', '.join(shown)} samples (top to bottom), {tag}"
         save_figure(plots.prior_grid({m: arrays[m] for m in shown}, title=title),
                     figures["prior"])
@@ -264,7 +263,7 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
                           if f"{FINISHED}/{key}" in arrays}}
     write_sample_figures(model, shown, test_images, figures)
     if export_dir is not None:
-        for name in ("prior", *FITTED_MODES, "field", "posterior"):
+        for name in in_mode_order((*UNSEEDED_MODES, "posterior")):
             if name in arrays:
                 files = export_binary(shown[name], export_dir, export_format, name)
                 log.info("exported %d %s file(s) to %s", len(files), name, export_dir)

@@ -47,8 +47,9 @@ from ..h5io import (
     write_arrays,
 )
 from ..ingest import section_corner
+from ..modes import UNSEEDED_MODES
 from ..novelty import Library, nearest_iou
-from ..sample import CALIBRATION_DRAWS, UNSEEDED_MODES
+from ..sample import CALIBRATION_DRAWS
 from ..tables import columns_text, read_history, write_csv
 from . import EVALUATION_FIGURES, describe_morphology, segmentation_morphology
 
