@@ -102,8 +102,13 @@ def segmentation_options(wildcards):
 # on each retry. Before the input exists (planning) the floor stands in.
 def ingest_mem_mb(wildcards, input, attempt):
     options = source_options(SOURCES[wildcards.source])
-    return memory.ingest_mb(input.images, config["image_size"], options.get("stride"),
-                            options.get("dataset"), attempt)
+    return memory.ingest_mb(
+        input.images,
+        config["image_size"],
+        options.get("stride"),
+        options.get("dataset"),
+        attempt,
+    )
 
 
 def segment_mem_mb(wildcards, input, attempt):
