@@ -17,8 +17,8 @@ assert "site-packages" in microvae.__file__ and "venv" in microvae.__file__, mic
 print("installed:", microvae.__file__)
 PY
 "$work/venv/bin/python" -m microvae train --help > /dev/null
-"$work/venv/bin/python" -m microvae synthesize --params '{"shape": [8, 48, 48], "grain_size": 20}' \
+"$work/venv/bin/python" -m microvae synthesize --params '{"shape": [8, 48, 80], "grain_size": 20}' \
     --seed 1 --iq iq.tif --phase phase.tif
 "$work/venv/bin/python" -m microvae ingest --files iq.tif --source '{"name": "tiny", "stride": 16.0}' \
     --image-size 16 --out ingested.h5
-"$work/venv/bin/python" -c "import h5py; n = len(h5py.File('ingested.h5')['images']); assert n == 72, n; print('ingested', n, 'tiles from the installed wheel')"
+"$work/venv/bin/python" -c "import h5py; n = len(h5py.File('ingested.h5')['images']); assert n == 120, n; print('ingested', n, 'tiles from the installed wheel')"
