@@ -223,7 +223,7 @@ def run_sample(args: argparse.Namespace) -> None:
         "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
         "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
         "periodic": args.periodic, "match_training": args.match_training,
-        **({"calibration_draws": args.calibration_draws} if args.calibration_draws else {})})
+        "calibration_draws": args.calibration_draws})
     sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
            figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
            export_format=args.export_format)
@@ -235,8 +235,10 @@ def baselines_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (the baselines are fitted "
                                                     "on its train split)")
     p.add_argument("--n", type=_count, default=500, help="images per baseline (default 500)")
-    p.add_argument("--calibration-draws", type=_count, default=5000,
-                   help="fields drawn to calibrate the baseline's cut (default 5000)")
+    p.add_argument("--calibration-draws", type=_count,
+                   default=schema_defaults("sample")["calibration_draws"],
+                   help="fields drawn to calibrate the baseline's cut (sample.calibration_draws, "
+                        "default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output: baselines.h5")
     p.add_argument("--figure", default=None, help="output: the baselines beside real (.png)")

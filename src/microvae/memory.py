@@ -9,6 +9,7 @@ the stages themselves report bad files.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,8 +45,8 @@ def raw_size(path: str | os.PathLike, dataset: str | None = None) -> tuple[int, 
 
             with tifffile.TiffFile(path) as tif:
                 shapes = [(s.shape, s.dtype.itemsize, "S" in s.axes) for s in tif.series]
-            pixels = sum(int_prod(shape[:-1] if colour else shape) for shape, _, colour in shapes)
-            return pixels, sum(int_prod(shape) * size for shape, size, _ in shapes)
+            pixels = sum(math.prod(shape[:-1] if colour else shape) for shape, _, colour in shapes)
+            return pixels, sum(math.prod(shape) * size for shape, size, _ in shapes)
         if suffix == ".npy":
             import numpy as np
 
@@ -66,13 +67,6 @@ def raw_size(path: str | os.PathLike, dataset: str | None = None) -> tuple[int, 
             return image.width * image.height, image.width * image.height * bands * depth
     except Exception:  # noqa: BLE001 - a bad file is the ingest stage's to report
         return 0, path.stat().st_size if path.exists() else 0
-
-
-def int_prod(shape: Iterable[int]) -> int:
-    total = 1
-    for n in shape:
-        total *= int(n)
-    return total
 
 
 def ingest_mb(files: Iterable[str | os.PathLike], image_size: int, stride: int | None = None,
