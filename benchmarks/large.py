@@ -6,6 +6,7 @@ held-out windows, with the training time, steps and the test IoU.
 
     python benchmarks/large.py [--seeds 0 1 2] [--avx2] [--gallery sem_nanoporous_gold]
         [--sizes 64 128] [--set '{"model": {"kl_weight": 1.0}}'] [--tag NAME]
+        [--collect DIR ...]
 
 --avx2 runs on AVX2 kernels only, in fp32 (what `precision: auto` picks on that CPU kind):
 the time budgets of the issues hold on that kind.
@@ -23,6 +24,7 @@ import yaml
 from gallery import DATA, GALLERY
 
 from machine import AVX2_ONLY, REPO, judged, run_workflow, save
+from microvae.stages.statistics import evaluate_large
 
 
 def config_for(args) -> dict:
@@ -41,18 +43,28 @@ def config_for(args) -> dict:
     return config
 
 
-def one_run(directory: Path, config: dict, cores: int, env: dict) -> dict:
-    rows = run_workflow(directory, config, cores, env)
+def one_run(directory: Path, config: dict, cores: int, env: dict, run: bool = True) -> dict:
+    """Run the workflow in ``directory`` (``run`` False: only read a finished run) and collect
+    the judged sets at the tile size and at the large sizes, on test and (for choices) on val."""
+    if run:
+        run_workflow(directory, config, cores, env)
     results = directory / "results"
-    out: dict = {"sets": {}}
+    out: dict = {"sets": {}, "val_sets": {}}
     for latent in config["model"]["latent_sizes"]:
         with open(results / "models" / f"latent_{latent}" / "history.csv", newline="") as handle:
             history = list(csv.DictReader(handle))
         out["training_minutes"] = sum(float(r["seconds"]) for r in history) / 60
         out["steps"] = int(history[-1]["steps"])
         out["stop_reason"] = history[-1]["stop_reason"]
-        out["test_iou"] = float(next(r["recon_iou"] for r in rows if r["set"] == "reconstruction"))
+        metrics = json.loads((results / "evaluation" / f"latent_{latent}" / "metrics.json"
+                              ).read_text())
+        out["test_iou"] = metrics["reconstruction"]["iou"]
         large = json.loads((results / "evaluation" / f"latent_{latent}" / "large.json").read_text())
+        samples = results / "samples" / f"latent_{latent}" / "samples.h5"
+        val = evaluate_large(samples, results / "dataset" / "dataset.h5",
+                             directory / f"large_val_{latent}.json", split="val")
+        for name, values in val["sets"].items():
+            out["val_sets"][f"latent {latent} {name}"] = judged(values)
         for name, values in large["sets"].items():
             entry = {**judged(values), "size": values["size"],
                      "compared_window": values["compared_window"],
@@ -61,9 +73,18 @@ def one_run(directory: Path, config: dict, cores: int, env: dict) -> dict:
             if "periodic_s2_nrmse" in values:
                 entry["periodic_s2_nrmse"] = values["periodic_s2_nrmse"]
             out["sets"][f"latent {latent} {name}"] = entry
-        tile = [r for r in rows if r["set"] == "field"]
-        if tile:
-            out["tile_field_verdict"] = tile[0]["verdict"]
+        out["tile_sets"] = {name: judged(values) for name, values in metrics["sets"].items()
+                            if name in ("prior", "field", "diffusion", "baseline_grf",
+                                        "real_heldout")}
+        if "conditioning" in metrics:
+            out["conditioning"] = metrics["conditioning"]
+        prior_file = results / "models" / f"latent_{latent}" / "diffusion.pt"
+        if prior_file.exists():
+            import torch
+
+            history = torch.load(prior_file, weights_only=True)["diffusion"]["history"]
+            out["diffusion_training_minutes"] = history["seconds"][-1] / 60
+            out["diffusion_training_steps"] = history["step"][-1]
     return out
 
 
@@ -80,14 +101,19 @@ def main() -> None:
     parser.add_argument("--set", type=json.loads, default={},
                         help="changes to config sections (JSON)")
     parser.add_argument("--tag", default="", help="runs in runs/large_TAG_N/, large_TAG.json")
+    parser.add_argument("--collect", type=Path, nargs="+", default=None,
+                        help="read finished workflow directories (one per seed, in --seeds "
+                             "order; their config/config.yaml or --configfile) instead of "
+                             "running")
     args = parser.parse_args()
     config = config_for(args)
     env = AVX2_ONLY if args.avx2 else {}
     name = "_".join(filter(None, ["large", args.gallery, args.tag, "avx2" if args.avx2 else ""]))
     runs = {}
-    for seed in args.seeds:
+    for i, seed in enumerate(args.seeds):
         seeded = {**config, "train": {**config["train"], "seed": seed}}
-        runs[seed] = one_run(REPO / "runs" / f"{name}_{seed}", seeded, args.cores, env)
+        directory = args.collect[i] if args.collect else REPO / "runs" / f"{name}_{seed}"
+        runs[seed] = one_run(directory, seeded, args.cores, env, run=not args.collect)
         print(f"seed {seed}: {runs[seed]['training_minutes']:.1f} min, IoU "
               f"{runs[seed]['test_iou']:.3f}")
     table = {}

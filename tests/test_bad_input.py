@@ -176,6 +176,8 @@ def test_ingest_rejects(tmp_path, case):
     ("train", {"threads": 2}, "train: unknown key(s): 'threads'"),
     ("train", {"kl_warmup_epochs": -1}, "model.kl_warmup_epochs: -1 is less than the minimum"),
     ("synthesize", {"grain": 30}, "synthetic: unknown key(s): 'grain'"),
+    ("train-prior", {"enabled": True}, "diffusion: unknown key(s): 'enabled'"),
+    ("train-prior", {"ema_decay": 1.0}, "diffusion.ema_decay: 1.0 is greater than or equal to"),
 ])
 def test_options_are_checked_against_the_schema(tmp_path, command, options, message):
     """Every stage refuses unknown keys and out-of-range values, naming the config key."""
@@ -192,6 +194,8 @@ def test_options_are_checked_against_the_schema(tmp_path, command, options, mess
                   str(out / "m.pt"), "--history", str(out / "h.csv")],
         "synthesize": ["--params", json.dumps(options), "--seed", "0", "--iq",
                        str(out / "iq.tif"), "--phase", str(out / "phase.tif")],
+        "train-prior": ["--model", str(tmp_path / "m.pt"), "--dataset", str(tmp_path / "d.h5"),
+                        "--params", json.dumps(options), "--out", str(out / "p.pt")],
     }[command]
     result = microvae(command, *args)
     assert result.returncode == 1, result.stderr
@@ -350,6 +354,11 @@ def config_with(**changes):
     ({"model.kl_weight": -0.1}, ["model.kl_weight", "minimum of 0"]),
     ({"sources": [{"name": "nothing"}]}, ["sources[0]", "exactly one"]),
     ({"sources": [TINY_CONFIG["sources"][0]] * 2}, ["duplicate source names"]),
+    ({"sample.phase_fractions": [0.3, 1.2]}, ["sample.phase_fractions[1]"]),
+    ({"diffusion": {"crop_cells": 1}}, ["diffusion.crop_cells", "minimum of 2"]),
+    ({"sample.graded": [0.2, 0.4]}, ["sample.graded", "needs model.architecture: conv"]),
+    ({"model.architecture": "conv", "sample.sizes": [48], "sample.periodic": True},
+     ["sample.sizes", "[48] px are not multiples of 32"]),
 ])
 def test_bad_config(tmp_path, changes, messages):
     write_config(tmp_path, config_with(**changes))
@@ -411,6 +420,29 @@ def test_model_of_other_size(tmp_path, tiny_dataset):
     result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--dataset", str(tiny_dataset),
                       "--mode", "posterior", "--out", str(out))
     assert result.returncode == 1 and "32x32" in result.stderr and not out.exists()
+
+
+def test_diffusion_prior_of_a_table1_model_is_refused(tmp_path, tiny_dataset):
+    save_model(VAE(16, 2), tmp_path / "m.pt")
+    out = tmp_path / "p.pt"
+    result = microvae("train-prior", "--model", str(tmp_path / "m.pt"), "--dataset",
+                      str(tiny_dataset), "--out", str(out))
+    assert result.returncode == 1 and not out.exists()
+    assert f"{tmp_path / 'm.pt'}: a table1 model" in result.stderr, result.stderr
+
+
+def test_diffusion_mode_without_its_prior_is_refused(tmp_path, tiny_dataset):
+    from microvae.model import ConvVAE
+
+    save_model(ConvVAE(16, 2), tmp_path / "m.pt")
+    out = tmp_path / "s.h5"
+    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--mode", "diffusion",
+                      "--out", str(out))
+    assert result.returncode == 1 and "needs its trained prior (--diffusion" in result.stderr
+    result = microvae("sample", "--model", str(tmp_path / "m.pt"), "--diffusion",
+                      str(tmp_path / "none.pt"), "--out", str(out))
+    assert result.returncode == 1 and "none.pt: diffusion prior file not found" in result.stderr
+    assert not out.exists()
 
 
 def test_pack_fractions(tmp_path, tiny_dataset):

@@ -18,6 +18,7 @@ from microvae.config import (
     source_options,
     training_options,
 )
+from microvae.diffusion import DiffusionConfig
 from microvae.errors import MicrovaeError
 from microvae.ingest import SourceOptions
 from microvae.sample import SampleConfig
@@ -27,7 +28,7 @@ from microvae.train import TrainConfig
 
 CLASSES = [(SteelParameters, "synthetic"), (SourceOptions, "source"),
            (SegmentationParameters, "segmentation"), (TrainConfig, "training"),
-           (SampleConfig, "sample")]
+           (SampleConfig, "sample"), (DiffusionConfig, "diffusion")]
 
 
 def default_of(f):

@@ -68,6 +68,7 @@ def test_modes_that_do_not_fit_the_architecture_are_refused(conv_file, tiny_data
     conv = initialize(ConvVAE(16, 2))
     table1 = VAE(16, 2)
     assert "field" in modes_for(conv) and "aggregate" not in modes_for(conv)
+    assert "diffusion" not in modes_for(conv) and "diffusion" in modes_for(conv, ("diffusion",))
     assert "aggregate" in modes_for(table1) and "field" not in modes_for(table1)
     with pytest.raises(MicrovaeError, match="do not apply to a conv model"):
         generate(conv, None, SampleConfig(), ("aggregate",))
@@ -117,12 +118,20 @@ def test_evaluate_large_compares_with_real_windows_of_the_same_size(conv_samples
     largest window that gives blocks, each generated image cut into windows of it."""
     metrics = evaluate_large(conv_samples, tiny_dataset, tmp_path / "large.json",
                              tmp_path / "large.png", seed=0)
+    val = evaluate_large(conv_samples, tiny_dataset, tmp_path / "large_val.json", seed=0,
+                         split="val")
+    assert val["split"] == "val" and not any(k.startswith("real_heldout") for k in val["sets"])
     window, real, _ = real_test_windows(tiny_dataset, 64)
     assert window == 64 and len(real) >= 8
     on_disk = json.loads((tmp_path / "large.json").read_text())
     assert on_disk["sets"].keys() == metrics["sets"].keys() == {
-        "field_64", "field_128", "prior_64", "prior_128", "real_heldout_64", "real_heldout_128"}
+        "field_64", "field_128", "prior_64", "prior_128", "real_heldout_64", "real_heldout_128",
+        "baseline_grf_64", "baseline_grf_128"}
     assert metrics["sets"]["real_heldout_64"]["role"] == "ceiling"
+    assert metrics["sets"]["baseline_grf_128"]["role"] == "baseline"
+    # as many baseline images as generated ones, cut into the same windows
+    assert metrics["sets"]["baseline_grf_128"]["n_images"] == \
+        metrics["sets"]["field_128"]["n_images"]
     big = metrics["sets"]["field_128"]
     compared = big["compared_window"]
     assert compared < 64 and big["size"] == 128

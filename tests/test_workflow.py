@@ -245,23 +245,37 @@ def test_conv_model_end_to_end_with_large_images_and_export(tmp_path):
     config["model"] = {"architecture": "conv", "latent_sizes": [3], "kl_weight": 1.0}
     config["train"] = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 8, "crop_size": 32,
                        "threads": 1}
-    config["sample"].update({"sizes": [64], "n_large": 3, "periodic": True})
+    config["sample"].update({"sizes": [64], "n_large": 3, "periodic": True,
+                             "phase_fractions": [0.3], "graded": [0.2, 0.4]})
+    config["diffusion"] = {"max_steps": 20, "width": 8, "windows": 16, "crop_cells": 4,
+                           "sampling_steps": 3}
     config["export"] = {"formats": ["vti", "npy"], "n": 2, "real": True}
     write_config(tmp_path, config)
     snakemake(tmp_path)
     results = tmp_path / "results"
     model = torch.load(results / "models/latent_3/model.pt", weights_only=True)
     assert model["config"]["architecture"] == "conv" and model["config"]["image_size"] == [32, 32]
+    prior = torch.load(results / "models/latent_3/diffusion.pt", weights_only=True)
+    assert prior["extra"]["model_fingerprint"] == model["extra"]["data_fingerprint"]
+    assert len(prior["diffusion"]["history"]["step"]) == 20
     metrics = json.loads((results / "evaluation/latent_3/metrics.json").read_text())
-    assert {"prior", "field"} <= set(metrics["sets"]) and "aggregate" not in metrics["sets"]
+    assert {"prior", "field", "diffusion"} <= set(metrics["sets"])
+    assert "aggregate" not in metrics["sets"]
+    conditioned = metrics["conditioning"]
+    assert conditioned["conditioned_diffusion_0.3_64"]["target"] == pytest.approx(0.3)
+    assert len(conditioned["graded_diffusion_64"]["target_bands"]) == 8
     large = json.loads((results / "evaluation/latent_3/large.json").read_text())
-    assert {"prior_64", "field_64"} <= set(large["sets"]) and large["periodic"]
+    assert {"prior_64", "field_64", "diffusion_64", "baseline_grf_64"} <= set(large["sets"])
+    assert large["periodic"] and large["sets"]["baseline_grf_64"]["role"] == "baseline"
     assert "periodic_s2_nrmse" in large["sets"]["field_64"]
     assert "novelty" in large["sets"]["field_64"]
     rows = list(csv.DictReader(open(results / "evaluation/summary.csv")))
-    assert {(r["set"], r["size"]) for r in rows} >= {("field", "16"), ("field_64", "64")}
+    assert {(r["set"], r["size"]) for r in rows} >= {("field", "16"), ("field_64", "64"),
+                                                     ("diffusion_64", "64")}
     manifest = json.loads((results / "export/latent_3/manifest.json").read_text())
-    assert {f["set"] for f in manifest["files"]} == {"prior_64", "field_64", "real_64"}
+    assert {f["set"] for f in manifest["files"]} == {
+        "prior_64", "field_64", "diffusion_64", "conditioned_diffusion_0.3_64",
+        "graded_diffusion_64", "real_64"}
     phase, _, _ = read_vti(results / "export/latent_3/field_64_000.vti")
     assert np.array_equal(phase[0], np.load(results / "export/latent_3/field_64_000.npy"))
     assert (results / "evaluation/latent_3/large.png").stat().st_size > 1000

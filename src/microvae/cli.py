@@ -150,6 +150,27 @@ def run_train(args: argparse.Namespace) -> None:
           stop_after_epoch=args.stop_after_epoch)
 
 
+def train_prior_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import section_schema
+
+    p.add_argument("--model", required=True, help="trained conv model (.pt) from the train stage")
+    p.add_argument("--dataset", required=True, help="packed data set: its training regions")
+    p.add_argument("--params", type=_json, default={},
+                   help="settings (JSON; keys of the config's diffusion section: "
+                        f"{', '.join(section_schema('diffusion')['properties'])})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch")
+    p.add_argument("--out", required=True, help="output: the trained prior (.pt)")
+    p.add_argument("--loss-figure", default=None, help="output: its loss curve (.png)")
+
+
+def run_train_prior(args: argparse.Namespace) -> None:
+    from .diffusion import DiffusionConfig
+    from .stages.network import train_prior
+
+    train_prior(args.model, args.dataset, DiffusionConfig.from_options(args.params), args.out,
+                args.loss_figure, threads=args.threads)
+
+
 SAMPLE_MODES = list(COMMAND_LINE_MODES)
 
 
@@ -160,7 +181,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
                         "fitted to the encoded training images), mixture (a Gaussian mixture "
                         "fitted to them), field (conv models: a Gaussian random field fitted to "
-                        "the encoded training windows), posterior (eq. 1 on test "
+                        "the encoded training windows), diffusion (conv models: the diffusion "
+                        "prior of --diffusion), posterior (eq. 1 on test "
                         "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
                         "or all; every mode but prior needs --dataset (default: prior)")
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
@@ -194,6 +216,24 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
                    default=default["periodic"],
                    help="images of --size are periodic: opposite edges join (sample.periodic, "
                         "default %(default)s)")
+    p.add_argument("--diffusion", default=None,
+                   help="the trained diffusion prior (.pt, from train-prior) of a conv model: "
+                        "mode diffusion, --phase-fraction and --graded")
+    diffusion_default = schema_defaults("diffusion")
+    p.add_argument("--sampling-steps", type=_count, default=diffusion_default["sampling_steps"],
+                   help="DDIM steps per diffusion sample (diffusion.sampling_steps, default "
+                        "%(default)s)")
+    p.add_argument("--guidance", type=float, default=diffusion_default["guidance"],
+                   help="classifier-free guidance weight of a phase-fraction target "
+                        "(diffusion.guidance, default %(default)s)")
+    p.add_argument("--phase-fraction", type=float, nargs="+",
+                   default=default["phase_fractions"],
+                   help="also generate --n-large diffusion images at each of these target phase "
+                        "fractions, at each --size or the tile size (sample.phase_fractions)")
+    p.add_argument("--graded", type=float, nargs=2, default=default["graded"],
+                   metavar=("LEFT", "RIGHT"),
+                   help="also generate graded diffusion images whose target phase fraction "
+                        "rises linearly from LEFT to RIGHT (sample.graded)")
     p.add_argument("--calibration-draws", type=_count, default=default["calibration_draws"],
                    help="images of each prior drawn once to calibrate its finishing threshold "
                         "(sample.calibration_draws, default %(default)s)")
@@ -223,10 +263,12 @@ def run_sample(args: argparse.Namespace) -> None:
         "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
         "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
         "periodic": args.periodic, "match_training": args.match_training,
-        "calibration_draws": args.calibration_draws})
+        "calibration_draws": args.calibration_draws, "phase_fractions": args.phase_fraction,
+        "graded": args.graded})
     sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
            figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
-           export_format=args.export_format)
+           export_format=args.export_format, diffusion_path=args.diffusion,
+           diffusion_options={"sampling_steps": args.sampling_steps, "guidance": args.guidance})
 
 
 # --- statistics stages -------------------------------------------------------------------------
@@ -303,13 +345,16 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real split")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
     p.add_argument("--figure", default=None, help="output: generated beside real (.png)")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="real windows to judge against: test (the report), or val (to choose "
+                        "settings without touching test; no held-out set then)")
 
 
 def run_evaluate_large(args: argparse.Namespace) -> None:
     from .stages.statistics import evaluate_large
 
     evaluate_large(args.samples, args.dataset, args.metrics, args.figure, seed=args.seed,
-                   latent=args.latent)
+                   latent=args.latent, split=args.split)
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
@@ -379,6 +424,13 @@ COMMANDS = {
                        run_segment),
     "pack": Command("train/val/test data set from segmented sources", pack_arguments, run_pack),
     "train": Command("train one VAE on a packed data set", train_arguments, run_train),
+    "train-prior": Command(
+        "train the diffusion prior of a conv model", train_prior_arguments, run_train_prior,
+        description="Train the learned spatial prior of a conv VAE (mode diffusion): a "
+                    "denoising diffusion model over the latent grids of encoded random training "
+                    "windows, conditioned on their local phase fraction. Example: microvae "
+                    "train-prior --model results/models/latent_8/model.pt --dataset "
+                    "results/dataset/dataset.h5 --out results/models/latent_8/diffusion.pt"),
     "sample": Command(
         "generate microstructures from a trained model", sample_arguments, run_sample,
         description="Generate new microstructures from a trained VAE and write them to an HDF5 "

@@ -35,6 +35,7 @@ WORKFLOW_KEYS = {
     "synthetic": ("n_volumes", "seed"),
     "train": ("threads", "mem_mb", "runtime", "gpus"),
     "model": ("latent_sizes",),
+    "diffusion": ("enabled",),
 }
 # The model section's training keys go to TrainConfig beside the train section's.
 TRAINING_SECTIONS = ("train", "model")
@@ -204,6 +205,19 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
             config.get("model", {}).get("architecture", "table1") != "conv":
         errors.append("config key sample.sizes: images larger than the training tiles need "
                       "model.architecture: conv (Table 1's Dense layers fix the output size)")
+    sample = config.get("sample", {})
+    diffusion = config.get("model", {}).get("architecture") == "conv" and \
+        config.get("diffusion", {}).get("enabled", True)
+    odd = [size for size in sample.get("sizes", []) if size % 32]
+    if diffusion and sample.get("periodic") and odd:
+        errors.append(f"config key sample.sizes: {odd} px are not multiples of 32, which a "
+                      "periodic diffusion sample needs (its grid of 8 px cells is halved "
+                      "twice); use multiples of 32 or diffusion.enabled: false")
+    for key in ("phase_fractions", "graded"):
+        if sample.get(key) and not diffusion:
+            errors.append(f"config key sample.{key}: generation at a target phase fraction "
+                          "goes through the diffusion prior: it needs model.architecture: conv "
+                          "and diffusion.enabled: true")
     split = config.get("split", {})
     if all(k in split for k in ("train", "val", "test")):
         total = split["train"] + split["val"] + split["test"]

@@ -483,6 +483,39 @@ class Evaluation:
 
 # --- the summary table -------------------------------------------------------------------------
 
+def conditioning_metrics(maps: np.ndarray, target, probabilities: np.ndarray | None = None,
+                         bands: int = 8) -> dict[str, Any]:
+    """How closely phase maps (N, H, W) generated at a target phase fraction meet it: the
+    achieved mean and spread over the images, and (``probabilities``) the fraction of pixels
+    above 0.5 and the mean probability, measures that no finishing threshold touches. A target
+    map (h, w) (graded) is compared per vertical band: the width cut into ``bands`` bands, the
+    target's mean over each band (the map resampled to the images' columns) against the
+    achieved mean over each band of every image."""
+    maps = np.asarray(maps, np.float64)
+    per_image = maps.mean((1, 2))
+    out: dict[str, Any] = {"n_images": int(len(maps)), "phase_fraction_mean": float(per_image.mean()),
+                           "phase_fraction_sd": float(per_image.std())}
+    if probabilities is not None:
+        out["phase_fraction_at_0.5"] = float((probabilities > 0.5).mean())
+        out["mean_probability"] = float(np.mean(probabilities, dtype=np.float64))
+    target = np.asarray(target, np.float64)
+    if target.ndim == 0:
+        out["target"] = float(target)
+        out["error"] = out["phase_fraction_mean"] - float(target)
+        return out
+    width = maps.shape[-1]
+    columns = np.interp((np.arange(width) + 0.5) / width,
+                        (np.arange(target.shape[1]) + 0.5) / target.shape[1], target.mean(0))
+    edges = np.linspace(0, width, bands + 1).round().astype(int)
+    target_bands = [float(columns[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
+    achieved_bands = [float(maps[:, :, a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
+    errors = np.subtract(achieved_bands, target_bands)
+    out.update(target_bands=target_bands, achieved_bands=achieved_bands,
+               max_band_error=float(np.abs(errors).max()),
+               target=float(columns.mean()), error=out["phase_fraction_mean"] - float(columns.mean()))
+    return out
+
+
 def summary_rows(metrics_of_sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per latent size x set (from the metrics of each latent size): the role, the
     verdict, per descriptor the median distance, its multiple of the floor's 95th percentile,

@@ -4,16 +4,22 @@ figures and the export all read (no PyTorch here, so that the command line start
 ``microvae.sample`` documents what each mode draws.
 """
 
-MODES = ("prior", "aggregate", "mixture", "field", "posterior", "noise", "interpolation")
+MODES = ("prior", "aggregate", "mixture", "field", "diffusion", "posterior", "noise",
+         "interpolation")
 # Fitted to the encoded training images as vectors (Table 1 models only).
 FITTED_MODES = ("aggregate", "mixture")
 # Latent grids (conv models only).
-SPATIAL_ONLY = ("field",)
+SPATIAL_ONLY = ("field", "diffusion")
+# Need a prior trained after the VAE (rule train_prior).
+TRAINED_PRIOR_MODES = ("diffusion",)
+# Keys of the config's diffusion section that the sample rule reads (a change re-samples and
+# does not re-train the prior).
+DIFFUSION_SAMPLING_KEYS = ("sampling_steps", "guidance")
 # Made from encoded real images (seeded by them).
 ENCODED_MODES = ("posterior", "noise", "interpolation")
 # No real image seeds them: what a generator is judged on. Their order breaks ties when the
 # evaluation chooses a mode on val.
-UNSEEDED_MODES = ("prior", "field", "aggregate", "mixture")
+UNSEEDED_MODES = ("prior", "field", "diffusion", "aggregate", "mixture")
 # What ``--mode`` accepts.
 COMMAND_LINE_MODES = ("all", *MODES)
 

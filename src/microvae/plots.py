@@ -175,6 +175,23 @@ def loss_curves(histories: dict[int, list[dict[str, Any]]]):
     return fig
 
 
+def diffusion_loss(history: list[dict[str, Any]], window: int = 50, title: str = ""):
+    """The denoiser's training loss (velocity-prediction MSE) per step, with its running mean."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    steps = np.array([h["step"] for h in history], float)
+    loss = np.array([h["loss"] for h in history], float)
+    ax.plot(steps, loss, color="0.75", lw=0.5, label="per step")
+    if len(loss) >= window:
+        running = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], running, color="C0", label=f"mean of {window} steps")
+    ax.set_xlabel("step")
+    ax.set_ylabel("velocity-prediction MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _finish(fig, title)
+
+
 def _finish(fig, title: str = ""):
     """Title (if any) and tight layout of a multi-panel figure."""
     if title:
@@ -389,7 +406,7 @@ def latent_comparison(rows: list[dict[str, Any]]):
     table = table.assign(median_multiple=table[multiple_columns].median(axis=1),
                          share_within=table["n_within_floor"] / table["n_judged"])
     unseeded = in_mode_order(UNSEEDED_MODES)
-    markers = dict(zip(unseeded, "o^sd"))
+    markers = dict(zip(unseeded, "o^vsd", strict=True))
     for name in unseeded:
         part = table[table["set"] == name].sort_values("latent")
         if len(part):
@@ -439,6 +456,36 @@ def large_figure(real: dict[int, np.ndarray], generated: dict[str, np.ndarray], 
                 ax.set_title(label if c == 0 else "", fontsize=8)
             else:
                 ax.axis("off")
+    return _finish(fig, title)
+
+
+def conditioning_figure(examples: dict[str, np.ndarray], metrics: dict[str, dict[str, Any]],
+                        title: str = ""):
+    """Phase maps generated at target phase fractions (one column each: ``examples`` name ->
+    one map, titled with target and achieved fraction from ``metrics``), and for each graded
+    set its profile: target and achieved phase fraction per vertical band."""
+    graded = [name for name in examples if "target_bands" in metrics.get(name, {})]
+    columns = len(examples) + len(graded)
+    fig, axes = plt.subplots(1, columns, figsize=(3.2 * columns, 3.5), squeeze=False)
+    for ax, (name, image) in zip(axes[0], examples.items()):
+        values = metrics.get(name, {})
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label = "graded" if name in graded else f"target {values.get('target', float('nan')):.2f}"
+        ax.set_title(f"{label}\nachieved {values.get('phase_fraction_mean', float('nan')):.3f}",
+                     fontsize=8)
+    for ax, name in zip(axes[0][len(examples):], graded):
+        values = metrics[name]
+        centres = (np.arange(len(values["target_bands"])) + 0.5) / len(values["target_bands"])
+        ax.plot(centres, values["target_bands"], "k--", label="target")
+        ax.plot(centres, values["achieved_bands"], "o-", color="C0", label="achieved (mean)")
+        ax.set_xlabel("position across the image (left to right)")
+        ax.set_ylabel("phase fraction per band")
+        ax.set_title(f"graded profile, worst band off by {values['max_band_error']:.3f}",
+                     fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _finish(fig, title)
 
 

@@ -14,6 +14,9 @@ Modes:
   validation images are most likely.
 * ``field`` (``conv`` models): latent grids from the stationary Gaussian random field fitted to
   the encoded training windows (:mod:`microvae.field`), at the training size or any larger one.
+* ``diffusion`` (``conv`` models): latent grids from the denoising diffusion model trained on
+  the encoded training windows (:mod:`microvae.diffusion`), at any size; it also generates at a
+  target phase fraction (``phase_fractions``) and graded maps (``graded``).
 * ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
 * ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
 * ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
@@ -36,13 +39,23 @@ from torch.nn import functional as F
 
 from .config import check_parameters, parse_options
 from .crops import CropSampler, window_origins
+from .diffusion import CANVAS_CELLS, DiffusionPrior, linear_gradient, sample_grids
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .h5io import FINISH, FINISHED
 from .model import USED_VARIANCE, VAE, reparameterize
-from .modes import ENCODED_MODES, FITTED_MODES, MODES, SPATIAL_ONLY, UNSEEDED_MODES
+from .modes import (
+    ENCODED_MODES,
+    FITTED_MODES,
+    MODES,
+    SPATIAL_ONLY,
+    TRAINED_PRIOR_MODES,
+    UNSEEDED_MODES,
+)
 from .segment import SegmentationParameters, segment
 
+# Unseeded modes of a conv model, generated at every size of sample.sizes.
+SPATIAL_MODES = ("prior", *SPATIAL_ONLY)
 # The field is fitted to the posterior draws of this many random training windows of at most
 # FIELD_WINDOW px (the largest size that fits the training regions).
 FIELD_WINDOWS = 256
@@ -70,6 +83,8 @@ class SampleConfig:
     n_large: int = 32
     periodic: bool = False
     calibration_draws: int = 5000
+    phase_fractions: list[float] = dataclass_field(default_factory=list)
+    graded: list[float] | None = None
     match_training: bool = True
 
     @classmethod
@@ -80,22 +95,29 @@ class SampleConfig:
         check_parameters(self, "sample")
 
 
-def modes_for(model) -> tuple[str, ...]:
-    """Every mode a model can generate (``--mode all``)."""
+def modes_for(model, trained_priors: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Every mode a model can generate (``--mode all``), given the priors trained for it
+    (``trained_priors``: of :data:`~microvae.modes.TRAINED_PRIOR_MODES`)."""
     excluded = FITTED_MODES if model.spatial else SPATIAL_ONLY
-    return tuple(m for m in MODES if m not in excluded)
+    return tuple(m for m in MODES if m not in excluded
+                 and (m not in TRAINED_PRIOR_MODES or m in trained_priors))
 
 
-def check_modes(model, modes: tuple[str, ...]) -> None:
+def check_modes(model, modes: tuple[str, ...], trained_priors: tuple[str, ...] = ()) -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         raise MicrovaeError(f"unknown sampling mode(s) {sorted(unknown)}; use {list(MODES)}")
-    wrong = [m for m in modes if m not in modes_for(model)]
+    wrong = [m for m in modes if m not in modes_for(model, TRAINED_PRIOR_MODES)]
     if wrong:
         kind = "conv" if model.spatial else "table1"
         raise MicrovaeError(f"mode(s) {wrong} do not apply to a {kind} model (its modes: "
-                            f"{list(modes_for(model))}): aggregate and mixture fit vectors of "
-                            "Table 1, field fits the latent grids of a conv model")
+                            f"{list(modes_for(model, TRAINED_PRIOR_MODES))}): aggregate and "
+                            "mixture fit vectors of Table 1, field and diffusion model the "
+                            "latent grids of a conv model")
+    untrained = [m for m in modes if m in TRAINED_PRIOR_MODES and m not in trained_priors]
+    if untrained:
+        raise MicrovaeError(f"mode {' '.join(untrained)} needs its trained prior (--diffusion "
+                            "FILE, written by python -m microvae train-prior)")
 
 
 @torch.no_grad()
@@ -193,6 +215,26 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
     _, height, width = model.latent_shape(size, size)
     z = sample_field(prior_fit, n, height, width, generator, periodic=periodic)
     return decode(model, z, periodic=periodic), z
+
+
+def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Generator,
+              size: int | None = None, periodic: bool = False, phase_fraction=None,
+              steps: int = 50, guidance: float = 1.0) -> tuple[np.ndarray, torch.Tensor]:
+    """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
+    training size), optionally at a target ``phase_fraction`` (a number or a map), and their
+    grids."""
+    _, height, width = model.latent_shape(size, size)
+    z = sample_grids(prior_fit, n, height, width, generator, periodic=periodic,
+                     phase_fraction=phase_fraction, steps=steps, guidance=guidance)
+    return decode(model, z, periodic=periodic), z
+
+
+def conditioned_key(target: float, size: int) -> str:
+    return f"conditioned/diffusion_{target:g}_{size}"
+
+
+def graded_key(size: int) -> str:
+    return f"graded/diffusion_{size}"
 
 
 def fit_aggregate_posterior(z_mean: torch.Tensor, z_log_var: torch.Tensor
@@ -392,6 +434,8 @@ def calibration_of(key: str) -> str:
     """The calibration that finishes an image stack of the samples file: its own prior's for
     the unseeded modes (``large/{mode}_{size}`` too), ``encoded`` (posterior draws of training
     images) for every set made from encoded images."""
+    if key.startswith(("conditioned/", "graded/")):
+        return "diffusion"  # the unconditional prior's cut: it does not force the target
     mode = key.split("/", 1)[1].rsplit("_", 1)[0] if key.startswith("large/") else key
     return mode if mode in UNSEEDED_MODES else "encoded"
 
@@ -399,7 +443,8 @@ def calibration_of(key: str) -> str:
 def image_keys(arrays: dict[str, np.ndarray]) -> list[str]:
     """The keys of the generated image stacks among the arrays of :func:`generate`."""
     return [k for k in arrays if k in (*UNSEEDED_MODES, "posterior", "reconstruction")
-            or k.startswith(("noise/", "interpolation/midpoint", "interpolation/path", "large/"))]
+            or k.startswith(("noise/", "interpolation/midpoint", "interpolation/path", "large/",
+                             "conditioned/", "graded/"))]
 
 
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
@@ -407,7 +452,9 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              val_images: np.ndarray | None = None,
              regions: tuple[np.ndarray, np.ndarray] | None = None,
              training_phase_fraction: float | None = None,
-             morphology: SegmentationParameters | None = None) -> dict[str, np.ndarray]:
+             morphology: SegmentationParameters | None = None,
+             diffusion_prior: DiffusionPrior | None = None, sampling_steps: int = 50,
+             guidance: float = 1.0) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
     ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
@@ -420,10 +467,17 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     its segmentation, None for none) into ``finished/{key}``: each unseeded mode by a
     threshold calibrated on :data:`CALIBRATION_DRAWS` of its own images, the encoded modes by
     one calibrated on posterior draws of the ``fit_images``; ``finish/{calibration}/*``
-    records each.
+    records each. ``diffusion`` samples ``diffusion_prior`` with ``sampling_steps`` DDIM steps;
+    ``cfg.phase_fractions`` and ``cfg.graded`` add its conditioned sets
+    (``conditioned/diffusion_{target}_{size}``, ``graded/diffusion_{size}``, with their
+    targets under ``targets/``), finished by the unconditional prior's threshold.
     """
     cfg.check()
-    check_modes(model, modes)
+    check_modes(model, modes, ("diffusion",) if diffusion_prior is not None else ())
+    if (cfg.phase_fractions or cfg.graded) and "diffusion" not in modes:
+        raise MicrovaeError("sample.phase_fractions and sample.graded generate through the "
+                            "diffusion prior: they need mode diffusion (a conv model with "
+                            "diffusion.enabled)")
     if cfg.sizes and not model.spatial:
         raise MicrovaeError("sample.sizes: a table1 model generates only its training size "
                             f"{model.config['image_size']}; larger images need a conv model "
@@ -447,6 +501,11 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
             out[f"field_fit/{key}"] = np.array(value)
         samplers["field"] = lambda n, g, size=tile, periodic=False: field(
             model, field_fit, n, g, size, periodic)
+    if "diffusion" in modes:
+        for key, value in diffusion_prior.describe().items():
+            out[f"diffusion_fit/{key}"] = np.array(value)
+        samplers["diffusion"] = lambda n, g, size=tile, periodic=False, target=None: diffusion(
+            model, diffusion_prior, n, g, size, periodic, target, sampling_steps, guidance)
     fitted = [m for m in modes if m in FITTED_MODES]
     encoded = [m for m in modes if m in ENCODED_MODES]
     needs_codes = fitted or (cfg.match_training and encoded)
@@ -478,10 +537,21 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         out[name], z = draw(cfg.n_prior, generator)
         out[f"{name}_z"] = z.numpy()
     for size in cfg.sizes:
-        for name in ("prior", "field"):
+        for name in SPATIAL_MODES:
             if name in samplers:
                 out[f"large/{name}_{size}"], _ = samplers[name](cfg.n_large, generator, size,
                                                                 cfg.periodic)
+    for size in (cfg.sizes or [tile]) if "diffusion" in samplers else ():
+        for target in cfg.phase_fractions:
+            out[conditioned_key(target, size)], _ = samplers["diffusion"](
+                cfg.n_large, generator, size, cfg.periodic, target)
+            out[f"targets/{conditioned_key(target, size)}"] = np.array(target)
+        if cfg.graded:
+            cells = size // 8
+            target_map = linear_gradient(*cfg.graded, cells, cells)
+            out[graded_key(size)], _ = samplers["diffusion"](cfg.n_large, generator, size,
+                                                            cfg.periodic, target_map)
+            out[f"targets/{graded_key(size)}"] = target_map
     if encoded:
         if test_images is None or len(test_images) == 0:
             raise MicrovaeError(f"modes {encoded} need real images to encode (--dataset)")
@@ -532,14 +602,20 @@ def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
                morphology: SegmentationParameters | None, seed: int,
                draws: int = CALIBRATION_DRAWS) -> dict[str, Finishing]:
     """Calibrate one :class:`Finishing` per prior (and one for the encoded sets, on posterior
-    draws of the training ``codes``) from ``draws`` images of their own, then finish every image stack of
-    ``out`` into ``finished/{key}``; the records go to ``finish/{calibration}/``. The
-    calibration draws come from a generator of their own, so that the generated sets are the
-    same with and without the finishing."""
+    draws of the training ``codes``) from ``draws`` images of their own (``diffusion``: as many
+    pixels, in 256 px images), then finish every image stack of ``out`` into
+    ``finished/{key}``; the records go to ``finish/{calibration}/``. The calibration draws come
+    from a generator of their own, so that the generated sets are the same with and without
+    the finishing."""
     generator = torch.Generator().manual_seed(seed + 7919)
     finishings: dict[str, Finishing] = {}
     for name, draw in samplers.items():
-        probabilities, _ = draw(draws, generator)
+        if name == "diffusion":  # as many pixels in canvases of 256 px (far cheaper to draw)
+            canvas = 8 * CANVAS_CELLS
+            tile_pixels = int(np.prod(out["diffusion"].shape[-2:]))
+            probabilities, _ = draw(-(-draws * tile_pixels // canvas**2), generator, canvas)
+        else:
+            probabilities, _ = draw(draws, generator)
         finishings[name] = Finishing.calibrate(probabilities, phase_fraction, morphology)
     if codes is not None:
         z_mean, z_log_var = codes

@@ -24,6 +24,7 @@ from microvae.config import (  # noqa: E402
 )
 from microvae import memory  # noqa: E402
 from microvae.errors import MicrovaeError  # noqa: E402
+from microvae.modes import DIFFUSION_SAMPLING_KEYS  # noqa: E402
 from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
@@ -45,6 +46,8 @@ SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
 # conv models generate (and export) images larger than the tiles: sample.sizes
 LARGE_SIZES = config["sample"]["sizes"]
+# conv models get the learned spatial prior (mode diffusion), trained after the VAE
+DIFFUSION = config["model"]["architecture"] == "conv" and config["diffusion"]["enabled"]
 
 
 wildcard_constraints:
@@ -144,6 +147,41 @@ def large_sample_options():
     sizes = " ".join(str(size) for size in LARGE_SIZES)
     periodic = " --periodic" if config["sample"]["periodic"] else ""
     return f"--size {sizes} --n-large {config['sample']['n_large']}{periodic}"
+
+
+def diffusion_options():
+    """The diffusion prior's training settings as JSON (a change re-trains it and what
+    follows; the sampling settings go to the sample rule)."""
+    settings = {
+        k: v
+        for k, v in config["diffusion"].items()
+        if k not in ("enabled", *DIFFUSION_SAMPLING_KEYS)
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+def diffusion_prior(wildcards):
+    """The trained diffusion prior a sample job reads (none without it)."""
+    if not DIFFUSION:
+        return []
+    return f"results/models/latent_{wildcards.latent}/diffusion.pt"
+
+
+def diffusion_sample_options(wildcards, input):
+    """The sample rule's options of the diffusion prior ("" without it)."""
+    if not DIFFUSION:
+        return ""
+    targets = config["sample"]["phase_fractions"]
+    graded = config["sample"]["graded"]
+    settings = config["diffusion"]
+    return " ".join(
+        [
+            f"--diffusion {input.diffusion} --sampling-steps {settings['sampling_steps']}"
+            f" --guidance {settings['guidance']}"
+        ]
+        + ([f"--phase-fraction {' '.join(map(str, targets))}"] if targets else [])
+        + ([f"--graded {graded[0]} {graded[1]}"] if graded else [])
+    )
 
 
 def large_metrics():

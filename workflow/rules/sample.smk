@@ -6,6 +6,7 @@ rule sample:
     input:
         model="results/models/latent_{latent}/model.pt",
         dataset="results/dataset/dataset.h5",
+        diffusion=diffusion_prior,
     output:
         samples="results/samples/latent_{latent}/samples.h5",
         prior=report(
@@ -62,6 +63,7 @@ rule sample:
         seed=config["sample"]["seed"],
         calibration=config["sample"]["calibration_draws"],
         large=large_sample_options(),
+        diffusion=diffusion_sample_options,
         finish=(
             "--match-training"
             if config["sample"]["match_training"]
@@ -72,6 +74,7 @@ rule sample:
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
         " --seed {params.seed} --calibration-draws {params.calibration} {params.large}"
+        " {params.diffusion}"
         " {params.finish} --out {output.samples:q}"
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"

@@ -34,3 +34,35 @@ rule train:
         " --params {params.training:q} --threads {threads}"
         " --checkpoint-dir {params.checkpoint_dir:q} --model {output.model:q}"
         " --history {output.history:q} --loss-figure {output.loss:q} > {log:q} 2>&1"
+
+
+# conv models: the learned spatial prior (mode diffusion) over the encoded training windows.
+rule train_prior:
+    input:
+        model="results/models/latent_{latent}/model.pt",
+        dataset="results/dataset/dataset.h5",
+    output:
+        prior="results/models/latent_{latent}/diffusion.pt",
+        loss=report(
+            "results/models/latent_{latent}/diffusion_loss.png",
+            caption="../report/diffusion_loss.rst",
+            category="2. Training",
+            labels={"latent size": "{latent}", "figure": "diffusion prior loss"},
+        ),
+    log:
+        "results/logs/train_prior/latent_{latent}.log",
+    benchmark:
+        "results/benchmarks/train_prior/latent_{latent}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=lambda wildcards, attempt: config["train"]["runtime"] * attempt,
+        gpu=config["train"]["gpus"],
+    params:
+        settings=diffusion_options(),
+    shell:
+        "python -m microvae train-prior --model {input.model:q} --dataset {input.dataset:q}"
+        " --params {params.settings:q} --threads {threads} --out {output.prior:q}"
+        " --loss-figure {output.loss:q} > {log:q} 2>&1"

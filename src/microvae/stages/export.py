@@ -51,13 +51,17 @@ def write_phase_map(path: Path, phase: np.ndarray, fmt: str, pixel_size: float,
 
 def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The sets to export from a samples file: the large ones (``large/{mode}_{size}``) where
-    there are any, else the unseeded modes at the training size; their phase maps as the
-    sample stage finished them, or cut at 0.5 where it did not."""
+    there are any, else the unseeded modes at the training size, and the sets generated at a
+    target phase fraction or a graded one (``conditioned/``, ``graded/``: named
+    ``{group}_{name}``); their phase maps as the sample stage finished them, or cut at 0.5
+    where it did not."""
     with open_h5(samples_path) as h5:
         if "large" in h5 and len(h5["large"]):
             keys = {name: f"large/{name}" for name in h5["large"]}
         else:
             keys = {name: name for name in in_mode_order(UNSEEDED_MODES) if name in h5}
+        for group in ("conditioned", "graded"):
+            keys.update({f"{group}_{name}": f"{group}/{name}" for name in h5.get(group, {})})
         sets = {}
         for name, key in keys.items():
             if FINISHED in h5 and key in h5[FINISHED]:

@@ -19,13 +19,18 @@ from .. import plots
 from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..device import select_runtime
+from ..diffusion import DiffusionConfig, condition_maps, fit_diffusion
 from ..errors import MicrovaeError
 from ..h5io import FINISH, FINISHED, load_split, load_training_regions, write_arrays
-from ..modelfile import load_model, save_model
+from ..model import USED_VARIANCE, reparameterize
+from ..modelfile import load_model, load_prior, save_model, save_prior
 from ..modes import ENCODED_MODES, FITTED_MODES, UNSEEDED_MODES, in_mode_order
 from ..sample import (
+    FIELD_WINDOW,
     SampleConfig,
     check_modes,
+    encode,
+    field_windows,
     generate,
     image_keys,
     latent_manifold,
@@ -101,6 +106,61 @@ def train(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
              training.best_state_epoch,
              training.history[training.best_state_epoch - 1]["val_loss"], model_out)
     return training
+
+
+def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
+                cfg: DiffusionConfig, out: str | os.PathLike,
+                loss_figure: str | os.PathLike | None = None, threads: int | None = None):
+    """Train the diffusion prior of a conv model on one posterior draw of the latent grid of
+    each of ``cfg.windows`` random training windows (the largest that fit, up to 256 px), with
+    the windows' local phase fractions as conditions; write it and its loss figure."""
+    cfg.check()
+    if threads:
+        torch.set_num_threads(threads)
+    model, payload = load_model(model_path)
+    if not model.spatial:
+        raise MicrovaeError(f"{model_path}: a table1 model (a latent vector); the diffusion "
+                            "prior models the latent grids of a conv model "
+                            "(model.architecture: conv)")
+    regions = load_training_regions(dataset)
+    if regions is None:
+        raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
+                            "version): re-run pack")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    crop_px = 8 * cfg.crop_cells
+    windows = field_windows(*regions, cfg.windows, generator, largest=max(FIELD_WINDOW, crop_px))
+    if windows.shape[-1] < crop_px:
+        raise MicrovaeError(f"diffusion.crop_cells: {cfg.crop_cells} cells ({crop_px} px) do not "
+                            f"fit in the training regions (the largest window is "
+                            f"{windows.shape[-1]} px); lower it")
+    z_mean, z_log_var = encode(model, windows, batch_size=max(1, 250 * 32 * 32 // windows[0].size))
+    grids = reparameterize(z_mean, z_log_var, torch.randn(z_mean.shape, generator=generator))
+    conditions = torch.from_numpy(condition_maps(windows))
+    log.info("diffusion prior of %s: %d windows of %d px (latent grids %s), local phase "
+             "fraction %.3f-%.3f (1st-99th percentile)", model_path, len(windows),
+             windows.shape[-1], tuple(grids.shape[1:]), *np.quantile(conditions, [0.01, 0.99]))
+    active = z_mean.var((0, 2, 3)) > USED_VARIANCE
+    if not active.any():
+        raise MicrovaeError(f"{model_path}: the encoder uses none of its latent channels (every "
+                            "code is the prior's); a diffusion prior has nothing to learn: "
+                            "retrain the VAE (lower model.kl_weight)")
+    log.info("the encoder uses %d of %d latent channels (z_mean variance above %g: %s); the "
+             "others are drawn i.i.d. from their own mean and spread, as the decoder saw them",
+             int(active.sum()), len(active), USED_VARIANCE,
+             ", ".join(f"{v:.3f}" for v in z_mean.var((0, 2, 3)).tolist()))
+    prior = fit_diffusion(grids, conditions, cfg, float(windows.mean()), active, log=log.info)
+    summary = prior.describe()
+    save_prior(prior, out, extra={
+        "model": str(model_path), "dataset": str(dataset),
+        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
+        "diffusion": json.dumps(asdict(cfg), sort_keys=True), "windows": len(windows),
+        "window_px": int(windows.shape[-1])})
+    if loss_figure is not None:
+        save_figure(plots.diffusion_loss(prior.history, title=f"diffusion prior, latent "
+                                         f"{model.latent_size}"), loss_figure)
+    log.info("diffusion prior: %d steps in %.1f min, final loss %.4f, written to %s",
+             summary["steps"], summary["minutes"], summary["final_loss"], out)
+    return prior
 
 
 def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
@@ -195,17 +255,36 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
            modes: tuple[str, ...] | None = None, split: str = "test",
            figures: dict[str, str | os.PathLike] | None = None,
            export_dir: str | os.PathLike | None = None, export_format: str = "png",
-           max_fit_images: int = 5000) -> dict[str, np.ndarray]:
+           max_fit_images: int = 5000, diffusion_path: str | os.PathLike | None = None,
+           diffusion_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Load a model, generate the modes and write them to ``out``, then the figures asked
     for (name -> path) and, with ``export_dir``, the binarised prior/aggregate/posterior images.
 
     The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
-    ``modes`` None: every mode of the model's architecture.
+    ``modes`` None: every mode of the model's architecture (and ``diffusion`` with
+    ``diffusion_path``, the trained prior, sampled with ``diffusion_options``: the config's
+    ``diffusion.sampling_steps`` and ``guidance``, the schema's defaults where not given).
     """
     figures = figures or {}
     model, payload = load_model(model_path)
-    modes = modes_for(model) if modes is None else tuple(modes)
-    check_modes(model, modes)
+    diffusion_prior = None
+    diffusion_cfg = DiffusionConfig.from_options(diffusion_options or {})
+    if diffusion_path is not None:
+        diffusion_prior, prior_payload = load_prior(diffusion_path)
+        fingerprint = payload.get("extra", {}).get("data_fingerprint", "")
+        if prior_payload.get("extra", {}).get("model_fingerprint", fingerprint) != fingerprint:
+            raise MicrovaeError(f"{diffusion_path}: trained for another model than "
+                                f"{model_path}; train it again (train-prior)")
+        low, high = diffusion_prior.condition_range
+        for target in [*cfg.phase_fractions, *(cfg.graded or [])]:
+            if not low <= target <= high:
+                log.warning("target phase fraction %.3f lies outside the local phase fractions "
+                            "the diffusion prior was trained on (%.3f-%.3f, 1st-99th "
+                            "percentile): the prior extrapolates; check the achieved fraction "
+                            "in metrics.json (conditioning)", target, low, high)
+    trained_priors = ("diffusion",) if diffusion_prior is not None else ()
+    modes = modes_for(model, trained_priors) if modes is None else tuple(modes)
+    check_modes(model, modes, trained_priors)
     needs_data = [m for m in modes if m in (*ENCODED_MODES, *FITTED_MODES, "field")]
     if needs_data and dataset is None:
         raise MicrovaeError(f"--mode {' '.join(needs_data)} needs --dataset (real images to "
@@ -234,7 +313,8 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
             raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
                                 "version): re-run pack for mode field")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
-                      training_phase_fraction, morphology)
+                      training_phase_fraction, morphology, diffusion_prior,
+                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance)
     calibrations = sorted({key.split("/")[1] for key in arrays if key.startswith(f"{FINISH}/")})
     for name in calibrations:
         record = {key.split("/")[2]: float(value) for key, value in arrays.items()
@@ -251,6 +331,9 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
         "latent_size": model.latent_size, "seed": cfg.seed, "modes": list(modes),
         "noise_sigmas": list(cfg.noise_sigmas), "dataset": str(dataset or ""), "split": split,
         "n_steps": cfg.n_steps, "sizes": list(cfg.sizes), "periodic": cfg.periodic,
+        "diffusion": str(diffusion_path or ""), "diffusion_sampling_steps":
+            diffusion_cfg.sampling_steps, "diffusion_guidance": diffusion_cfg.guidance,
+        "phase_fractions": list(cfg.phase_fractions), "graded": list(cfg.graded or []),
         "match_training": cfg.match_training,
         "match_training_morphology": describe_morphology(morphology),
         "architecture": model.config.get("architecture", "table1")})

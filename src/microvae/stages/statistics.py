@@ -29,6 +29,7 @@ from ..evaluate import (
     Features,
     ScoredSet,
     Seeds,
+    conditioning_metrics,
     judge,
     periodic_s2_nrmse,
     reconstruction_metrics,
@@ -421,6 +422,15 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
         metrics["reconstruction"] = reconstruction_metrics(
             item.probabilities if item.probabilities is not None else item.maps, test.images,
             attrs.get("reconstruction_bce"))
+    conditioned = conditioned_sets(samples_path)
+    if conditioned:
+        metrics["conditioning"] = conditioned
+        for name, values in conditioned.items():
+            log.info("%s: target phase fraction %.3f, achieved %.3f (+-%.3f over %d images)%s",
+                     name, values["target"], values["phase_fraction_mean"],
+                     values["phase_fraction_sd"], values["n_images"],
+                     f", worst band off by {values['max_band_error']:.3f}"
+                     if "max_band_error" in values else "")
     metrics["units"] = {k: v[0] for k, v in DESCRIPTORS.items()}
     info = dataset_info(dataset_path)
     metrics["pixel_size"] = float(info.get("pixel_size") or 0.0)
@@ -432,6 +442,23 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
     write_text(curves_out, columns_text(curve_columns(evaluation)))
     draw_figures(evaluation, figures, f"latent size {metrics['latent_size']}")
     return metrics
+
+
+def conditioned_sets(samples_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The sets generated at a target phase fraction or map (``conditioned/``, ``graded/``):
+    how closely each meets its target (:func:`~microvae.evaluate.conditioning_metrics`)."""
+    out = {}
+    with open_h5(samples_path) as h5:
+        for group in ("conditioned", "graded"):
+            for name in (h5[group] if group in h5 else []):
+                key = f"{group}/{name}"
+                probabilities = h5[key][()].astype(np.float32)
+                finished = FINISHED in h5 and key in h5[FINISHED]
+                maps = h5[FINISHED][key][()] if finished else (probabilities > 0.5)
+                out[f"{group}_{name}"] = {
+                    **conditioning_metrics(maps, h5["targets"][key][()], probabilities),
+                    "finished": finished, "size": int(maps.shape[-1])}
+    return out
 
 
 def compact(values: dict[str, Any]) -> dict[str, Any]:
@@ -558,15 +585,16 @@ def window_placement(sections: np.ndarray, owner: np.ndarray, corners: np.ndarra
     return {"origin": origin, "corner": corner, "group": group}
 
 
-def real_windows_in_blocks(dataset_path: str | os.PathLike, size: int
+def real_windows_in_blocks(dataset_path: str | os.PathLike, size: int, split: str = "test"
                            ) -> tuple[int, np.ndarray, Features, np.ndarray, dict[str, Any]]:
-    """The real test windows of :func:`real_test_windows` for ``size`` px images, halving the
-    window further while they fall into fewer than 2 independent blocks (a floor needs two
-    halves that share no structure): ``(window, windows, features, blocks, block info)``."""
+    """The real windows of :func:`real_test_windows` (of ``split``) for ``size`` px images,
+    halving the window further while they fall into fewer than 2 independent blocks (a floor
+    needs two halves that share no structure): ``(window, windows, features, blocks, block
+    info)``."""
     window = size
-    tile = load_split(dataset_path, "test").shape[-1]
+    tile = load_split(dataset_path, split).shape[-1]
     while True:
-        window, real, placement = real_test_windows(dataset_path, window)
+        window, real, placement = real_test_windows(dataset_path, window, split)
         features = Features.of(real)
         blocks, info = block_labels(features, placement, window, f"real {window} px windows")
         if info["n_blocks"] >= 2 or window <= tile or window % 16:
@@ -578,12 +606,13 @@ def real_windows_in_blocks(dataset_path: str | os.PathLike, size: int
 
 def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
                    metrics_out: str | os.PathLike, figure_out: str | os.PathLike | None = None,
-                   seed: int = 0, latent: int | None = None) -> dict[str, Any]:
+                   seed: int = 0, latent: int | None = None, split: str = "test"
+                   ) -> dict[str, Any]:
     """The generated images larger than the tiles (``large/{mode}_{size}`` of a samples file)
-    against real test windows of the same size (where fewer fit, of the largest size that
-    does, with each generated image cut into windows of that size), judged as :func:`evaluate`
-    does, beside the real val windows of that size; novelty of the tile-size windows of the
-    generated images."""
+    against real windows of the ``split`` (test; val to choose settings on) of the same size
+    (where fewer fit, of the largest size that does, with each generated image cut into windows
+    of that size), judged as :func:`evaluate` does, beside the real val windows of that size
+    (against test only); novelty of the tile-size windows of the generated images."""
     with open_h5(samples_path) as h5:
         if "large" not in h5 or not len(h5["large"]):
             raise MicrovaeError(f"{samples_path}: holds no large samples (sample with --size)")
@@ -594,7 +623,7 @@ def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathL
             generated[name] = (h5[FINISHED][key][()] if finished
                                else (h5[key][()] > 0.5)).astype(np.uint8), finished
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
-    if attrs.get("split", "test") != "test":
+    if split == "test" and attrs.get("split", "test") != "test":
         raise MicrovaeError(f"{samples_path}: made from the {attrs['split']} split; the "
                             "evaluation compares with the test split")
     by_size: dict[int, dict[str, tuple[np.ndarray, bool]]] = {}
@@ -602,19 +631,27 @@ def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathL
         by_size.setdefault(item[0].shape[-1], {})[name] = item
     metrics: dict[str, Any] = {
         "latent_size": latent if latent is not None else attrs.get("latent_size"),
-        "periodic": bool(attrs.get("periodic", False)), "sets": {}, "real": {},
+        "periodic": bool(attrs.get("periodic", False)), "split": split, "sets": {}, "real": {},
         "reference": {}, "descriptors": DESCRIPTORS}
     rng = np.random.default_rng(seed)
     tiles = load_split(dataset_path, "train")
     library = Library.of(*load_training_regions(dataset_path), tiles.shape[-1])
-    reference_best = nearest_iou(novelty_subset(load_split(dataset_path, "test"), rng), library)
-    held_name = heldout_split(dataset_path, "test")
+    reference_best = nearest_iou(novelty_subset(load_split(dataset_path, split), rng), library)
+    held_name = heldout_split(dataset_path, split)
+    # the trivial baseline at every size: blurred noise fitted on the train tiles, finished
+    grf = fit_field_baseline(evenly_spaced(tiles, 2000), segmentation_morphology(dataset_path),
+                             rng)
+    metrics["baseline_grf_sigma"] = grf.sigma
     real_shown: dict[int, np.ndarray] = {}
     for size, sets in sorted(by_size.items()):
-        window, real, features, blocks, info = real_windows_in_blocks(dataset_path, size)
+        window, real, features, blocks, info = real_windows_in_blocks(dataset_path, size, split)
         scored = {name: ScoredSet(Features.of(split_into_windows(maps, window)), "generator",
                                   calibrated=("phase_fraction",) if finished else ())
                   for name, (maps, finished) in sets.items()}
+        n_baseline = max(len(maps) for maps, _ in sets.values())
+        scored[f"baseline_grf_{size}"] = ScoredSet(
+            Features.of(split_into_windows(grf.draw(n_baseline, size, rng), window)), "baseline",
+            calibrated=("phase_fraction",))
         if held_name:
             try:
                 _, held, _ = real_test_windows(dataset_path, window, held_name)

@@ -1,0 +1,133 @@
+"""Generation at a chosen phase fraction, at fractions never seen in training: the conv model and
+its diffusion prior trained on a mix of synthetic steels (martensite fractions 0.15, 0.25, 0.35;
+config/conv.yaml otherwise), asked for 0.20 and 0.30, judged against real synthetic volumes made
+at 0.20 and 0.30 (their own data sets: floor, real held-out windows) beside the unconditional
+diffusion and field images of the same model; and a graded map (0.15 -> 0.35).
+
+    python benchmarks/conditioning.py [--seeds 0] [--avx2]
+
+Writes benchmarks/results/conditioning.json; runs in runs/conditioning_{seed}/ and
+runs/conditioning_reference_{fraction}/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import yaml
+
+from machine import AVX2_ONLY, REPO, judged, run_workflow, save
+from microvae import plots
+from microvae.atomic import save_figure
+from microvae.stages.statistics import conditioned_sets, evaluate_large
+
+TRAINED = (0.15, 0.25, 0.35)
+TARGETS = (0.20, 0.30)
+
+
+def base_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "conv.yaml").read_text())
+
+
+def source(fraction: float, n_volumes: int, seed: int) -> dict:
+    steel = copy.deepcopy(base_config()["sources"][0])
+    steel["name"] = f"dp_{round(100 * fraction):03d}"
+    steel["synthetic"].update(martensite_fraction=fraction, n_volumes=n_volumes, seed=seed)
+    return steel
+
+
+def mix_config(seed: int, avx2: bool) -> dict:
+    config = base_config()
+    config["sources"] = [source(f, 4, 1 + 100 * i) for i, f in enumerate(TRAINED)]
+    config["train"]["seed"] = seed
+    if avx2:
+        config["train"]["precision"] = "fp32"
+    config["sample"].update(sizes=[256], n_large=64, phase_fractions=list(TARGETS),
+                            graded=[0.15, 0.35])
+    return config
+
+
+def reference_dataset(fraction: float, env: dict) -> Path:
+    """A data set of 8 synthetic volumes made at ``fraction`` (seeds no training volume has)."""
+    directory = REPO / "runs" / f"conditioning_reference_{fraction:g}"
+    config = base_config()
+    config["sources"] = [source(fraction, 8, 1000 + round(1000 * fraction))]
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                    "--directory", str(directory), "--cores", "2", "--quiet", "rules",
+                    "--until", "pack"], check=True, env={**os.environ, **env})
+    return directory / "results" / "dataset" / "dataset.h5"
+
+
+def judged_against(samples: Path, target: float, reference: Path, out: Path) -> dict:
+    """The set generated at ``target`` and the model's unconditional sets, as large sets of one
+    samples file, judged against the reference data set's real 256 px windows."""
+    with h5py.File(samples) as h5, h5py.File(out, "w") as dst:
+        dst.attrs.update({"split": "test", "periodic": False, "latent_size": 8})
+        sets = {f"conditioned_{target:g}_256": f"conditioned/diffusion_{target:g}_256",
+                "unconditioned_diffusion_256": "large/diffusion_256",
+                "unconditioned_field_256": "large/field_256"}
+        for name, key in sets.items():
+            dst[f"large/{name}"] = h5[key][()]
+            dst[f"finished/large/{name}"] = h5[f"finished/{key}"][()]
+    metrics = evaluate_large(out, reference, out.with_suffix(".json"))
+    return {name: {**judged(values), "n_real_windows": values["n_real_windows"],
+                   "real_phase_fraction": values["real_phase_fraction"]}
+            for name, values in metrics["sets"].items()}
+
+
+def figure(samples: Path, metrics: dict, out: Path) -> None:
+    with h5py.File(samples) as h5:
+        examples = {f"{group}_{name}": h5["finished"][group][name][0]
+                    for group in ("conditioned", "graded") for name in h5["finished"].get(group, {})}
+    save_figure(plots.conditioning_figure(examples, metrics, title=(
+        "diffusion prior trained at martensite fractions 0.15, 0.25, 0.35, asked for others")),
+        out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--avx2", action="store_true", help="AVX2 kernels only, fp32")
+    args = parser.parse_args()
+    env = AVX2_ONLY if args.avx2 else {}
+    references = {target: reference_dataset(target, env) for target in TARGETS}
+    runs = {}
+    for seed in args.seeds:
+        directory = REPO / "runs" / f"conditioning_{seed}"
+        run_workflow(directory, mix_config(seed, args.avx2), 2, env)
+        samples = directory / "results" / "samples" / "latent_8" / "samples.h5"
+        run = {"conditioning": conditioned_sets(samples), "against_real": {}}
+        for target, reference in references.items():
+            run["against_real"][f"{target:g}"] = judged_against(
+                samples, target, reference, directory / f"against_{target:g}.h5")
+        runs[str(seed)] = run
+        if seed == args.seeds[0]:
+            figure(samples, run["conditioning"], REPO / "docs" / "figures" / "conditioning.png")
+        for name, values in run["conditioning"].items():
+            print(f"seed {seed} {name}: target {values['target']:.3f}, achieved "
+                  f"{values['phase_fraction_mean']:.3f} (at 0.5: "
+                  f"{values['phase_fraction_at_0.5']:.3f})"
+                  + (f", worst band {values['max_band_error']:.3f}"
+                     if "max_band_error" in values else ""))
+        for target, sets in run["against_real"].items():
+            for name, values in sets.items():
+                print(f"  real at {target}: {name}: {values['verdict']}; phase fraction "
+                      f"{values['phase_fraction']:.3f} (real {values['real_phase_fraction']:.3f})")
+    save("conditioning", {"seeds": args.seeds, "trained_fractions": TRAINED,
+                          "targets": TARGETS, "avx2_only_emulated": args.avx2,
+                          "config": mix_config(args.seeds[0], args.avx2), "runs": runs})
+    print(json.dumps({s: r["conditioning"] for s, r in runs.items()}, indent=1)[:2000])
+
+
+if __name__ == "__main__":
+    main()

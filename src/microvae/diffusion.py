@@ -1,0 +1,445 @@
+"""A learned spatial prior over the latent grids of a conv VAE: the ``diffusion`` mode.
+
+A denoising diffusion model (DDPM, Ho et al. 2020; T = 1000 noise levels of a cosine schedule;
+the network predicts the velocity v = sqrt(a) eps - sqrt(1 - a) x0, Salimans & Ho 2022, which
+stays well-conditioned at the noisiest levels where predicting eps divides by sqrt(a) ~ 0.01;
+sampled deterministically with a few tens of DDIM steps, Song et al. 2021) over the posterior
+draws of random training windows, encoded by the VAE. The ``field`` prior keeps only the
+second-order statistics of the codes (a Gaussian field of normal scores, whose level sets are
+blobs); the denoiser learns their higher-order structure (island shapes, networks along grain
+boundaries) from the codes themselves.
+
+The denoiser is a small fully convolutional U-Net, so it samples a grid of any size. It trains
+with zero padding on crops (whose edges are edges) and samples periodic grids with circular
+padding in every convolution (no edges: every cell is like an interior cell of a crop), so
+opposite edges join (sides a multiple of 4 cells, 32 px). Zero padding is free in the
+convolution kernels; circular padding costs a copy per convolution.
+
+Conditioning on phase fraction (classifier-free guidance, Ho & Salimans 2022): each training
+grid comes with the local phase fraction of its window (the fraction of phase 1 in each 8 x 8
+cell, smoothed by a Gaussian of :data:`CONDITION_SIGMA_CELLS` cells), replaced by "no condition"
+in a share ``condition_dropout`` of the examples. Sampling takes no condition (the ``diffusion``
+mode), a constant map (``phase_fraction=0.3``) or any map (a graded microstructure); the
+achieved fraction is what the decoder draws from the grids: no threshold forces it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import check_parameters, parse_options
+from .errors import MicrovaeError
+
+TIMESTEPS = 1000
+LAST_ALPHA_BAR = 1e-4
+DILATIONS = (1, 2, 1)  # the blocks at 1/4 resolution
+GRID_MULTIPLE = 4
+CONDITION_SIGMA_CELLS = 4.0
+CELL = 8  # px per latent cell of a conv VAE
+# The finishing of mode diffusion is calibrated on images of this side (cells).
+CANVAS_CELLS = 32
+
+
+@dataclass
+class DiffusionConfig:
+    """Settings of the diffusion prior (the config's ``diffusion`` section; defaults as the
+    schema)."""
+
+    width: int = 32
+    max_steps: int = 4000
+    max_minutes: float | None = 8.0
+    batch_size: int = 32
+    crop_cells: int = 16
+    windows: int = 512
+    learning_rate: float = 0.001
+    ema_decay: float = 0.995
+    condition_dropout: float = 0.2
+    sampling_steps: int = 25
+    guidance: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> DiffusionConfig:
+        return parse_options(cls, options, "diffusion")
+
+    def check(self) -> None:
+        check_parameters(self, "diffusion")
+
+
+def noise_levels(timesteps: int = TIMESTEPS) -> torch.Tensor:
+    """alpha-bar_t of the cosine schedule (Nichol & Dhariwal 2021), t = 1..T, float64, strictly
+    falling; the schedule's time runs to where alpha-bar is :data:`LAST_ALPHA_BAR` (its end,
+    alpha-bar = 0, would make the first DDIM step divide by zero)."""
+    s = 0.008
+
+    def f(t):
+        return torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+
+    end = (1 + s) * 2 / math.pi * math.acos(math.sqrt(LAST_ALPHA_BAR * float(f(torch.tensor(
+        0.0, dtype=torch.float64))))) - s
+    t = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps * end
+    return f(t) / f(torch.tensor(0.0, dtype=torch.float64))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding (N, dim) of integer noise levels ``t`` (N,)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * frequencies[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class _Block(nn.Module):
+    """Pre-activation residual block; the noise level scales and shifts its features (FiLM)."""
+
+    def __init__(self, width: int, embedding: int, dilation: int = 1):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(8, width // 4), width)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+        self.film = nn.Linear(embedding, 2 * width)
+        self.norm2 = nn.GroupNorm(min(8, width // 4), width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class Denoiser(nn.Module):
+    """Predicts the velocity of a noisy latent grid (N, C, h, w) at noise level t, given a phase-fraction
+    map (N, 1, h, w) and a mask (N, 1, h, w): 1 where the map holds, 0 for "no condition".
+
+    A small U-Net: ``width`` channels at the grid's resolution, twice as
+    many at 1/2 and four times at 1/4 (where most blocks sit: a receptive field of about 50
+    cells for little compute); h and w must be multiples of :data:`GRID_MULTIPLE`."""
+
+    def __init__(self, channels: int, width: int = 32):
+        super().__init__()
+        self.config = {"channels": channels, "width": width}
+        w0, w1, w2 = width, 2 * width, 4 * width
+        self.embed = nn.Sequential(nn.Linear(w0, w2), nn.SiLU(), nn.Linear(w2, w2))
+        self.inp = nn.Conv2d(channels + 2, w0, 3, padding=1)
+        self.level0 = nn.ModuleList([_Block(w0, w2)])
+        self.down0 = nn.Conv2d(w0, w1, 3, stride=2, padding=1)
+        self.level1 = nn.ModuleList([_Block(w1, w2), _Block(w1, w2)])
+        self.down1 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
+        self.level2 = nn.ModuleList(_Block(w2, w2, d) for d in DILATIONS)
+        self.up1 = nn.Conv2d(w2, w1, 3, padding=1)
+        self.level1_up = nn.ModuleList([_Block(w1, w2), _Block(w1, w2)])
+        self.up0 = nn.Conv2d(w1, w0, 3, padding=1)
+        self.level0_up = nn.ModuleList([_Block(w0, w2)])
+        self.out_norm = nn.GroupNorm(min(8, w0 // 4), w0)
+        self.out = nn.Conv2d(w0, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def set_periodic(self, periodic: bool) -> Denoiser:
+        """Circular padding in every convolution (a periodic grid: no edges) or zeros (the
+        training crops' edges). Trained with zeros, the denoiser sees in a periodic grid only
+        cells like the interior cells of its crops."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module.padding_mode = "circular" if periodic else "zeros"
+        return self
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] % GRID_MULTIPLE or x.shape[-1] % GRID_MULTIPLE:
+            raise MicrovaeError(f"the denoiser takes grids whose sides are multiples of "
+                                f"{GRID_MULTIPLE} cells, got {tuple(x.shape[-2:])}")
+        e = self.embed(timestep_embedding(t, self.config["width"]))
+
+        def run(blocks, h):
+            for block in blocks:
+                h = block(h, e)
+            return h
+
+        h0 = run(self.level0, self.inp(torch.cat([x, condition * mask, mask], dim=1)))
+        h1 = run(self.level1, self.down0(h0))
+        h2 = run(self.level2, self.down1(h1))
+        h1 = run(self.level1_up, h1 + self.up1(F.interpolate(h2, scale_factor=2.0)))
+        h0 = run(self.level0_up, h0 + self.up0(F.interpolate(h1, scale_factor=2.0)))
+        return self.out(F.silu(self.out_norm(h0)))
+
+
+@dataclass
+class DiffusionPrior:
+    """A trained denoiser (its EMA weights) and the per-channel normalisation of the grids."""
+
+    denoiser: Denoiser
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+    history: list[dict[str, float]]
+    training_phase_fraction: float
+    condition_range: tuple[float, float]  # the central 98% of the training condition maps
+    active: torch.Tensor | None = None  # (C,) bool: the channels the denoiser models
+    crop_cells: int = 16  # side of the training crops
+
+    @property
+    def channels(self) -> int:
+        """Channels of the latent grid (the denoiser models the active ones)."""
+        return len(self.mean)
+
+    @property
+    def active_channels(self) -> torch.Tensor:
+        return self.active if self.active is not None else torch.ones(len(self.mean), dtype=bool)
+
+    def describe(self) -> dict[str, float | int]:
+        return {"channels": self.channels, "active_channels": int(self.active_channels.sum()),
+                "width": self.denoiser.config["width"],
+                "steps": len(self.history),
+                "final_loss": float(np.mean([h["loss"] for h in self.history[-100:]])),
+                "minutes": self.history[-1]["seconds"] / 60 if self.history else 0.0,
+                "condition_low": self.condition_range[0],
+                "condition_high": self.condition_range[1]}
+
+    def state(self) -> dict[str, Any]:
+        return {"state_dict": {k: v.detach().float().cpu().contiguous()
+                               for k, v in self.denoiser.state_dict().items()},
+                "config": dict(self.denoiser.config), "mean": self.mean, "std": self.std,
+                "history": {k: [h[k] for h in self.history] for k in ("step", "loss", "seconds")},
+                "training_phase_fraction": self.training_phase_fraction,
+                "condition_range": list(self.condition_range), "active": self.active_channels,
+                "crop_cells": self.crop_cells}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DiffusionPrior:
+        denoiser = Denoiser(**state["config"])
+        denoiser.load_state_dict(state["state_dict"])
+        columns = state["history"]
+        history = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return cls(denoiser.eval(), state["mean"], state["std"], history,
+                   float(state["training_phase_fraction"]), tuple(state["condition_range"]),
+                   state["active"].bool(), int(state["crop_cells"]))
+
+
+def condition_maps(windows: np.ndarray) -> np.ndarray:
+    """Local phase fraction (N, S/8, S/8) float32 of binary windows (N, S, S): the fraction of
+    phase 1 in each cell, smoothed by a Gaussian of :data:`CONDITION_SIGMA_CELLS` cells."""
+    from scipy.ndimage import gaussian_filter
+
+    n, height, width = windows.shape
+    cells = windows.reshape(n, height // CELL, CELL, width // CELL, CELL).mean((2, 4))
+    return gaussian_filter(cells.astype(np.float64), (0, CONDITION_SIGMA_CELLS,
+                                                      CONDITION_SIGMA_CELLS),
+                           mode="reflect").astype(np.float32)
+
+
+def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionConfig,
+                  training_phase_fraction: float, active: torch.Tensor | None = None,
+                  log_every: int = 200, log=None, device: str | None = None) -> DiffusionPrior:
+    """Train the denoiser on latent grids (N, C, h, w) with their condition maps (N, h, w):
+    random crops of ``cfg.crop_cells`` cells, one noise level per example; stops after
+    ``cfg.max_steps`` steps or ``cfg.max_minutes``; on CUDA where present (``device`` None).
+    ``active`` (C,) bool: the channels to model (the others, which the encoder leaves at its
+    prior, are drawn i.i.d. from their own mean and spread); None = all. All randomness from
+    ``cfg.seed``."""
+    cfg.check()
+    n, channels, height, width = grids.shape
+    crop = cfg.crop_cells
+    if height < crop or width < crop:
+        raise MicrovaeError(f"diffusion.crop_cells: {crop} cells do not fit in the encoded "
+                            f"training windows ({height}x{width} cells); lower it")
+    if conditions.shape != (n, height, width):
+        raise MicrovaeError(f"condition maps {tuple(conditions.shape)} do not match the grids "
+                            f"{tuple(grids.shape)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the denoiser's initial weights
+    active = torch.ones(channels, dtype=bool) if active is None else torch.as_tensor(active,
+                                                                                      dtype=bool)
+    if active.shape != (channels,) or not active.any():
+        raise MicrovaeError(f"active channels {active.tolist()}: need a flag for each of the "
+                            f"{channels} channels, at least one set")
+    grids = grids.float()
+    mean = grids.mean((0, 2, 3))
+    std = grids.std((0, 2, 3)).clamp_min(1e-6)
+    data = ((grids - mean[None, :, None, None]) / std[None, :, None, None])[:, active]
+    conditions = conditions.float()
+    denoiser = Denoiser(int(active.sum()), cfg.width).to(device)
+    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    alpha_bar = noise_levels().float()
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    step = 0
+    while True:
+        index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+        ys = torch.randint(0, height - crop + 1, (cfg.batch_size,), generator=generator)
+        xs = torch.randint(0, width - crop + 1, (cfg.batch_size,), generator=generator)
+        x0 = torch.stack([data[i, :, y:y + crop, x:x + crop] for i, y, x in zip(index, ys, xs)])
+        cond = torch.stack([conditions[i, y:y + crop, x:x + crop]
+                            for i, y, x in zip(index, ys, xs)])[:, None]
+        keep = (torch.rand((cfg.batch_size, 1, 1, 1), generator=generator)
+                >= cfg.condition_dropout).float().expand_as(cond)
+        t = torch.randint(0, TIMESTEPS, (cfg.batch_size,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = alpha_bar[t][:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        velocity = a.sqrt() * noise - (1 - a).sqrt() * x0
+        xt, t, cond, keep, velocity = (v.to(device) for v in (xt, t, cond, keep, velocity))
+        loss = F.mse_loss(denoiser(xt, t, cond, keep), velocity)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for target, source in zip(ema.parameters(), denoiser.parameters()):
+                target.lerp_(source, 1 - decay)
+        seconds = time.perf_counter() - started
+        history.append({"step": step, "loss": loss.item(), "seconds": seconds})
+        if not math.isfinite(history[-1]["loss"]):
+            raise MicrovaeError(f"diffusion training diverged at step {step} (loss {loss}); "
+                                "lower diffusion.learning_rate")
+        if log is not None and step % log_every == 0:
+            recent = np.mean([h["loss"] for h in history[-log_every:]])
+            log(f"diffusion step {step}: loss {recent:.4f} ({seconds / 60:.1f} min)")
+        if step >= cfg.max_steps or (cfg.max_minutes is not None
+                                     and seconds >= 60 * cfg.max_minutes):
+            break
+    low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
+    return DiffusionPrior(ema.cpu().eval(), mean, std, history, float(training_phase_fraction),
+                          (float(low), float(high)), active, crop)
+
+
+def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | None:
+    """The condition (height, width) cells for a target: None, a number (constant), or a map
+    (any 2-D array, resampled bilinearly onto the grid)."""
+    if phase_fraction is None:
+        return None
+    target = torch.as_tensor(np.asarray(phase_fraction, np.float32))
+    if target.dim() == 0:
+        value = float(target)
+        if not 0.0 < value < 1.0:
+            raise MicrovaeError(f"target phase fraction {value} is not between 0 and 1")
+        return torch.full((height, width), value)
+    if target.dim() != 2:
+        raise MicrovaeError(f"a phase-fraction map is 2-D, got shape {tuple(target.shape)}")
+    if not ((target > 0) & (target < 1)).all():
+        raise MicrovaeError("a phase-fraction map holds values outside (0, 1)")
+    return F.interpolate(target[None, None], size=(height, width), mode="bilinear",
+                         align_corners=False)[0, 0]
+
+
+@torch.no_grad()
+def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
+                 generator: torch.Generator, periodic: bool = False, phase_fraction=None,
+                 steps: int = 50, guidance: float = 1.0, batch_size: int = 64,
+                 eta: float = 0.0) -> torch.Tensor:
+    """``n`` latent grids (n, C, height, width) by DDIM (eta = 0) over ``steps`` noise levels;
+    ``phase_fraction``: None, a number or a map (see :func:`as_condition_map`; a map covers the
+    output grid); ``guidance`` w: v = uncond + w (cond - uncond), w = 1 the conditional model
+    alone."""
+    if height < 1 or width < 1:
+        raise MicrovaeError(f"latent grid of {height}x{width} cells")
+    if steps < 1 or steps > TIMESTEPS:
+        raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
+    if periodic and (height % GRID_MULTIPLE or width % GRID_MULTIPLE):
+        raise MicrovaeError(f"a periodic diffusion sample needs a size that is a multiple of "
+                            f"{CELL * GRID_MULTIPLE} px, got {CELL * height}x{CELL * width} px")
+    if not periodic and np.ndim(phase_fraction) == 0 and \
+            2 * max(height, width) <= round_up(prior.crop_cells):
+        return _windows_of_canvases(prior, n, height, width, generator, phase_fraction, steps,
+                                    guidance, batch_size, eta)
+    big_h, big_w = (height, width) if periodic else (round_up(height), round_up(width))
+    condition = as_condition_map(phase_fraction, height, width)
+    cond = torch.zeros((1, 1, big_h, big_w))
+    mask = torch.zeros((1, 1, big_h, big_w))
+    if condition is not None:  # rounding up: the cells cut away continue the map's edges
+        cond[0, 0] = F.pad(condition[None, None], (0, big_w - width, 0, big_h - height),
+                           mode="replicate")[0, 0]
+        mask[:] = 1.0
+    active = prior.active_channels
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        x = torch.randn((m, prior.channels, big_h, big_w), generator=generator)
+        x[:, active] = ddim(prior.denoiser, x[:, active], cond.expand(m, -1, -1, -1),
+                            mask.expand(m, -1, -1, -1), steps,
+                            guidance if condition is not None else 1.0, periodic, eta,
+                            generator)
+        out.append(x[:, :, :height, :width])
+    grids = torch.cat(out) if out else torch.zeros((0, prior.channels, height, width))
+    return grids * prior.std[None, :, None, None] + prior.mean[None, :, None, None]
+
+
+def _windows_of_canvases(prior: DiffusionPrior, n: int, height: int, width: int,
+                         generator: torch.Generator, phase_fraction, steps: int, guidance: float,
+                         batch_size: int, eta: float) -> torch.Tensor:
+    """Small grids as windows of canvases of the training crops' size, one window-size gap
+    between neighbours: a grid of a few cells alone is all edge, which the denoiser saw only
+    at the rim of its training crops."""
+    canvas = round_up(prior.crop_cells)
+    ys = range(0, canvas - height + 1, 2 * height)
+    xs = range(0, canvas - width + 1, 2 * width)
+    per_canvas = len(ys) * len(xs)
+    canvases = sample_grids(prior, -(-n // per_canvas), canvas, canvas, generator,
+                            phase_fraction=phase_fraction, steps=steps, guidance=guidance,
+                            batch_size=max(1, batch_size // 4), eta=eta)
+    windows = torch.stack([canvases[:, :, y:y + height, x:x + width] for y in ys for x in xs],
+                          1)
+    return windows.reshape(-1, prior.channels, height, width)[:n]
+
+
+@torch.no_grad()
+def ddim(denoiser: Denoiser, noise: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor,
+         steps: int, guidance: float = 1.0, periodic: bool = False, eta: float = 0.0,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDIM from ``noise`` (normalised grids at the last noise level) down to a clean grid in
+    ``steps`` evenly spaced noise levels; ``eta`` 0 is deterministic, 1 adds fresh noise at each
+    step as ancestral DDPM sampling does (from ``generator``). Every update is per cell, so with
+    ``periodic`` the whole map from noise to grid commutes with circular shifts (of multiples
+    of :data:`GRID_MULTIPLE` cells)."""
+    alpha_bar = noise_levels()
+    levels = torch.linspace(TIMESTEPS - 1, 0, steps).round().long()
+    denoiser = denoiser.eval().set_periodic(periodic)
+    unconditional = torch.zeros_like(mask)
+    x = noise
+    try:
+        for i, t in enumerate(levels):
+            tt = torch.full((len(x),), int(t), dtype=torch.long)
+            v = denoiser(x, tt, condition, mask)
+            if guidance != 1.0:
+                v_free = denoiser(x, tt, condition, unconditional)
+                v = v_free + guidance * (v - v_free)
+            a = alpha_bar[t].float()
+            a_next = alpha_bar[levels[i + 1]].float() if i + 1 < steps else torch.tensor(1.0)
+            x0 = a.sqrt() * x - (1 - a).sqrt() * v
+            eps = (1 - a).sqrt() * x + a.sqrt() * v
+            sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)).clamp_min(0).sqrt()
+            x = a_next.sqrt() * x0 + (1 - a_next - sigma**2).clamp_min(0).sqrt() * eps
+            if eta > 0 and i + 1 < steps:
+                x = x + sigma * torch.randn(x.shape, generator=generator)
+    finally:
+        denoiser.set_periodic(False)
+    return x
+
+
+def round_up(cells: int) -> int:
+    return -(-cells // GRID_MULTIPLE) * GRID_MULTIPLE
+
+
+def linear_gradient(low: float, high: float, height: int, width: int) -> np.ndarray:
+    """A phase-fraction map (height, width) rising linearly from ``low`` at the left edge to
+    ``high`` at the right (a graded microstructure)."""
+    for value, name in ((low, "low"), (high, "high")):
+        if not 0.0 < value < 1.0:
+            raise MicrovaeError(f"graded phase fraction {name} end {value} is not between 0 "
+                                "and 1")
+    columns = np.linspace(low, high, width, dtype=np.float32)
+    return np.broadcast_to(columns, (height, width)).copy()

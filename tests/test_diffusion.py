@@ -1,0 +1,250 @@
+"""The diffusion prior (mode diffusion): schedule, denoiser, periodic sampling, conditioning on
+phase fraction, training that learns a known conditional law, the saved file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from microvae.diffusion import (
+    TIMESTEPS,
+    Denoiser,
+    DiffusionConfig,
+    as_condition_map,
+    condition_maps,
+    ddim,
+    fit_diffusion,
+    linear_gradient,
+    noise_levels,
+    sample_grids,
+)
+from microvae.errors import MicrovaeError
+from microvae.modelfile import load_prior, save_prior
+
+
+def test_cosine_schedule_runs_from_almost_clean_to_almost_pure_noise():
+    alpha_bar = noise_levels()
+    assert len(alpha_bar) == TIMESTEPS
+    assert torch.all(alpha_bar[1:] < alpha_bar[:-1])
+    assert alpha_bar[0] > 0.999 and alpha_bar[-1] < 1e-3
+
+
+@pytest.mark.parametrize("cells", [4, 8, 12])
+def test_denoiser_takes_any_grid_in_steps_of_four_cells(cells):
+    denoiser = Denoiser(3, 8)
+    x = torch.randn(2, 3, cells, cells + 4)
+    t = torch.tensor([0, 999])
+    cond = torch.zeros(2, 1, cells, cells + 4)
+    assert denoiser(x, t, cond, cond).shape == x.shape
+
+
+def test_denoiser_refuses_a_grid_it_cannot_halve_twice():
+    with pytest.raises(MicrovaeError, match="multiples of 4"):
+        Denoiser(3, 8)(torch.randn(1, 3, 6, 8), torch.tensor([1]), torch.zeros(1, 1, 6, 8),
+                       torch.zeros(1, 1, 6, 8))
+
+
+def _randomised(denoiser: Denoiser) -> Denoiser:
+    """Non-zero weights everywhere (the output layers start at zero)."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in denoiser.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=generator))
+    return denoiser
+
+
+def test_periodic_sampling_commutes_with_circular_shifts():
+    """With circular padding the whole sampler (denoiser and DDIM updates) is a function on the
+    torus: shifting the starting noise by whole blocks of 4 cells shifts the grid; so opposite
+    edges of a periodic draw are neighbours like any two cells inside. Zero padding breaks it."""
+    denoiser = _randomised(Denoiser(2, 8))
+    noise = torch.randn(2, 2, 12, 16, generator=torch.Generator().manual_seed(0))
+    cond, mask = torch.full((2, 1, 12, 16), 0.3), torch.ones(2, 1, 12, 16)
+    shift = (4, 8)
+    for periodic, equal in ((True, True), (False, False)):
+        grid = ddim(denoiser, noise, cond, mask, 5, periodic=periodic)
+        shifted = ddim(denoiser, torch.roll(noise, shift, (2, 3)), cond, mask, 5,
+                       periodic=periodic)
+        same = torch.allclose(torch.roll(grid, shift, (2, 3)), shifted, atol=1e-4)
+        assert same is equal
+    assert all(m.padding_mode == "zeros" for m in denoiser.modules()
+               if isinstance(m, torch.nn.Conv2d))  # restored after sampling
+
+
+def test_condition_maps_are_local_phase_fractions():
+    windows = np.zeros((2, 256, 256), np.uint8)
+    windows[1, :, 128:] = 1  # right half phase 1
+    maps = condition_maps(windows)
+    assert maps.shape == (2, 32, 32)
+    np.testing.assert_allclose(maps[0], 0.0)
+    assert np.all(np.diff(maps[1], axis=1) >= 0)  # rises from left to right
+    assert maps[1, :, 0].max() < 0.1 and maps[1, :, -1].min() > 0.9
+    np.testing.assert_allclose(maps[1].mean(), 0.5, atol=1e-6)  # symmetric: the mean holds
+
+
+def test_condition_targets_number_map_and_bad_values():
+    assert as_condition_map(None, 4, 4) is None
+    np.testing.assert_allclose(as_condition_map(0.3, 4, 6), np.full((4, 6), 0.3))
+    graded = linear_gradient(0.15, 0.35, 4, 16)
+    assert graded[0, 0] == pytest.approx(0.15) and graded[0, -1] == pytest.approx(0.35)
+    resampled = as_condition_map(graded, 4, 8)
+    assert resampled.shape == (4, 8) and np.all(np.diff(resampled.numpy()[0]) > 0)
+    with pytest.raises(MicrovaeError, match="between 0 and 1"):
+        as_condition_map(1.2, 4, 4)
+    with pytest.raises(MicrovaeError, match="outside"):
+        as_condition_map(np.zeros((4, 4)), 4, 4)
+    with pytest.raises(MicrovaeError, match="graded"):
+        linear_gradient(0.0, 0.5, 4, 4)
+
+
+def _conditional_data(n=256, cells=8, seed=0):
+    """Grids whose value is set by their condition: channel 0 = 4 c - 2, channel 1 = -(4 c - 2),
+    plus noise of 0.1; the conditions c are constant per grid, uniform on (0.2, 0.8)."""
+    generator = torch.Generator().manual_seed(seed)
+    c = 0.2 + 0.6 * torch.rand(n, generator=generator)
+    level = (4 * c - 2)[:, None, None, None]
+    grids = torch.cat([level, -level], 1).expand(n, 2, cells, cells).clone()
+    grids += 0.1 * torch.randn(grids.shape, generator=generator)
+    return grids, c[:, None, None].expand(n, cells, cells).clone()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    grids, conditions = _conditional_data()
+    cfg = DiffusionConfig(width=16, max_steps=500, max_minutes=None, batch_size=32,
+                          crop_cells=8, learning_rate=3e-3, ema_decay=0.99, seed=0)
+    return fit_diffusion(grids, conditions, cfg, training_phase_fraction=0.5, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def quick():
+    """A prior after two steps: enough for the file and the shapes."""
+    grids, conditions = _conditional_data(n=16)
+    cfg = DiffusionConfig(width=8, max_steps=2, max_minutes=None, crop_cells=8, seed=0)
+    return fit_diffusion(grids, conditions, cfg, training_phase_fraction=0.5, device="cpu")
+
+
+@pytest.mark.slow
+def test_training_learns_a_known_conditional_law(trained):
+    """Conditioned on a phase fraction it never saw exactly, the draws sit at the value the
+    data tie to it (a prior that ignored its condition would draw the whole range, mean 0);
+    unconditioned draws spread over the range."""
+    generator = torch.Generator().manual_seed(1)
+    for target in (0.3, 0.7):
+        grids = sample_grids(trained, 16, 8, 8, generator, phase_fraction=target, steps=20)
+        expected = 4 * target - 2
+        assert grids[:, 0].mean() == pytest.approx(expected, abs=0.25)
+        assert grids[:, 1].mean() == pytest.approx(-expected, abs=0.25)
+    free = sample_grids(trained, 64, 8, 8, generator, steps=20)[:, 0].mean((1, 2))
+    assert free.std() > 0.4 and free.min() < -0.3 and free.max() > 0.3
+    assert trained.history[-1]["loss"] < trained.history[0]["loss"]
+
+
+def test_saved_prior_samples_the_same(quick, tmp_path):
+    path = tmp_path / "diffusion.pt"
+    save_prior(quick, path, extra={"model_fingerprint": "abc"})
+    loaded, payload = load_prior(path)
+    assert payload["extra"]["model_fingerprint"] == "abc"
+    draws = [sample_grids(p, 3, 4, 8, torch.Generator().manual_seed(5), steps=4)
+             for p in (quick, loaded)]
+    torch.testing.assert_close(draws[0], draws[1])
+    assert loaded.describe() == quick.describe() and loaded.crop_cells == 8
+
+
+def test_unreadable_prior_file_is_named(tmp_path):
+    bad = tmp_path / "diffusion.pt"
+    bad.write_bytes(b"not a prior")
+    with pytest.raises(MicrovaeError, match="diffusion.pt: not a valid"):
+        load_prior(bad)
+    with pytest.raises(MicrovaeError, match="not found"):
+        load_prior(tmp_path / "missing.pt")
+
+
+def test_sampling_sizes_and_refusals(quick):
+    generator = torch.Generator().manual_seed(0)
+    # any size: rounded up to whole blocks of 4 cells, then cut; small ones from canvases
+    assert sample_grids(quick, 2, 5, 7, generator, steps=2).shape == (2, 2, 5, 7)
+    assert sample_grids(quick, 5, 2, 2, generator, steps=2).shape == (5, 2, 2)[:1] + (2, 2, 2)
+    with pytest.raises(MicrovaeError, match="multiple of 32 px"):
+        sample_grids(quick, 1, 5, 8, generator, periodic=True)
+    with pytest.raises(MicrovaeError, match="sampling steps"):
+        sample_grids(quick, 1, 4, 4, generator, steps=0)
+
+
+def test_training_refuses_crops_larger_than_the_grids():
+    grids, conditions = _conditional_data(n=4, cells=8)
+    with pytest.raises(MicrovaeError, match="crop_cells"):
+        fit_diffusion(grids, conditions, DiffusionConfig(crop_cells=12, max_steps=1), 0.5)
+
+
+def test_channels_the_encoder_leaves_at_the_prior_are_drawn_as_noise():
+    """Only the active channels are modelled; the others get i.i.d. draws of their own mean
+    and spread (what a channel at the prior holds), and the denoiser takes fewer channels."""
+    grids, conditions = _conditional_data(n=32)
+    grids[:, 1] = 3.0 + 2.0 * torch.randn(grids[:, 1].shape,
+                                          generator=torch.Generator().manual_seed(7))
+    data_mean, data_std = grids[:, 1].mean(), grids[:, 1].std()
+    cfg = DiffusionConfig(width=8, max_steps=2, max_minutes=None, crop_cells=8)
+    prior = fit_diffusion(grids, conditions, cfg, 0.5, active=torch.tensor([True, False]))
+    assert prior.denoiser.config["channels"] == 1 and prior.describe()["active_channels"] == 1
+    draws = sample_grids(prior, 64, 8, 8, torch.Generator().manual_seed(0), steps=2)[:, 1]
+    # 4096 draws: the standard error of their mean is 2 / 64 = 0.03
+    assert draws.mean() == pytest.approx(float(data_mean), abs=0.12)
+    assert draws.std() == pytest.approx(float(data_std), rel=0.06)
+    neighbours = np.corrcoef(draws[:, :, :-1].flatten(), draws[:, :, 1:].flatten())[0, 1]
+    assert abs(neighbours) < 0.05
+    with pytest.raises(MicrovaeError, match="at least one set"):
+        fit_diffusion(grids, conditions, cfg, 0.5, active=torch.tensor([False, False]))
+
+
+def test_generate_draws_diffusion_sets_and_finishes_targets_with_the_unconditional_cut():
+    """Mode diffusion beside the others, at the tile size and at sample.sizes; the sets at a
+    target and the graded set are finished by the unconditional prior's threshold (the same
+    cut for every target: nothing forces the target fraction), their targets recorded."""
+    from microvae.model import ConvVAE
+    from microvae.sample import SampleConfig, generate
+
+    torch.manual_seed(0)
+    model = ConvVAE(32, 3).eval()
+    grids = torch.randn(8, 3, 8, 8)
+    conditions = torch.full((8, 8, 8), 0.25)
+    prior = fit_diffusion(grids, conditions, DiffusionConfig(width=8, max_steps=2, crop_cells=8),
+                          0.25)
+    images = (np.random.default_rng(0).random((6, 32, 32)) < 0.25).astype(np.uint8)
+    cfg = SampleConfig(n_prior=4, sizes=[64], n_large=2, phase_fractions=[0.3],
+                       graded=[0.2, 0.4], calibration_draws=100)
+    out = generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25,
+                   diffusion_prior=prior, sampling_steps=2)
+    assert out["diffusion"].shape == (4, 32, 32)
+    assert out["large/diffusion_64"].shape == (2, 64, 64)
+    for key in ("conditioned/diffusion_0.3_64", "graded/diffusion_64"):
+        assert out[key].shape == (2, 64, 64)
+        cut = float(out["finish/diffusion/threshold"])
+        np.testing.assert_array_equal(out[f"finished/{key}"], out[key] > cut)
+    assert float(out["targets/conditioned/diffusion_0.3_64"]) == pytest.approx(0.3)
+    assert out["targets/graded/diffusion_64"].shape == (8, 8)
+    assert out["diffusion_fit/active_channels"] == 3
+    with pytest.raises(MicrovaeError, match="needs its trained prior"):
+        generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25)
+    with pytest.raises(MicrovaeError, match="need mode diffusion"):
+        generate(model, images, cfg, ("prior",), training_phase_fraction=0.25,
+                 diffusion_prior=prior)
+
+
+def test_conditioning_metrics_by_hand():
+    from microvae.evaluate import conditioning_metrics
+
+    maps = np.zeros((2, 4, 8), np.uint8)
+    maps[0, :, 4:] = 1  # right half: 0.5
+    maps[1, :2, :] = 1  # top half: 0.5
+    values = conditioning_metrics(maps, 0.4)
+    assert values["phase_fraction_mean"] == pytest.approx(0.5)
+    assert values["error"] == pytest.approx(0.1) and values["phase_fraction_sd"] == 0
+    graded = conditioning_metrics(maps, np.array([[0.2, 0.6]]), bands=2)
+    # the target map's two columns, resampled to the 8 image columns: 0.2 ... 0.6 linearly
+    columns = np.interp((np.arange(8) + 0.5) / 8, [0.25, 0.75], [0.2, 0.6])
+    assert graded["target_bands"] == pytest.approx([columns[:4].mean(), columns[4:].mean()])
+    assert graded["achieved_bands"] == pytest.approx([0.25, 0.75])
+    assert graded["max_band_error"] == pytest.approx(
+        max(abs(0.25 - columns[:4].mean()), abs(0.75 - columns[4:].mean())))
