@@ -208,8 +208,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=default["seed"],
                    help="random seed (sample.seed, default %(default)s)")
     p.add_argument("--size", type=int, nargs="+", default=[],
-                   help="conv models: also generate prior and field images of these sizes (px, "
-                        "multiples of 8), stored as large/{mode}_{size}")
+                   help="conv models: also generate prior, field and diffusion images of these "
+                        "sizes (px, multiples of 8), stored as large/{mode}_{size}")
     p.add_argument("--n-large", type=_count, default=default["n_large"],
                    help="images per mode at each --size (sample.n_large, default %(default)s)")
     p.add_argument("--periodic", action=argparse.BooleanOptionalAction,

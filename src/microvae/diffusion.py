@@ -339,8 +339,8 @@ def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | 
 @torch.no_grad()
 def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
                  generator: torch.Generator, periodic: bool = False, phase_fraction=None,
-                 steps: int = 50, guidance: float = 1.0, batch_size: int = 64,
-                 eta: float = 0.0) -> torch.Tensor:
+                 steps: int = DiffusionConfig.sampling_steps, guidance: float = 1.0,
+                 batch_size: int = 64, eta: float = 0.0) -> torch.Tensor:
     """``n`` latent grids (n, C, height, width) by DDIM (eta = 0) over ``steps`` noise levels;
     ``phase_fraction``: None, a number or a map (see :func:`as_condition_map`; a map covers the
     output grid); ``guidance`` w: v = uncond + w (cond - uncond), w = 1 the conditional model

@@ -39,7 +39,13 @@ from torch.nn import functional as F
 
 from .config import check_parameters, parse_options
 from .crops import CropSampler, window_origins
-from .diffusion import CANVAS_CELLS, DiffusionPrior, linear_gradient, sample_grids
+from .diffusion import (
+    CANVAS_CELLS,
+    DiffusionConfig,
+    DiffusionPrior,
+    linear_gradient,
+    sample_grids,
+)
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .h5io import FINISH, FINISHED
@@ -219,7 +225,8 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
 
 def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Generator,
               size: int | None = None, periodic: bool = False, phase_fraction=None,
-              steps: int = 50, guidance: float = 1.0) -> tuple[np.ndarray, torch.Tensor]:
+              steps: int = DiffusionConfig.sampling_steps, guidance: float = 1.0
+              ) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
     grids."""
@@ -453,7 +460,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              regions: tuple[np.ndarray, np.ndarray] | None = None,
              training_phase_fraction: float | None = None,
              morphology: SegmentationParameters | None = None,
-             diffusion_prior: DiffusionPrior | None = None, sampling_steps: int = 50,
+             diffusion_prior: DiffusionPrior | None = None,
+             sampling_steps: int = DiffusionConfig.sampling_steps,
              guidance: float = 1.0) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
