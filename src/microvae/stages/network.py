@@ -141,9 +141,10 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
              windows.shape[-1], tuple(grids.shape[1:]), *np.quantile(conditions, [0.01, 0.99]))
     active = z_mean.var((0, 2, 3)) > USED_VARIANCE
     if not active.any():
-        raise MicrovaeError(f"{model_path}: the encoder uses none of its latent channels (every "
-                            "code is the prior's); a diffusion prior has nothing to learn: "
-                            "retrain the VAE (lower model.kl_weight)")
+        log.warning("%s: the encoder uses none of its latent channels (every code is "
+                    "the prior's): the diffusion prior models all of them and has little to "
+                    "learn; train the VAE longer or lower model.kl_weight", model_path)
+        active = torch.ones_like(active)
     log.info("the encoder uses %d of %d latent channels (z_mean variance above %g: %s); the "
              "others are drawn i.i.d. from their own mean and spread, as the decoder saw them",
              int(active.sum()), len(active), USED_VARIANCE,
