@@ -61,7 +61,7 @@ def reference_dataset(fraction: float, env: dict) -> Path:
     config["sources"] = [source(fraction, 8, 1000 + round(1000 * fraction))]
     (directory / "config").mkdir(parents=True, exist_ok=True)
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                     "--directory", str(directory), "--cores", "2", "--quiet", "rules",
                     "--until", "pack"], check=True, env={**os.environ, **env})
     return directory / "results" / "dataset" / "dataset.h5"

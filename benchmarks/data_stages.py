@@ -31,7 +31,7 @@ def main() -> None:
         (work / "config").mkdir()
         shutil.copy(args.configfile, work / "config" / "config.yaml")
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                         "--directory", str(work), "--cores", str(args.cores),
                         "--workflow-profile", "none", "--quiet", "all", "--",
                         "results/dataset/dataset.h5"], check=True)

@@ -72,7 +72,7 @@ def run_workflow(directory: Path, config: dict, cores: int, env: dict | None = N
     there; Snakemake re-runs only what changed); the rows of its summary.csv."""
     (directory / "config").mkdir(parents=True, exist_ok=True)
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                     "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
                    check=True, env={**os.environ, **(env or {})})
     with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:

@@ -69,7 +69,7 @@ def run_case(label: str, shape: tuple[int, ...], image_size: int) -> dict:
         (work / "config").mkdir()
         (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+        done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
                                "--directory", str(work), "--cores", "2", "--workflow-profile",
                                "none", "results/dataset/dataset.h5"],
                               capture_output=True, text=True)

@@ -4,6 +4,7 @@
 # site-packages), and from another folder run the command line and two stages on a tiny volume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$(pwd)
 PYTHON=${PYTHON:-python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -22,3 +23,12 @@ PY
 "$work/venv/bin/python" -m microvae ingest --files iq.tif --source '{"name": "tiny", "stride": 16.0}' \
     --image-size 16 --out ingested.h5
 "$work/venv/bin/python" -c "import h5py; n = len(h5py.File('ingested.h5')['images']); assert n == 120, n; print('ingested', n, 'tiles from the installed wheel')"
+# The workflow without the checkout's src/ (as a module from a remote source gets it): its rules
+# import the installed package. A copy of workflow/ alone runs the data stages on a tiny config.
+mkdir -p "$work/deployed/config"
+cp -r "$repo/workflow" "$work/deployed/workflow"
+cp "$repo/.test/config/config.yaml" "$work/deployed/config/config.yaml"
+cd "$work/deployed"
+PATH="$work/venv/bin:$PATH" "$work/venv/bin/python" -m snakemake --cores 2 --quiet rules \
+    --until pack
+"$work/venv/bin/python" -c "import h5py; h = h5py.File('results/dataset/dataset.h5'); print('packed', {k: len(h[k]) for k in ('train', 'val', 'test')}, 'by the workflow without src/')"

@@ -12,22 +12,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
+SNAKEFILE = REPO / "workflow" / "Snakefile"
 
-TINY_CONFIG = {
-    "image_size": 16,
-    "sources": [{
-        "name": "tiny",
-        "synthetic": {"n_volumes": 3, "seed": 5, "shape": [8, 64, 64], "grain_size": 30,
-                      "island_size": 8},
-        "axes": [0],
-    }],
-    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-    "model": {"latent_sizes": [2, 4], "kl_weight": 0.1},
-    "train": {"epochs": 2, "batch_size": 16, "threads": 1},
-    "sample": {"n_prior": 24, "n_posterior_images": 4, "n_draws": 3, "noise_sigmas": [0.5, 1.0],
-               "n_pairs": 3, "n_steps": 5, "calibration_draws": 500},
-}
+# The catalog's test config (.test/config/config.yaml) is the tiny config of the tests.
+TINY_CONFIG = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
 
 
 def write_config(directory: Path, config: dict | None = None, name: str = "config.yaml") -> Path:
@@ -38,9 +26,11 @@ def write_config(directory: Path, config: dict | None = None, name: str = "confi
 
 
 def snakemake(directory: Path, *args: str, check: bool = True, timeout: int = 900,
-              env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the repository's workflow with ``directory`` as working directory."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
+              env: dict | None = None, snakefile: Path = SNAKEFILE
+              ) -> subprocess.CompletedProcess:
+    """Run the repository's workflow (or ``snakefile``) with ``directory`` as working
+    directory."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory",
                str(directory), "--cores", "2", "--workflow-profile", "none", *args]
     result = subprocess.run(command, cwd=directory, capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})})

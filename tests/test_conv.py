@@ -13,8 +13,9 @@ import torch
 
 from conftest import microvae
 from microvae.crops import split_into_windows, tiled_windows
+from microvae.dataset import evenly_spaced
 from microvae.errors import MicrovaeError
-from microvae.h5io import load_training_regions
+from microvae.h5io import load_split, load_training_regions
 from microvae.model import VAE, ConvVAE, initialize
 from microvae.modelfile import load_model, save_model
 from microvae.sample import (
@@ -26,9 +27,10 @@ from microvae.sample import (
     generate,
     modes_for,
 )
+from microvae.stages import real_test_windows
 from microvae.stages.export import export
 from microvae.stages.network import sample
-from microvae.stages.statistics import evaluate_large, real_test_windows
+from microvae.stages.statistics import evaluate_large
 from microvae.vti import read_vti, write_vti
 
 CFG = SampleConfig(n_prior=6, n_posterior_images=2, n_draws=2, noise_sigmas=[1.0], n_pairs=2,
@@ -142,12 +144,34 @@ def test_evaluate_large_compares_with_real_windows_of_the_same_size(conv_samples
     assert (tmp_path / "large.png").stat().st_size > 0
 
 
+def test_evaluate_large_draws_the_baseline_that_the_baselines_stage_fitted(tiny_dataset,
+                                                                          tmp_path):
+    """The field baseline read back from baselines.h5 is the one fitted there (sigma, cut,
+    morphology), so evaluate-large draws it at every size instead of fitting it again."""
+    from microvae.baselines import fit_field_baseline
+    from microvae.stages import segmentation_morphology
+    from microvae.stages.statistics import baselines, read_field_baseline
+
+    baselines(tiny_dataset, tmp_path / "baselines.h5", n=16, seed=3, calibration_draws=300)
+    morphology = segmentation_morphology(tiny_dataset)
+    stored = read_field_baseline(tmp_path / "baselines.h5", morphology)
+    train = load_split(tiny_dataset, "train")
+    fitted = fit_field_baseline(evenly_spaced(train, 2000), morphology,
+                                np.random.default_rng(3), calibration_draws=300)
+    assert stored.sigma == fitted.sigma and stored.fit_error == pytest.approx(fitted.fit_error)
+    for name in ("threshold", "phase_fraction", "morphology", "draws", "phase_fraction_at_half"):
+        assert getattr(stored.finishing, name) == getattr(fitted.finishing, name), name
+    assert dict(stored.finishing.calibration_steps) == dict(fitted.finishing.calibration_steps)
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    assert np.array_equal(stored.draw(3, 48, rng_a), fitted.draw(3, 48, rng_b))
+
+
 def test_sizes_beyond_the_test_region_fall_back_to_the_largest_window(tiny_dataset,
                                                                       monkeypatch):
     assert real_test_windows(tiny_dataset, 1024)[0] == 64  # 1024, 512, 256, 128 do not fit
-    from microvae.stages import statistics
+    from microvae import stages
 
-    monkeypatch.setattr(statistics, "MIN_REAL_WINDOWS", 10**6)
+    monkeypatch.setattr(stages, "MIN_REAL_WINDOWS", 10**6)
     with pytest.raises(MicrovaeError, match="fewer than 1000000 real windows of 64 px"):
         real_test_windows(tiny_dataset, 64)
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
 SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
            "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines")
 FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs", "modes",
-              "memory")
+              "memory", "samplesfile")
 UPPER = ("stages", "plots", "cli")
 
 
@@ -124,3 +124,42 @@ def test_the_morphology_steps_are_segments():
     from microvae.stages import MORPHOLOGY_STEPS
 
     assert MORPHOLOGY_STEPS == tuple(MORPHOLOGY_DEFAULTS["grey"])
+
+
+SAMPLES_FILE_PREFIXES = ("noise/", "large/", "interpolation/", "conditioned/", "graded/",
+                         "targets/", "finished/", "finish/")
+SAMPLES_FILE_NAMES = ("posterior_index", "noise_index", "reconstruction_bce")
+
+
+def test_only_the_samples_file_module_spells_its_keys():
+    """samples.h5 has one owner (samplesfile.py): no other module writes a key of its layout
+    as a string (a renamed key would silently miss its readers)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "samplesfile.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+                if text.startswith(SAMPLES_FILE_PREFIXES) or text in SAMPLES_FILE_NAMES:
+                    found.append(f"{path.name}:{node.lineno}: {text!r}")
+    assert not found, "\n".join(found)
+
+
+def test_the_readme_is_a_user_guide_with_the_two_commands_first():
+    """Issue 25: at most ~220 lines, the set-up and test commands on the first screen; results
+    live in docs/."""
+    lines = (PACKAGE.parents[1] / "README.md").read_text().splitlines()
+    assert len(lines) <= 220, len(lines)
+    first_screen = "\n".join(lines[:30])
+    assert "bash scripts/install.sh && snakemake --cores all" in first_screen
+    assert "bash scripts/install.sh --test && python -m pytest" in first_screen
+
+
+def test_no_stage_module_imports_a_sibling_stage():
+    """Stage modules share helpers through the stages package (stages/__init__.py), never
+    through each other: each stage can be read, moved or run on its own."""
+    stages = {m for m in GRAPH if m.startswith("stages.")}
+    for module in stages:
+        siblings = GRAPH[module] & stages
+        assert not siblings, f"{module} imports {sorted(siblings)}"

@@ -25,5 +25,5 @@ def test_warnings_of_the_logs_written_since_the_start(tmp_path):
 
 
 def test_the_workflow_prints_them_when_it_succeeds():
-    assert 'onsuccess:\n    print_warnings("results/logs")' in (REPO / "Snakefile").read_text()
+    assert 'onsuccess:\n    print_warnings("results/logs")' in (REPO / "workflow" / "Snakefile").read_text()
     assert "since=RUN_STARTED" in (REPO / "workflow" / "rules" / "common.smk").read_text()

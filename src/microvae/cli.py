@@ -348,13 +348,16 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="real windows to judge against: test (the report), or val (to choose "
                         "settings without touching test; no held-out set then)")
+    p.add_argument("--baselines", default=None,
+                   help="baselines.h5 of the baselines stage: its field baseline is drawn at "
+                        "each size (without it, the baseline is fitted again)")
 
 
 def run_evaluate_large(args: argparse.Namespace) -> None:
     from .stages.statistics import evaluate_large
 
     evaluate_large(args.samples, args.dataset, args.metrics, args.figure, seed=args.seed,
-                   latent=args.latent, split=args.split)
+                   latent=args.latent, split=args.split, baselines_path=args.baselines)
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:

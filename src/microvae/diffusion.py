@@ -64,7 +64,7 @@ class DiffusionConfig:
     ema_decay: float = 0.995
     condition_dropout: float = 0.2
     sampling_steps: int = 25
-    guidance: float = 1.0
+    guidance: float = 0.75
     seed: int = 0
 
     @classmethod
@@ -339,7 +339,7 @@ def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | 
 @torch.no_grad()
 def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
                  generator: torch.Generator, periodic: bool = False, phase_fraction=None,
-                 steps: int = DiffusionConfig.sampling_steps, guidance: float = 1.0,
+                 steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance,
                  batch_size: int = 64, eta: float = 0.0) -> torch.Tensor:
     """``n`` latent grids (n, C, height, width) by DDIM (eta = 0) over ``steps`` noise levels;
     ``phase_fraction``: None, a number or a map (see :func:`as_condition_map`; a map covers the

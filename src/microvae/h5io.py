@@ -73,10 +73,6 @@ def read_json_attr(h5: h5py.File | h5py.Dataset, key: str, default: Any = None) 
 
 
 SPLITS = ("train", "val", "test")
-# The samples file: every generated stack holds probabilities; where finished, its phase maps
-# lie under FINISHED/{key} and each calibration's record under FINISH/{calibration}/.
-FINISHED = "finished"
-FINISH = "finish"
 
 
 def load_split(path: str | os.PathLike, split: str) -> np.ndarray:

@@ -48,7 +48,6 @@ from .diffusion import (
 )
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
-from .h5io import FINISH, FINISHED
 from .model import USED_VARIANCE, VAE, reparameterize
 from .modes import (
     ENCODED_MODES,
@@ -56,7 +55,27 @@ from .modes import (
     MODES,
     SPATIAL_ONLY,
     TRAINED_PRIOR_MODES,
-    UNSEEDED_MODES,
+)
+from .samplesfile import (
+    INTERPOLATION_MIDPOINT,
+    INTERPOLATION_PAIRS,
+    INTERPOLATION_PATH,
+    NOISE_INDEX,
+    POSTERIOR,
+    POSTERIOR_INDEX,
+    RECONSTRUCTION,
+    RECONSTRUCTION_BCE,
+    calibration_of,
+    conditioned_key,
+    finish_key,
+    finished_key,
+    fit_key,
+    graded_key,
+    image_keys,
+    large_key,
+    latent_key,
+    noise_key,
+    target_key,
 )
 from .segment import SegmentationParameters, segment
 
@@ -225,7 +244,7 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
 
 def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Generator,
               size: int | None = None, periodic: bool = False, phase_fraction=None,
-              steps: int = DiffusionConfig.sampling_steps, guidance: float = 1.0
+              steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance
               ) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
@@ -234,14 +253,6 @@ def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Ge
     z = sample_grids(prior_fit, n, height, width, generator, periodic=periodic,
                      phase_fraction=phase_fraction, steps=steps, guidance=guidance)
     return decode(model, z, periodic=periodic), z
-
-
-def conditioned_key(target: float, size: int) -> str:
-    return f"conditioned/diffusion_{target:g}_{size}"
-
-
-def graded_key(size: int) -> str:
-    return f"graded/diffusion_{size}"
 
 
 def fit_aggregate_posterior(z_mean: torch.Tensor, z_log_var: torch.Tensor
@@ -373,6 +384,16 @@ class Finishing:
                                     source="generated images")
         return cleaned.astype(np.uint8), steps
 
+    @classmethod
+    def from_record(cls, record: dict[str, float], morphology: SegmentationParameters | None
+                    ) -> Finishing:
+        """The finishing that :meth:`record` wrote (with the morphology it was made with)."""
+        steps = [(key.removeprefix("after_"), float(value)) for key, value in record.items()
+                 if key.startswith("after_")]
+        return cls(float(record["threshold"]), float(record["training_phase_fraction"]),
+                   morphology, int(record["calibration_draws"]), steps,
+                   float(record["phase_fraction_at_0.5"]))
+
     def record(self) -> dict[str, np.ndarray]:
         out = {"threshold": np.array(self.threshold),
                "training_phase_fraction": np.array(self.phase_fraction),
@@ -437,23 +458,6 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
     return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
 
 
-def calibration_of(key: str) -> str:
-    """The calibration that finishes an image stack of the samples file: its own prior's for
-    the unseeded modes (``large/{mode}_{size}`` too), ``encoded`` (posterior draws of training
-    images) for every set made from encoded images."""
-    if key.startswith(("conditioned/", "graded/")):
-        return "diffusion"  # the unconditional prior's cut: it does not force the target
-    mode = key.split("/", 1)[1].rsplit("_", 1)[0] if key.startswith("large/") else key
-    return mode if mode in UNSEEDED_MODES else "encoded"
-
-
-def image_keys(arrays: dict[str, np.ndarray]) -> list[str]:
-    """The keys of the generated image stacks among the arrays of :func:`generate`."""
-    return [k for k in arrays if k in (*UNSEEDED_MODES, "posterior", "reconstruction")
-            or k.startswith(("noise/", "interpolation/midpoint", "interpolation/path", "large/",
-                             "conditioned/", "graded/"))]
-
-
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
              val_images: np.ndarray | None = None,
@@ -462,7 +466,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              morphology: SegmentationParameters | None = None,
              diffusion_prior: DiffusionPrior | None = None,
              sampling_steps: int = DiffusionConfig.sampling_steps,
-             guidance: float = 1.0) -> dict[str, np.ndarray]:
+             guidance: float = DiffusionConfig.guidance) -> dict[str, np.ndarray]:
     """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
 
     ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
@@ -506,12 +510,12 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         field_fit = fit_field_prior(model, field_windows(*regions, FIELD_WINDOWS, generator),
                                     generator)
         for key, value in field_fit.describe().items():
-            out[f"field_fit/{key}"] = np.array(value)
+            out[fit_key("field", key)] = np.array(value)
         samplers["field"] = lambda n, g, size=tile, periodic=False: field(
             model, field_fit, n, g, size, periodic)
     if "diffusion" in modes:
         for key, value in diffusion_prior.describe().items():
-            out[f"diffusion_fit/{key}"] = np.array(value)
+            out[fit_key("diffusion", key)] = np.array(value)
         samplers["diffusion"] = lambda n, g, size=tile, periodic=False, target=None: diffusion(
             model, diffusion_prior, n, g, size, periodic, target, sampling_steps, guidance)
     fitted = [m for m in modes if m in FITTED_MODES]
@@ -543,23 +547,23 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         samplers["mixture"] = lambda n, g: mixture(model, mixture_fit, n, g)
     for name, draw in samplers.items():
         out[name], z = draw(cfg.n_prior, generator)
-        out[f"{name}_z"] = z.numpy()
+        out[latent_key(name)] = z.numpy()
     for size in cfg.sizes:
         for name in SPATIAL_MODES:
             if name in samplers:
-                out[f"large/{name}_{size}"], _ = samplers[name](cfg.n_large, generator, size,
+                out[large_key(name, size)], _ = samplers[name](cfg.n_large, generator, size,
                                                                 cfg.periodic)
     for size in (cfg.sizes or [tile]) if "diffusion" in samplers else ():
         for target in cfg.phase_fractions:
             out[conditioned_key(target, size)], _ = samplers["diffusion"](
                 cfg.n_large, generator, size, cfg.periodic, target)
-            out[f"targets/{conditioned_key(target, size)}"] = np.array(target)
+            out[target_key(conditioned_key(target, size))] = np.array(target)
         if cfg.graded:
             cells = size // 8
             target_map = linear_gradient(*cfg.graded, cells, cells)
             out[graded_key(size)], _ = samplers["diffusion"](cfg.n_large, generator, size,
                                                             cfg.periodic, target_map)
-            out[f"targets/{graded_key(size)}"] = target_map
+            out[target_key(graded_key(size))] = target_map
     if encoded:
         if test_images is None or len(test_images) == 0:
             raise MicrovaeError(f"modes {encoded} need real images to encode (--dataset)")
@@ -576,7 +580,7 @@ def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
     the modes asked for."""
     out: dict[str, np.ndarray] = {}
     z_mean, z_log_var = encode(model, test_images)
-    out["reconstruction"], out["reconstruction_bce"] = reconstruct(model, test_images, z_mean)
+    out[RECONSTRUCTION], out[RECONSTRUCTION_BCE] = reconstruct(model, test_images, z_mean)
     out["test_z_mean"] = z_mean.numpy()
     out["test_z_log_var"] = z_log_var.numpy()
     n_test = len(test_images)
@@ -585,13 +589,13 @@ def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
     picker = torch.Generator().manual_seed(cfg.seed + 1)
     chosen = np.sort(torch.randperm(n_test, generator=picker)[:cfg.n_posterior_images].numpy())
     if "posterior" in modes:
-        out["posterior"] = posterior(model, z_mean[chosen], z_log_var[chosen], cfg.n_draws,
+        out[POSTERIOR] = posterior(model, z_mean[chosen], z_log_var[chosen], cfg.n_draws,
                                      generator)
-        out["posterior_index"] = chosen
+        out[POSTERIOR_INDEX] = chosen
     if "noise" in modes:
-        out["noise_index"] = chosen
+        out[NOISE_INDEX] = chosen
         for sigma in cfg.noise_sigmas:
-            out[f"noise/{sigma:g}"] = with_noise(model, z_mean[chosen], sigma, cfg.n_draws,
+            out[noise_key(sigma)] = with_noise(model, z_mean[chosen], sigma, cfg.n_draws,
                                                  generator)
     if "interpolation" in modes:
         if n_test < 2:
@@ -599,9 +603,9 @@ def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
         pairs = torch.stack([torch.randperm(n_test, generator=picker)[:2]
                              for _ in range(cfg.n_pairs)]).numpy()
         mid, path = interpolation(model, z_mean[pairs[:, 0]], z_mean[pairs[:, 1]], cfg.n_steps)
-        out["interpolation/midpoint"] = mid
-        out["interpolation/path"] = path
-        out["interpolation/pairs"] = pairs
+        out[INTERPOLATION_MIDPOINT] = mid
+        out[INTERPOLATION_PATH] = path
+        out[INTERPOLATION_PAIRS] = pairs
     return out
 
 
@@ -635,10 +639,10 @@ def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
     for key in image_keys(out):
         stack = out[key]
         maps, _ = finishings[calibration_of(key)].apply(stack.reshape(-1, *stack.shape[-2:]))
-        out[f"{FINISHED}/{key}"] = maps.reshape(stack.shape)
+        out[finished_key(key)] = maps.reshape(stack.shape)
     for name, finishing in finishings.items():
         for field_name, value in finishing.record().items():
-            out[f"{FINISH}/{name}/{field_name}"] = value
+            out[finish_key(name, field_name)] = value
     return finishings
 
 

@@ -7,10 +7,15 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The library is imported from this checkout, also in conda environments that hold only the
-# dependencies: rules run `python -m microvae` with src/ on the path.
-SRC = Path(workflow.basedir) / "src"
-sys.path.insert(0, str(SRC))
+# The library is imported from this checkout where there is one (also in conda environments
+# that hold only the dependencies: rules run `python -m microvae` with src/ on the path), else
+# from the installed package (a workflow deployed as a module from a remote source).
+# This file's folder, not workflow.basedir: in a module that is the importing workflow's.
+_RULES = workflow.current_basedir
+SRC = Path(_RULES).parents[1] / "src" if _RULES.is_local else None
+IN_CHECKOUT = SRC is not None and (SRC / "microvae").is_dir()
+if IN_CHECKOUT:
+    sys.path.insert(0, str(SRC))
 from microvae.config import (  # noqa: E402
     config_errors,
     cross_field_errors,
@@ -28,7 +33,8 @@ from microvae.modes import DIFFUSION_SAMPLING_KEYS  # noqa: E402
 from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
-prepend_pythonpath(SRC)
+if IN_CHECKOUT:
+    prepend_pythonpath(SRC)
 
 
 # Schema and cross-field checks are library functions (microvae.config, unit-tested); the
@@ -167,8 +173,14 @@ def diffusion_prior(wildcards):
     return f"results/models/latent_{wildcards.latent}/diffusion.pt"
 
 
-def diffusion_sample_options(wildcards, input):
-    """The sample rule's options of the diffusion prior ("" without it)."""
+def diffusion_prior_option(wildcards, input):
+    """The sample rule's --diffusion FILE ("" without a diffusion prior)."""
+    return f"--diffusion {input.diffusion}" if DIFFUSION else ""
+
+
+def diffusion_sample_options():
+    """The sample rule's settings of the diffusion prior ("" without it): a value, not a
+    function of the job, so Snakemake records it and a change re-runs the sample."""
     if not DIFFUSION:
         return ""
     targets = config["sample"]["phase_fractions"]
@@ -176,7 +188,7 @@ def diffusion_sample_options(wildcards, input):
     settings = config["diffusion"]
     return " ".join(
         [
-            f"--diffusion {input.diffusion} --sampling-steps {settings['sampling_steps']}"
+            f"--sampling-steps {settings['sampling_steps']}"
             f" --guidance {settings['guidance']}"
         ]
         + ([f"--phase-fraction {' '.join(map(str, targets))}"] if targets else [])

@@ -10,7 +10,7 @@ rule synthesize:
     benchmark:
         "results/benchmarks/synthesize/{source}_{index}.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     resources:
         mem_mb=2000,
     params:
@@ -32,7 +32,7 @@ rule ingest:
     benchmark:
         "results/benchmarks/ingest/{source}.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     resources:
         mem_mb=ingest_mem_mb,
     params:
@@ -61,7 +61,7 @@ rule segment:
     benchmark:
         "results/benchmarks/segment/{source}.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     resources:
         mem_mb=segment_mem_mb,
     params:
@@ -87,7 +87,7 @@ rule pack:
     benchmark:
         "results/benchmarks/pack.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     resources:
         mem_mb=pack_mem_mb,
     params:

@@ -17,7 +17,7 @@ rule baselines:
     benchmark:
         "results/benchmarks/baselines.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -65,7 +65,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/latent_{latent}.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -83,6 +83,7 @@ rule evaluate_large:
     input:
         samples="results/samples/latent_{latent}/samples.h5",
         dataset="results/dataset/dataset.h5",
+        baselines="results/baselines/baselines.h5",
     output:
         metrics="results/evaluation/latent_{latent}/large.json",
         figure=report(
@@ -97,7 +98,7 @@ rule evaluate_large:
     benchmark:
         "results/benchmarks/evaluate_large/latent_{latent}.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -105,7 +106,8 @@ rule evaluate_large:
         seed=config["evaluate"]["seed"],
     shell:
         "python -m microvae evaluate-large --samples {input.samples:q}"
-        " --dataset {input.dataset:q} --latent {wildcards.latent} --seed {params.seed}"
+        " --dataset {input.dataset:q} --baselines {input.baselines:q}"
+        " --latent {wildcards.latent} --seed {params.seed}"
         " --metrics {output.metrics:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
@@ -140,7 +142,7 @@ rule summarize:
     benchmark:
         "results/benchmarks/summarize.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../envs/evaluate.yaml"
     params:
         latents=" ".join(str(latent) for latent in LATENTS),
     shell:

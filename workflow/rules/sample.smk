@@ -49,7 +49,7 @@ rule sample:
     benchmark:
         "results/benchmarks/sample/latent_{latent}.tsv"
     conda:
-        "../../envs/model.yaml"
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -63,7 +63,8 @@ rule sample:
         seed=config["sample"]["seed"],
         calibration=config["sample"]["calibration_draws"],
         large=large_sample_options(),
-        diffusion=diffusion_sample_options,
+        diffusion_prior=diffusion_prior_option,
+        diffusion=diffusion_sample_options(),
         finish=(
             "--match-training"
             if config["sample"]["match_training"]
@@ -74,7 +75,7 @@ rule sample:
         " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
         " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
         " --seed {params.seed} --calibration-draws {params.calibration} {params.large}"
-        " {params.diffusion}"
+        " {params.diffusion_prior} {params.diffusion}"
         " {params.finish} --out {output.samples:q}"
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
@@ -92,7 +93,7 @@ rule export:
     benchmark:
         "results/benchmarks/export/latent_{latent}.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../envs/evaluate.yaml"
     params:
         formats=" ".join(config["export"]["formats"]),
         n=config["export"]["n"],

@@ -19,7 +19,7 @@ rule train:
     benchmark:
         "results/benchmarks/train/latent_{latent}.tsv"
     conda:
-        "../../envs/model.yaml"
+        "../envs/model.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["mem_mb"],
@@ -54,7 +54,7 @@ rule train_prior:
     benchmark:
         "results/benchmarks/train_prior/latent_{latent}.tsv"
     conda:
-        "../../envs/model.yaml"
+        "../envs/model.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["mem_mb"],

@@ -13,6 +13,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..segment import SegmentationParameters
 
 # The figures each stage can write, by the name of their option (``--{name}-figure``); for the
@@ -45,3 +47,64 @@ def describe_morphology(morphology: SegmentationParameters | None) -> str:
     if morphology is None:
         return "none"
     return ", ".join(f"{key} {getattr(morphology, key)}" for key in MORPHOLOGY_STEPS)
+
+
+# The real windows that generated images larger than the tiles are compared with (the
+# evaluation of large images and the export of real windows beside generated ones).
+# The real windows a size is compared with must number at least this many (two halves of 4).
+MIN_REAL_WINDOWS = 8
+
+
+def real_test_windows(dataset_path: str | os.PathLike, size: int, split: str = "test"
+                      ) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    """The real windows of a split for generated images of ``size`` px: its tiles put back in
+    place, cut into non-overlapping windows of ``size``, or of the largest size (halving) of
+    which at least :data:`MIN_REAL_WINDOWS` fit. Returns ``(window size, windows, placement)``
+    (origin, corner and group of each window, as :func:`microvae.h5io.load_placement`)."""
+    from ..crops import tiled_windows  # PyTorch: not at import (the command line starts fast)
+    from ..dataset import training_regions
+    from ..errors import MicrovaeError
+    from ..h5io import load_placement, load_split
+
+    tiles = load_split(dataset_path, split)
+    placement = load_placement(dataset_path, split)
+    origin = placement["origin"]
+    if origin is None:
+        raise MicrovaeError(f"{dataset_path}: its {split} tiles carry no origin (packed by an "
+                            "older version): re-run pack")
+    canvases, mask, sections = training_regions(tiles, origin)
+    window = size
+    while window >= tiles.shape[1]:
+        windows, owner, corners = tiled_windows(canvases, mask, window, with_corners=True)
+        if len(windows) >= MIN_REAL_WINDOWS:
+            return window, windows, window_placement(sections, owner, corners, origin,
+                                                     placement)
+        if window % 16:
+            break
+        window //= 2
+    raise MicrovaeError(f"{dataset_path}: the {split} region holds fewer than "
+                        f"{MIN_REAL_WINDOWS} real windows of {size} px or of any size down to "
+                        f"the tile size {tiles.shape[1]} px: nothing to compare {size} px images "
+                        "with")
+
+
+def window_placement(sections: np.ndarray, owner: np.ndarray, corners: np.ndarray,
+                     tile_origin: np.ndarray, placement: dict[str, np.ndarray | None]
+                     ) -> dict[str, np.ndarray | None]:
+    """Origin, corner and group of windows cut from the canvases of ``sections``."""
+    import numpy as np
+
+    from ..ingest import section_corner
+
+    section = sections[owner]  # (N, 4): source, file, axis, slice
+    origin = np.concatenate([section, corners], 1)
+    group = None
+    if placement["group"] is not None:
+        lookup = {tuple(o[:2]): g for o, g in zip(tile_origin.tolist(), placement["group"])}
+        group = np.array([lookup[tuple(s[:2])] for s in section.tolist()], np.int64)
+    corner = None
+    if placement["corner"] is not None:
+        volume = {tuple(o[:2]): o[2] >= 0 for o in tile_origin.tolist()}
+        corner = np.array([section_corner(3 if volume[(s[0], s[1])] else 2, s[2], s[3], y, x)
+                           for s, (y, x) in zip(section.tolist(), corners.tolist())], np.int64)
+    return {"origin": origin, "corner": corner, "group": group}

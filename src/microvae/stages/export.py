@@ -19,10 +19,11 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..errors import MicrovaeError
-from ..h5io import FINISHED, dataset_info, open_h5
+from ..h5io import dataset_info, open_h5
 from ..modes import UNSEEDED_MODES, in_mode_order
+from ..samplesfile import conditioned_keys, large_keys, stack_maps
 from ..vti import write_vti
-from . import EXPORT_FORMATS
+from . import EXPORT_FORMATS, real_test_windows
 
 log = logging.getLogger("microvae.stages.export")
 
@@ -56,18 +57,10 @@ def generated_maps(samples_path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``{group}_{name}``); their phase maps as the sample stage finished them, or cut at 0.5
     where it did not."""
     with open_h5(samples_path) as h5:
-        if "large" in h5 and len(h5["large"]):
-            keys = {name: f"large/{name}" for name in h5["large"]}
-        else:
-            keys = {name: name for name in in_mode_order(UNSEEDED_MODES) if name in h5}
-        for group in ("conditioned", "graded"):
-            keys.update({f"{group}_{name}": f"{group}/{name}" for name in h5.get(group, {})})
-        sets = {}
-        for name, key in keys.items():
-            if FINISHED in h5 and key in h5[FINISHED]:
-                sets[name] = h5[FINISHED][key][()].astype(np.uint8)
-            else:
-                sets[name] = (h5[key][()] > 0.5).astype(np.uint8)
+        keys = large_keys(h5) or {name: name for name in in_mode_order(UNSEEDED_MODES)
+                                  if name in h5}
+        keys.update(conditioned_keys(h5))
+        sets = {name: stack_maps(h5, key)[0] for name, key in keys.items()}
     if not sets:
         raise MicrovaeError(f"{samples_path}: holds no generated images to export")
     return sets
@@ -95,8 +88,6 @@ def export(samples_path: str | os.PathLike, out_dir: str | os.PathLike,
     pixel_unit = pixel_unit or ("px" if pixel_size == 1.0 else "um")
     sets = {name: images[:n] for name, images in generated_maps(samples_path).items()}
     if real:
-        from .statistics import real_test_windows
-
         for size in sorted({images.shape[-1] for images in sets.values()}):
             window, windows, _ = real_test_windows(dataset, size)
             sets[f"real_{window}"] = windows[:n]

@@ -21,7 +21,7 @@ from ..dataset import evenly_spaced
 from ..device import select_runtime
 from ..diffusion import DiffusionConfig, condition_maps, fit_diffusion
 from ..errors import MicrovaeError
-from ..h5io import FINISH, FINISHED, load_split, load_training_regions, write_arrays
+from ..h5io import load_split, load_training_regions
 from ..model import USED_VARIANCE, reparameterize
 from ..modelfile import load_model, load_prior, save_model, save_prior
 from ..modes import ENCODED_MODES, FITTED_MODES, UNSEEDED_MODES, in_mode_order
@@ -32,9 +32,21 @@ from ..sample import (
     encode,
     field_windows,
     generate,
-    image_keys,
     latent_manifold,
     modes_for,
+)
+from ..samplesfile import (
+    INTERPOLATION_MIDPOINT,
+    INTERPOLATION_PAIRS,
+    INTERPOLATION_PATH,
+    NOISE,
+    NOISE_INDEX,
+    POSTERIOR_INDEX,
+    RECONSTRUCTION,
+    finish_records,
+    finished_key,
+    image_keys,
+    write_samples,
 )
 from ..tables import read_history, write_csv  # noqa: F401 (read_history: the pair)
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
@@ -43,9 +55,6 @@ from . import SAMPLE_FIGURES, describe_morphology, segmentation_morphology
 
 log = logging.getLogger("microvae.stages.network")
 
-STORAGE = ("every image stack: float16 probabilities of phase 1 in [0, 1]; with match_training "
-           f"its phase maps (uint8 0/1) under {FINISHED}/ and the calibration of each finishing "
-           f"under {FINISH}/")
 
 
 class Checkpoint:
@@ -164,15 +173,6 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
     return prior
 
 
-def write_samples(path: str | os.PathLike, arrays: dict[str, np.ndarray],
-                  attrs: dict[str, Any]) -> None:
-    """Write generated arrays: image stacks as float16 probabilities, the rest as they are."""
-    images = set(image_keys(arrays))
-    stored = {name: array.astype(np.float16) if name in images else array
-              for name, array in arrays.items()}
-    write_arrays(path, stored, attrs={**attrs, "storage": STORAGE})
-
-
 def export_binary(images: np.ndarray, directory: str | os.PathLike, fmt: str,
                   prefix: str = "sample") -> list[Path]:
     """Phase maps (probabilities are binarised at 0.5) as one file per image (png|tif) or one
@@ -225,21 +225,21 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
         title = f"{', '.join(shown)} samples (top to bottom), {tag}"
         save_figure(plots.prior_grid({m: arrays[m] for m in shown}, title=title),
                     figures["prior"])
-    chosen = arrays.get("posterior_index", arrays.get("noise_index"))
+    chosen = arrays.get(POSTERIOR_INDEX, arrays.get(NOISE_INDEX))
     if "posterior" in figures:
-        save_figure(plots.posterior_figure(test_images[chosen], arrays["reconstruction"][chosen],
+        save_figure(plots.posterior_figure(test_images[chosen], arrays[RECONSTRUCTION][chosen],
                                            arrays["posterior"],
                                            title=f"posterior draws (eq. 1), {tag}"),
                     figures["posterior"])
     if "noise" in figures:
-        noisy = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("noise/")}
+        noisy = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{NOISE}/")}
         save_figure(plots.noise_figure(test_images[chosen], noisy,
                                        title=f"z_mean + sigma * eps, {tag}"), figures["noise"])
     if "interpolation" in figures:
-        pairs = arrays["interpolation/pairs"]
+        pairs = arrays[INTERPOLATION_PAIRS]
         save_figure(plots.interpolation_figure(
-            test_images[pairs[:, 0]], test_images[pairs[:, 1]], arrays["interpolation/midpoint"],
-            arrays["interpolation/path"], title=f"latent interpolation, {tag}"),
+            test_images[pairs[:, 0]], test_images[pairs[:, 1]], arrays[INTERPOLATION_MIDPOINT],
+            arrays[INTERPOLATION_PATH], title=f"latent interpolation, {tag}"),
             figures["interpolation"])
     if "latent_map" in figures:
         two_d = model.latent_size == 2 and not model.spatial
@@ -316,10 +316,7 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
                       diffusion_cfg.sampling_steps, diffusion_cfg.guidance)
-    calibrations = sorted({key.split("/")[1] for key in arrays if key.startswith(f"{FINISH}/")})
-    for name in calibrations:
-        record = {key.split("/")[2]: float(value) for key, value in arrays.items()
-                  if key.startswith(f"{FINISH}/{name}/")}
+    for name, record in sorted(finish_records(arrays).items()):
         log.info("%s images finished as the training maps were made: cut at %.3f (calibrated on "
                  "%d draws to the train split's phase fraction %.3f; a cut at 0.5 gave %.3f), "
                  "then %s: phase fraction %.3f", name, record["threshold"],
@@ -339,12 +336,12 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
         "match_training_morphology": describe_morphology(morphology),
         "architecture": model.config.get("architecture", "table1")})
     stacks = image_keys(arrays)
-    finished = sum(k.startswith(f"{FINISHED}/") for k in arrays)
+    finished = sum(finished_key(k) in arrays for k in stacks)
     log.info("wrote %s: %d image stacks (%s), %d of them finished, %d other arrays", out,
              len(stacks), ", ".join(f"{k} {arrays[k].shape}" for k in stacks), finished,
              len(arrays) - len(stacks) - finished)
-    shown = {**arrays, **{key: arrays[f"{FINISHED}/{key}"] for key in image_keys(arrays)
-                          if f"{FINISHED}/{key}" in arrays}}
+    shown = {**arrays, **{key: arrays[finished_key(key)] for key in stacks
+                          if finished_key(key) in arrays}}
     write_sample_figures(model, shown, test_images, figures)
     if export_dir is not None:
         for name in in_mode_order((*UNSEEDED_MODES, "posterior")):

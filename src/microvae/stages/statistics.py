@@ -18,9 +18,9 @@ import torch
 
 from .. import plots
 from ..atomic import save_figure, write_json, write_text
-from ..baselines import fit_field_baseline, training_crops
-from ..crops import split_into_windows, tiled_windows
-from ..dataset import MIN_BLOCKS, evenly_spaced, independent_blocks, training_regions
+from ..baselines import FieldBaseline, fit_field_baseline, training_crops
+from ..crops import split_into_windows
+from ..dataset import MIN_BLOCKS, evenly_spaced, independent_blocks
 from ..descriptors import correlation_length
 from ..errors import MicrovaeError
 from ..evaluate import (
@@ -37,8 +37,6 @@ from ..evaluate import (
     summary_rows,
 )
 from ..h5io import (
-    FINISH,
-    FINISHED,
     dataset_info,
     load_placement,
     load_split,
@@ -47,12 +45,28 @@ from ..h5io import (
     read_json_attr,
     write_arrays,
 )
-from ..ingest import section_corner
 from ..modes import UNSEEDED_MODES
 from ..novelty import Library, nearest_iou
-from ..sample import CALIBRATION_DRAWS
+from ..sample import CALIBRATION_DRAWS, Finishing
+from ..samplesfile import (
+    RECONSTRUCTION_BCE,
+    conditioned_keys,
+    finish_key,
+    finish_record,
+    fit_key,
+    judged_keys,
+    large_keys,
+    seed_indices,
+    stack_maps,
+    target_of,
+)
 from ..tables import columns_text, read_history, write_csv
-from . import EVALUATION_FIGURES, describe_morphology, segmentation_morphology
+from . import (
+    EVALUATION_FIGURES,
+    describe_morphology,
+    real_test_windows,
+    segmentation_morphology,
+)
 
 log = logging.getLogger("microvae.stages.statistics")
 
@@ -156,11 +170,12 @@ def baselines(dataset: str | os.PathLike, out: str | os.PathLike,
     arrays: dict[str, np.ndarray] = {
         "baseline_grf": grf.draw(n, size, rng),
         "baseline_copy": training_crops(*regions, n, size, generator, morphology),
-        "baseline_grf_fit/sigma": np.array(sorted(grf.fit_error)),
-        "baseline_grf_fit/s2_error": np.array([grf.fit_error[s] for s in sorted(grf.fit_error)]),
+        fit_key("baseline_grf", "sigma"): np.array(sorted(grf.fit_error)),
+        fit_key("baseline_grf", "s2_error"): np.array([grf.fit_error[s]
+                                                       for s in sorted(grf.fit_error)]),
     }
     for key, value in grf.finishing.record().items():
-        arrays[f"{FINISH}/baseline_grf/{key}"] = value
+        arrays[finish_key("baseline_grf", key)] = value
     library = Library.of(*regions, size)
     for name in ("test", "val"):
         counts = dataset_info(dataset).get("split_counts", {})
@@ -206,6 +221,17 @@ def read_baselines(path: str | os.PathLike, size: int) -> tuple[dict[str, np.nda
     return images, best
 
 
+def read_field_baseline(path: str | os.PathLike, morphology) -> FieldBaseline:
+    """The field baseline that the baselines stage fitted (its sigma and finishing), to draw
+    at other sizes without fitting it again."""
+    sigma_key, error_key = fit_key("baseline_grf", "sigma"), fit_key("baseline_grf", "s2_error")
+    with open_h5(path, required=(sigma_key, error_key)) as h5:
+        errors = dict(zip(h5[sigma_key][()].tolist(), h5[error_key][()].tolist()))
+        record = finish_record(h5, "baseline_grf")
+    sigma = min(errors, key=lambda s: np.inf if np.isnan(errors[s]) else errors[s])
+    return FieldBaseline(float(sigma), Finishing.from_record(record, morphology), errors)
+
+
 def novelty_of(best: np.ndarray, reference_best: np.ndarray, library_windows: int
                ) -> dict[str, float | int]:
     """The novelty statistics of stored nearest-window IoUs (see :func:`novelty.novelty`)."""
@@ -246,30 +272,9 @@ class GeneratedSet:
 
 def seeds_of(h5) -> dict[str, Seeds]:
     """The real test images each seeded mode of a samples file started from."""
-    seeds = {}
-    if "posterior_index" in h5 and "posterior" in h5:
-        seeds["posterior"] = Seeds.per_image(h5["posterior_index"][()], h5["posterior"].shape[1])
-    if "noise_index" in h5 and "noise" in h5:
-        for sigma in h5["noise"]:
-            seeds[f"noise_{sigma}"] = Seeds.per_image(h5["noise_index"][()],
-                                                      h5["noise"][sigma].shape[1])
-    if "interpolation" in h5 and "pairs" in h5["interpolation"]:
-        pairs = h5["interpolation"]["pairs"][()]
-        seeds["interpolation_midpoint"] = Seeds(np.arange(len(pairs)), pairs)
-    return seeds
-
-
-def set_keys(h5) -> dict[str, str]:
-    """Name of every generated set of a samples file -> its key."""
-    keys = {name: name for name in (*UNSEEDED_MODES, "posterior") if name in h5}
-    if "noise" in h5:
-        for sigma in sorted(h5["noise"], key=float):
-            keys[f"noise_{sigma}"] = f"noise/{sigma}"
-    if "interpolation" in h5 and "midpoint" in h5["interpolation"]:
-        keys["interpolation_midpoint"] = "interpolation/midpoint"
-    if "reconstruction" in h5:
-        keys["reconstruction"] = "reconstruction"
-    return keys
+    return {name: Seeds.per_image(index, draws) if draws is not None
+            else Seeds(np.arange(len(index)), index)
+            for name, (index, draws) in seed_indices(h5).items()}
 
 
 def generated_sets(h5) -> dict[str, GeneratedSet]:
@@ -277,14 +282,11 @@ def generated_sets(h5) -> dict[str, GeneratedSet]:
     finished them, else cut at 0.5) and, where finished, its probabilities."""
     seeds = seeds_of(h5)
     out = {}
-    for name, key in set_keys(h5).items():
-        probabilities = h5[key][()].astype(np.float32)
-        probabilities = probabilities.reshape(-1, *probabilities.shape[-2:])
-        finished = FINISHED in h5 and key in h5[FINISHED]
-        maps = h5[FINISHED][key][()].reshape(probabilities.shape).astype(np.uint8) if finished \
-            else (probabilities > 0.5).astype(np.uint8)
-        out[name] = GeneratedSet(maps, probabilities if finished else None, seeds.get(name),
-                                 finished)
+    for name, key in judged_keys(h5).items():
+        maps, finished = stack_maps(h5, key)
+        maps = maps.reshape(-1, *maps.shape[-2:])
+        probabilities = h5[key][()].astype(np.float32).reshape(maps.shape) if finished else None
+        out[name] = GeneratedSet(maps, probabilities, seeds.get(name), finished)
     return out
 
 
@@ -294,8 +296,8 @@ def load_samples(samples_path: str | os.PathLike, dataset_path: str | os.PathLik
     with open_h5(samples_path) as h5:
         sets = generated_sets(h5)
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
-        if "reconstruction_bce" in h5:
-            attrs["reconstruction_bce"] = h5["reconstruction_bce"][()]
+        if RECONSTRUCTION_BCE in h5:
+            attrs[RECONSTRUCTION_BCE] = h5[RECONSTRUCTION_BCE][()]
     if not sets:
         raise MicrovaeError(f"{samples_path}: holds no generated images")
     split = attrs.get("split", "test")
@@ -421,7 +423,7 @@ def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
         item = generated["reconstruction"]
         metrics["reconstruction"] = reconstruction_metrics(
             item.probabilities if item.probabilities is not None else item.maps, test.images,
-            attrs.get("reconstruction_bce"))
+            attrs.get(RECONSTRUCTION_BCE))
     conditioned = conditioned_sets(samples_path)
     if conditioned:
         metrics["conditioning"] = conditioned
@@ -449,15 +451,11 @@ def conditioned_sets(samples_path: str | os.PathLike) -> dict[str, dict[str, Any
     how closely each meets its target (:func:`~microvae.evaluate.conditioning_metrics`)."""
     out = {}
     with open_h5(samples_path) as h5:
-        for group in ("conditioned", "graded"):
-            for name in (h5[group] if group in h5 else []):
-                key = f"{group}/{name}"
-                probabilities = h5[key][()].astype(np.float32)
-                finished = FINISHED in h5 and key in h5[FINISHED]
-                maps = h5[FINISHED][key][()] if finished else (probabilities > 0.5)
-                out[f"{group}_{name}"] = {
-                    **conditioning_metrics(maps, h5["targets"][key][()], probabilities),
-                    "finished": finished, "size": int(maps.shape[-1])}
+        for name, key in conditioned_keys(h5).items():
+            maps, finished = stack_maps(h5, key)
+            out[name] = {**conditioning_metrics(maps, target_of(h5, key),
+                                                h5[key][()].astype(np.float32)),
+                         "finished": finished, "size": int(maps.shape[-1])}
     return out
 
 
@@ -535,56 +533,6 @@ def draw_figures(evaluation: Evaluation, figures: dict[str, str | os.PathLike], 
 
 # --- evaluate_large --------------------------------------------------------------------------
 
-# The real windows a size is compared with must number at least this many (two halves of 4).
-MIN_REAL_WINDOWS = 8
-
-
-def real_test_windows(dataset_path: str | os.PathLike, size: int, split: str = "test"
-                      ) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
-    """The real windows of a split for generated images of ``size`` px: its tiles put back in
-    place, cut into non-overlapping windows of ``size``, or of the largest size (halving) of
-    which at least :data:`MIN_REAL_WINDOWS` fit. Returns ``(window size, windows, placement)``
-    (origin, corner and group of each window, as :func:`microvae.h5io.load_placement`)."""
-    tiles = load_split(dataset_path, split)
-    placement = load_placement(dataset_path, split)
-    origin = placement["origin"]
-    if origin is None:
-        raise MicrovaeError(f"{dataset_path}: its {split} tiles carry no origin (packed by an "
-                            "older version): re-run pack")
-    canvases, mask, sections = training_regions(tiles, origin)
-    window = size
-    while window >= tiles.shape[1]:
-        windows, owner, corners = tiled_windows(canvases, mask, window, with_corners=True)
-        if len(windows) >= MIN_REAL_WINDOWS:
-            return window, windows, window_placement(sections, owner, corners, origin,
-                                                     placement)
-        if window % 16:
-            break
-        window //= 2
-    raise MicrovaeError(f"{dataset_path}: the {split} region holds fewer than "
-                        f"{MIN_REAL_WINDOWS} real windows of {size} px or of any size down to "
-                        f"the tile size {tiles.shape[1]} px: nothing to compare {size} px images "
-                        "with")
-
-
-def window_placement(sections: np.ndarray, owner: np.ndarray, corners: np.ndarray,
-                     tile_origin: np.ndarray, placement: dict[str, np.ndarray | None]
-                     ) -> dict[str, np.ndarray | None]:
-    """Origin, corner and group of windows cut from the canvases of ``sections``."""
-    section = sections[owner]  # (N, 4): source, file, axis, slice
-    origin = np.concatenate([section, corners], 1)
-    group = None
-    if placement["group"] is not None:
-        lookup = {tuple(o[:2]): g for o, g in zip(tile_origin.tolist(), placement["group"])}
-        group = np.array([lookup[tuple(s[:2])] for s in section.tolist()], np.int64)
-    corner = None
-    if placement["corner"] is not None:
-        volume = {tuple(o[:2]): o[2] >= 0 for o in tile_origin.tolist()}
-        corner = np.array([section_corner(3 if volume[(s[0], s[1])] else 2, s[2], s[3], y, x)
-                           for s, (y, x) in zip(section.tolist(), corners.tolist())], np.int64)
-    return {"origin": origin, "corner": corner, "group": group}
-
-
 def real_windows_in_blocks(dataset_path: str | os.PathLike, size: int, split: str = "test"
                            ) -> tuple[int, np.ndarray, Features, np.ndarray, dict[str, Any]]:
     """The real windows of :func:`real_test_windows` (of ``split``) for ``size`` px images,
@@ -606,22 +554,20 @@ def real_windows_in_blocks(dataset_path: str | os.PathLike, size: int, split: st
 
 def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
                    metrics_out: str | os.PathLike, figure_out: str | os.PathLike | None = None,
-                   seed: int = 0, latent: int | None = None, split: str = "test"
-                   ) -> dict[str, Any]:
+                   seed: int = 0, latent: int | None = None, split: str = "test",
+                   baselines_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The generated images larger than the tiles (``large/{mode}_{size}`` of a samples file)
     against real windows of the ``split`` (test; val to choose settings on) of the same size
     (where fewer fit, of the largest size that does, with each generated image cut into windows
     of that size), judged as :func:`evaluate` does, beside the real val windows of that size
-    (against test only); novelty of the tile-size windows of the generated images."""
+    (against test only) and the field baseline drawn at that size (as the baselines stage
+    fitted it, from ``baselines_path``; fitted here without one); novelty of the tile-size
+    windows of the generated images."""
     with open_h5(samples_path) as h5:
-        if "large" not in h5 or not len(h5["large"]):
+        keys = large_keys(h5)
+        if not keys:
             raise MicrovaeError(f"{samples_path}: holds no large samples (sample with --size)")
-        generated = {}
-        for name in h5["large"]:
-            key = f"large/{name}"
-            finished = FINISHED in h5 and key in h5[FINISHED]
-            generated[name] = (h5[FINISHED][key][()] if finished
-                               else (h5[key][()] > 0.5)).astype(np.uint8), finished
+        generated = {name: stack_maps(h5, key) for name, key in keys.items()}
         attrs = {k: read_json_attr(h5, k) for k in h5.attrs}
     if split == "test" and attrs.get("split", "test") != "test":
         raise MicrovaeError(f"{samples_path}: made from the {attrs['split']} split; the "
@@ -639,8 +585,9 @@ def evaluate_large(samples_path: str | os.PathLike, dataset_path: str | os.PathL
     reference_best = nearest_iou(novelty_subset(load_split(dataset_path, split), rng), library)
     held_name = heldout_split(dataset_path, split)
     # the trivial baseline at every size: blurred noise fitted on the train tiles, finished
-    grf = fit_field_baseline(evenly_spaced(tiles, 2000), segmentation_morphology(dataset_path),
-                             rng)
+    morphology = segmentation_morphology(dataset_path)
+    grf = (read_field_baseline(baselines_path, morphology) if baselines_path is not None
+           else fit_field_baseline(evenly_spaced(tiles, 2000), morphology, rng))
     metrics["baseline_grf_sigma"] = grf.sigma
     real_shown: dict[int, np.ndarray] = {}
     for size, sets in sorted(by_size.items()):
