@@ -242,6 +242,13 @@ def test_cli_defaults_are_the_configs_defaults():
     export = vars(build_parser().parse_args(["export", "--samples", "s.h5", "--out-dir", "x"]))
     assert export["format"] == schema_defaults("export")["formats"]
     assert export["n"] == schema_defaults("export")["n"]
+    judged = (["evaluate", "--samples", "s", "--dataset", "d", "--baselines", "b", "--metrics",
+               "m", "--curves", "c"], ["evaluate-large", "--samples", "s", "--dataset", "d",
+                                       "--metrics", "m"],
+              ["score", "--generated", "g", "--dataset", "d", "--out-dir", "o"])
+    for command in judged:
+        assert vars(build_parser().parse_args(command))["seed"] == \
+            schema_defaults("evaluate")["seed"], command[0]
 
 
 @pytest.mark.parametrize("args,message", [

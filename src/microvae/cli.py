@@ -298,7 +298,8 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
     p.add_argument("--baselines", required=True, help="baselines.h5 of the baselines stage")
     p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real draws")
+    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
+                   help="seed of the real-vs-real draws (evaluate.seed, default %(default)s)")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
     p.add_argument("--curves", required=True, help="output: correlation functions (.csv)")
     for name in EVALUATION_FIGURES:
@@ -325,7 +326,8 @@ def score_arguments(p: argparse.ArgumentParser) -> None:
                         "or the lower (dark)")
     p.add_argument("--threshold", type=float, default=None,
                    help="cut grey files (more than two values) at this value in [0, 1]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real draws")
+    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
+                   help="seed of the real-vs-real draws (evaluate.seed, default %(default)s)")
     p.add_argument("--out-dir", required=True,
                    help="output folder: scorecard.json, scorecard.csv, scorecard.html, figures")
 
@@ -342,7 +344,8 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
                    help="samples HDF5 with large images (microvae sample --size)")
     p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
     p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real-vs-real split")
+    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
+                   help="seed of the real-vs-real split (evaluate.seed, default %(default)s)")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
     p.add_argument("--figure", default=None, help="output: generated beside real (.png)")
     p.add_argument("--split", default="test", choices=["test", "val"],
