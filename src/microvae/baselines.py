@@ -50,6 +50,11 @@ class FieldBaseline:
         return maps
 
 
+def best_sigma(errors: dict[float, float]) -> float:
+    """The sigma of the smallest fit error (a NaN error never wins)."""
+    return min(errors, key=lambda s: np.inf if np.isnan(errors[s]) else errors[s])
+
+
 def fit_field_baseline(train: np.ndarray, morphology: SegmentationParameters | None,
                        rng: np.random.Generator, sigmas: tuple[float, ...] = SIGMAS,
                        calibration_draws: int = CALIBRATION_DRAWS) -> FieldBaseline:
@@ -68,7 +73,7 @@ def fit_field_baseline(train: np.ndarray, morphology: SegmentationParameters | N
         features = Features.of(maps)
         curve = set_descriptors(features.sums(np.ones(features.n)), features.layout)["s2"][0]
         errors[sigma] = float(np.sqrt(np.nanmean((curve[1:] - reference[1:]) ** 2)))
-    sigma = min(errors, key=lambda s: np.inf if np.isnan(errors[s]) else errors[s])
+    sigma = best_sigma(errors)
     finishing = Finishing.calibrate(gaussian_field(calibration_draws, size, sigma, rng),
                                     phase_fraction, morphology)
     return FieldBaseline(sigma, finishing, errors)

@@ -18,7 +18,7 @@ import torch
 
 from .. import plots
 from ..atomic import save_figure, write_json, write_text
-from ..baselines import FieldBaseline, fit_field_baseline, training_crops
+from ..baselines import FieldBaseline, best_sigma, fit_field_baseline, training_crops
 from ..crops import split_into_windows
 from ..dataset import MIN_BLOCKS, evenly_spaced, independent_blocks
 from ..descriptors import correlation_length
@@ -228,8 +228,8 @@ def read_field_baseline(path: str | os.PathLike, morphology) -> FieldBaseline:
     with open_h5(path, required=(sigma_key, error_key)) as h5:
         errors = dict(zip(h5[sigma_key][()].tolist(), h5[error_key][()].tolist()))
         record = finish_record(h5, "baseline_grf")
-    sigma = min(errors, key=lambda s: np.inf if np.isnan(errors[s]) else errors[s])
-    return FieldBaseline(float(sigma), Finishing.from_record(record, morphology), errors)
+    return FieldBaseline(float(best_sigma(errors)), Finishing.from_record(record, morphology),
+                         errors)
 
 
 def novelty_of(best: np.ndarray, reference_best: np.ndarray, library_windows: int
