@@ -1,3 +1,5 @@
+from dataclasses import asdict
+
 import h5py
 import numpy as np
 import pytest
@@ -225,34 +227,63 @@ def test_cli_help_explains_options():
         assert option in result.stdout
 
 
-def test_cli_defaults_are_the_configs_defaults():
-    """One source for each option: the command line's sample and export defaults are the
-    schema's (they had drifted: export formats [vti] against [vti, png])."""
-    from microvae.cli import build_parser
-    from microvae.config import schema_defaults
+COMMANDS_WITH_SECTIONS = (
+    (["sample", "--model", "m.pt", "--out", "o.h5"], ("sample", "diffusion")),
+    (["export", "--samples", "s.h5", "--out-dir", "x"], ("export",)),
+    (["evaluate", "--samples", "s", "--dataset", "d", "--baselines", "b", "--metrics", "m",
+      "--curves", "c"], ("evaluate",)),
+    (["evaluate-large", "--samples", "s", "--dataset", "d", "--metrics", "m"], ("evaluate",)),
+    (["score", "--generated", "g", "--dataset", "d", "--out-dir", "o"], ("evaluate",)),
+)
 
-    sample = vars(build_parser().parse_args(["sample", "--model", "m.pt", "--out", "o.h5"]))
-    expected = schema_defaults("sample")
-    for option, key in (("n", "n_prior"), ("n_images", "n_posterior_images"),
-                        ("draws", "n_draws"), ("sigmas", "noise_sigmas"), ("pairs", "n_pairs"),
-                        ("steps", "n_steps"), ("seed", "seed"), ("n_large", "n_large"),
-                        ("periodic", "periodic"), ("calibration_draws", "calibration_draws"),
-                        ("match_training", "match_training")):
-        assert sample[option] == expected[key], option
-    export = vars(build_parser().parse_args(["export", "--samples", "s.h5", "--out-dir", "x"]))
-    assert export["format"] == schema_defaults("export")["formats"]
-    assert export["n"] == schema_defaults("export")["n"]
-    judged = (["evaluate", "--samples", "s", "--dataset", "d", "--baselines", "b", "--metrics",
-               "m", "--curves", "c"], ["evaluate-large", "--samples", "s", "--dataset", "d",
-                                       "--metrics", "m"],
-              ["score", "--generated", "g", "--dataset", "d", "--out-dir", "o"])
-    for command in judged:
-        assert vars(build_parser().parse_args(command))["seed"] == \
-            schema_defaults("evaluate")["seed"], command[0]
+
+@pytest.mark.parametrize("command,sections", COMMANDS_WITH_SECTIONS,
+                         ids=[c[0][0] for c in COMMANDS_WITH_SECTIONS])
+def test_cli_flags_are_named_as_the_schema_keys_and_default_to_the_schema(command, sections):
+    """One source for each option: every key of the stage's config section is a flag of the
+    same name whose default is None, so that --params and then the schema's default apply
+    (the export defaults had drifted: formats [vti] against [vti, png])."""
+    from microvae.cli import build_parser, evaluation_seed, section_options
+    from microvae.config import schema_defaults, section_schema
+    from microvae.modes import DIFFUSION_SAMPLING_KEYS
+
+    parser = build_parser()
+    args = parser.parse_args(command)
+    flags = {action.dest: action.option_strings
+             for action in parser._subparsers._group_actions[0].choices[command[0]]._actions}
+    for section in sections:
+        keys = section_schema(section)["properties"]
+        if section == "diffusion":
+            keys = DIFFUSION_SAMPLING_KEYS
+        for key in keys:
+            assert f"--{key.replace('_', '-')}" in flags[key], (command[0], key)
+            assert getattr(args, key) is None, (command[0], key)
+    if command[0] == "sample":
+        options = section_options(args, "sample", extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
+        assert options == {}
+        assert asdict(SampleConfig.from_options(options)) == schema_defaults("sample")
+    elif command[0] != "export":
+        assert evaluation_seed(args) == schema_defaults("evaluate")["seed"]
+
+
+def test_cli_params_json_and_flags_merge_and_bad_keys_are_named():
+    from microvae.cli import build_parser, section_options
+    from microvae.modes import DIFFUSION_SAMPLING_KEYS
+
+    extra = ("diffusion", DIFFUSION_SAMPLING_KEYS)
+    args = build_parser().parse_args(["sample", "--model", "m", "--out", "o", "--params",
+                                      '{"n_prior": 7, "seed": 3, "guidance": 1.5}', "--seed",
+                                      "5", "--n-draws", "2"])
+    assert section_options(args, "sample", extra) == {"n_prior": 7, "seed": 5, "n_draws": 2,
+                                                      "guidance": 1.5}
+    args = build_parser().parse_args(["sample", "--model", "m", "--out", "o", "--params",
+                                      '{"n_priors": 7}'])
+    with pytest.raises(MicrovaeError, match="n_priors"):
+        SampleConfig.from_options(section_options(args, "sample", extra))
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--n", "-3"], "must be >= 1"),
+    (["--n", "-3"], "sample.n_prior"),
     (["--mode", "dream"], "invalid choice"),
     (["--mode", "posterior"], "needs --dataset"),
 ])
@@ -414,3 +445,22 @@ def test_finishing_cuts_at_the_calibrated_threshold_and_cleans_as_segmentation()
     cleaned, steps = cleaning.apply(maps)
     assert cleaned[0, 1:3, 1:3].sum() == 0 and cleaned[0, 8:14, 8:14].all()
     assert [name for name, _ in steps] == ["threshold", "min_island"]
+
+
+def test_every_registered_mode_has_its_sampler_and_every_list_comes_from_the_registry():
+    """Adding a mode touches the registry, its sampler and its test: the sampler is found by
+    name, and every list of modes (command line, evaluation, export, figures) derives from the
+    registry."""
+    from microvae import modes
+    from microvae.cli import SAMPLE_MODES
+    from microvae.sample import ENCODED_SAMPLERS, UNSEEDED_SAMPLERS
+
+    assert set(UNSEEDED_SAMPLERS) == set(modes.UNSEEDED_MODES)
+    assert set(ENCODED_SAMPLERS) == set(modes.ENCODED_MODES)
+    assert SAMPLE_MODES == ["all", *modes.MODES]
+    assert set(modes.UNSEEDED_MODES) | set(modes.ENCODED_MODES) == set(modes.MODES)
+    assert {m for shown in modes.SAMPLE_FIGURES.values() for m in shown} == set(modes.MODES)
+    for architecture in ("table1", "conv"):
+        own = modes.modes_of(architecture, modes.TRAINED_PRIOR_MODES)
+        assert own == tuple(m.name for m in modes.REGISTRY if architecture in m.models)
+        assert not set(modes.modes_of(architecture)) & set(modes.TRAINED_PRIOR_MODES)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from .config import schema_defaults
 from .errors import MicrovaeError
-from .modes import COMMAND_LINE_MODES
-from .stages import EVALUATION_FIGURES, EXPORT_FORMATS, SAMPLE_FIGURES
+from .modes import COMMAND_LINE_MODES, SAMPLE_FIGURES, mode_summary
+from .stages import EVALUATION_FIGURES
 
 log = logging.getLogger("microvae")
 
@@ -46,6 +46,80 @@ def _figures(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
     """The ``--{name}-figure`` arguments that were given, by figure name."""
     given = {name: getattr(args, f"{name}_figure") for name in names}
     return {name: path for name, path in given.items() if path}
+
+
+def _schema_type(spec: dict) -> type:
+    kinds = spec.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return int if "integer" in kinds else float if "number" in kinds else str
+
+
+def _flag(spec: dict) -> dict:
+    """The argparse settings of one schema key: its type, its count, its choices."""
+    kinds = spec.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "boolean" in kinds:
+        return {"action": argparse.BooleanOptionalAction}
+    if "array" in kinds:
+        items = spec.get("items", {})
+        count = spec.get("minItems") if spec.get("minItems") == spec.get("maxItems") else None
+        kwargs = {"nargs": count or "+", "type": _schema_type(items)}
+        if "enum" in items:
+            kwargs.update(choices=items["enum"], type=str)
+        return kwargs
+    if "enum" in spec:
+        return {"choices": [v for v in spec["enum"] if v is not None]}
+    return {"type": _schema_type(spec)}
+
+
+def section_arguments(p: argparse.ArgumentParser, section: str,
+                      aliases: dict[str, tuple[str, ...]] | None = None,
+                      metavars: dict[str, tuple[str, ...]] | None = None,
+                      extra: tuple[str, Sequence[str]] | None = None) -> None:
+    """``--params`` (the config's ``section`` as JSON, what the workflow passes) and one flag
+    per key of the section, named as the key (``n_prior``: ``--n-prior``), whose default is
+    None so that ``--params`` and then the schema's default apply: the schema is the one
+    source of every default. ``extra``: (section, keys) of another section that this stage
+    reads too."""
+    from .config import section_schema
+
+    sections = [(section, None), *([extra] if extra else [])]
+    keys = [f"{name}.{key}" for name, only in sections
+            for key in section_schema(name)["properties"] if only is None or key in only]
+    p.add_argument("--params", type=_json, default={},
+                   help=f"options as JSON, keys of the config ({', '.join(keys)}); a flag "
+                        "below overrides its key, and keys given nowhere take the schema's "
+                        "default")
+    for name, only in sections:
+        for key, spec in section_schema(name)["properties"].items():
+            if only is not None and key not in only:
+                continue
+            default = spec.get("default")
+            shown = json.dumps(default) if not isinstance(default, str) else default
+            text = spec.get("description", "").split(". ")[0].rstrip(".")
+            p.add_argument(f"--{key.replace('_', '-')}", *(aliases or {}).get(key, ()),
+                           dest=key, default=None,
+                           metavar=(metavars or {}).get(key), **_flag(spec),
+                           help=f"{text + ' ' if text else ''}({name}.{key}, default "
+                                f"{shown})".replace("%", "%%"))
+
+
+def section_options(args: argparse.Namespace, section: str,
+                    extra: tuple[str, Sequence[str]] | None = None) -> dict:
+    """``--params`` with the flags that were given on top (keys given nowhere are left out,
+    so that the schema's defaults apply)."""
+    from .config import section_schema
+
+    if not isinstance(args.params, dict):
+        raise MicrovaeError(f"--params: expected a JSON object of {section} options, got "
+                            f"{args.params!r}")
+    options = dict(args.params)
+    keys = list(section_schema(section)["properties"]) + list(extra[1] if extra else ())
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    return options
 
 
 # --- data stages -------------------------------------------------------------------------------
@@ -172,77 +246,30 @@ def run_train_prior(args: argparse.Namespace) -> None:
 
 
 SAMPLE_MODES = list(COMMAND_LINE_MODES)
+# The old spellings of the sample and export flags, kept so that scripts keep working.
+SAMPLE_ALIASES = {"n_prior": ("--n",), "n_posterior_images": ("--n-images",),
+                  "n_draws": ("--draws",), "noise_sigmas": ("--sigmas",), "n_pairs": ("--pairs",),
+                  "n_steps": ("--steps",), "sizes": ("--size",),
+                  "phase_fractions": ("--phase-fraction",)}
+SAMPLE_HELP = {"graded": ("LEFT", "RIGHT")}
 
 
 def sample_arguments(p: argparse.ArgumentParser) -> None:
+    from .modes import DIFFUSION_SAMPLING_KEYS
+
     p.add_argument("--model", required=True, help="trained model (.pt) from the train stage")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--mode", nargs="+", default=["prior"], choices=SAMPLE_MODES,
-                   help="what to generate: prior (z ~ N(0,I)), aggregate (z from the Gaussian "
-                        "fitted to the encoded training images), mixture (a Gaussian mixture "
-                        "fitted to them), field (conv models: a Gaussian random field fitted to "
-                        "the encoded training windows), diffusion (conv models: the diffusion "
-                        "prior of --diffusion), posterior (eq. 1 on test "
-                        "images), noise (z_mean + sigma*eps), interpolation (midpoints and paths), "
-                        "or all; every mode but prior needs --dataset (default: prior)")
+                   help=f"what to generate ({mode_summary()}), or all; every mode but prior "
+                        "needs --dataset (default: prior)")
     p.add_argument("--dataset", default=None, help="packed data set whose images are encoded")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="split of --dataset to encode (default: test)")
-    default = schema_defaults("sample")  # the config's defaults: one source for both
-    p.add_argument("--n", type=_count, default=default["n_prior"],
-                   help="number of prior samples, and of aggregate samples (sample.n_prior, "
-                        "default %(default)s)")
-    p.add_argument("--n-images", type=_count, default=default["n_posterior_images"],
-                   help="images encoded for posterior and noise modes "
-                        "(sample.n_posterior_images, default %(default)s)")
-    p.add_argument("--draws", type=_count, default=default["n_draws"],
-                   help="draws per encoded image (sample.n_draws, default %(default)s)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=default["noise_sigmas"],
-                   help="latent noise levels of the noise mode (sample.noise_sigmas, default "
-                        "%(default)s)")
-    p.add_argument("--pairs", type=_count, default=default["n_pairs"],
-                   help="interpolation pairs (sample.n_pairs, default %(default)s)")
-    p.add_argument("--steps", type=_count, default=default["n_steps"],
-                   help="points on each interpolation path, endpoints included (sample.n_steps, "
-                        "default %(default)s)")
-    p.add_argument("--seed", type=int, default=default["seed"],
-                   help="random seed (sample.seed, default %(default)s)")
-    p.add_argument("--size", type=int, nargs="+", default=[],
-                   help="conv models: also generate prior, field and diffusion images of these "
-                        "sizes (px, multiples of 8), stored as large/{mode}_{size}")
-    p.add_argument("--n-large", type=_count, default=default["n_large"],
-                   help="images per mode at each --size (sample.n_large, default %(default)s)")
-    p.add_argument("--periodic", action=argparse.BooleanOptionalAction,
-                   default=default["periodic"],
-                   help="images of --size are periodic: opposite edges join (sample.periodic, "
-                        "default %(default)s)")
     p.add_argument("--diffusion", default=None,
                    help="the trained diffusion prior (.pt, from train-prior) of a conv model: "
-                        "mode diffusion, --phase-fraction and --graded")
-    diffusion_default = schema_defaults("diffusion")
-    p.add_argument("--sampling-steps", type=_count, default=diffusion_default["sampling_steps"],
-                   help="DDIM steps per diffusion sample (diffusion.sampling_steps, default "
-                        "%(default)s)")
-    p.add_argument("--guidance", type=float, default=diffusion_default["guidance"],
-                   help="classifier-free guidance weight of a phase-fraction target "
-                        "(diffusion.guidance, default %(default)s)")
-    p.add_argument("--phase-fraction", type=float, nargs="+",
-                   default=default["phase_fractions"],
-                   help="also generate --n-large diffusion images at each of these target phase "
-                        "fractions, at each --size or the tile size (sample.phase_fractions)")
-    p.add_argument("--graded", type=float, nargs=2, default=default["graded"],
-                   metavar=("LEFT", "RIGHT"),
-                   help="also generate graded diffusion images whose target phase fraction "
-                        "rises linearly from LEFT to RIGHT (sample.graded)")
-    p.add_argument("--calibration-draws", type=_count, default=default["calibration_draws"],
-                   help="images of each prior drawn once to calibrate its finishing threshold "
-                        "(sample.calibration_draws, default %(default)s)")
-    p.add_argument("--match-training", action=argparse.BooleanOptionalAction,
-                   default=default["match_training"],
-                   help="finish generated maps as the training maps were made: a threshold "
-                        "calibrated to the train split's phase fraction and the data's "
-                        "segmentation morphology (sample.match_training, default %(default)s; "
-                        "--no-match-training: cut at 0.5)")
+                        "mode diffusion, --phase-fractions and --graded")
+    section_arguments(p, "sample", aliases=SAMPLE_ALIASES, metavars=SAMPLE_HELP,
+                      extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
     for name in SAMPLE_FIGURES:
         p.add_argument(f"--{name.replace('_', '-')}-figure", default=None,
                        help=f"output: the {name.replace('_', ' ')} figure (.png)")
@@ -254,21 +281,17 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    from .modes import DIFFUSION_SAMPLING_KEYS
     from .sample import SampleConfig
     from .stages.network import sample
 
     modes = None if "all" in args.mode else tuple(dict.fromkeys(args.mode))
-    cfg = SampleConfig.from_options({
-        "n_prior": args.n, "n_posterior_images": args.n_images, "n_draws": args.draws,
-        "noise_sigmas": args.sigmas, "n_pairs": args.pairs, "n_steps": args.steps,
-        "seed": args.seed, "sizes": args.size, "n_large": args.n_large,
-        "periodic": args.periodic, "match_training": args.match_training,
-        "calibration_draws": args.calibration_draws, "phase_fractions": args.phase_fraction,
-        "graded": args.graded})
-    sample(args.model, args.out, args.dataset, cfg, modes, split=args.split,
-           figures=_figures(args, SAMPLE_FIGURES), export_dir=args.export_dir,
-           export_format=args.export_format, diffusion_path=args.diffusion,
-           diffusion_options={"sampling_steps": args.sampling_steps, "guidance": args.guidance})
+    options = section_options(args, "sample", extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
+    diffusion = {k: options.pop(k) for k in DIFFUSION_SAMPLING_KEYS if k in options}
+    sample(args.model, args.out, args.dataset, SampleConfig.from_options(options), modes,
+           split=args.split, figures=_figures(args, SAMPLE_FIGURES),
+           export_dir=args.export_dir, export_format=args.export_format,
+           diffusion_path=args.diffusion, diffusion_options=diffusion)
 
 
 # --- statistics stages -------------------------------------------------------------------------
@@ -276,12 +299,14 @@ def run_sample(args: argparse.Namespace) -> None:
 def baselines_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (the baselines are fitted "
                                                     "on its train split)")
-    p.add_argument("--n", type=_count, default=500, help="images per baseline (default 500)")
-    p.add_argument("--calibration-draws", type=_count,
-                   default=schema_defaults("sample")["calibration_draws"],
+    default = {**schema_defaults("sample"), **schema_defaults("evaluate")}
+    p.add_argument("--n", type=_count, default=None,
+                   help=f"images per baseline (sample.n_prior, default {default['n_prior']})")
+    p.add_argument("--calibration-draws", type=_count, default=None,
                    help="fields drawn to calibrate the baseline's cut (sample.calibration_draws, "
-                        "default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                        f"default {default['calibration_draws']})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed (evaluate.seed, default {default['seed']})")
     p.add_argument("--out", required=True, help="output: baselines.h5")
     p.add_argument("--figure", default=None, help="output: the baselines beside real (.png)")
 
@@ -289,8 +314,22 @@ def baselines_arguments(p: argparse.ArgumentParser) -> None:
 def run_baselines(args: argparse.Namespace) -> None:
     from .stages.statistics import baselines
 
-    baselines(args.dataset, args.out, args.figure, n=args.n, seed=args.seed,
-              calibration_draws=args.calibration_draws)
+    default = {**schema_defaults("sample"), **schema_defaults("evaluate")}
+
+    def given(value, key):
+        return default[key] if value is None else value
+
+    baselines(args.dataset, args.out, args.figure, n=given(args.n, "n_prior"),
+              seed=given(args.seed, "seed"),
+              calibration_draws=given(args.calibration_draws, "calibration_draws"))
+
+
+def evaluation_seed(args: argparse.Namespace) -> int:
+    from .config import check_options
+
+    options = {**schema_defaults("evaluate"),
+               **check_options(section_options(args, "evaluate"), "evaluate")}
+    return options["seed"]
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -298,8 +337,7 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
     p.add_argument("--baselines", required=True, help="baselines.h5 of the baselines stage")
     p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
-    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
-                   help="seed of the real-vs-real draws (evaluate.seed, default %(default)s)")
+    section_arguments(p, "evaluate")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
     p.add_argument("--curves", required=True, help="output: correlation functions (.csv)")
     for name in EVALUATION_FIGURES:
@@ -311,7 +349,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .stages.statistics import evaluate
 
     evaluate(args.samples, args.dataset, args.baselines, args.metrics, args.curves,
-             _figures(args, EVALUATION_FIGURES), seed=args.seed, latent=args.latent)
+             _figures(args, EVALUATION_FIGURES), seed=evaluation_seed(args), latent=args.latent)
 
 
 def score_arguments(p: argparse.ArgumentParser) -> None:
@@ -326,8 +364,7 @@ def score_arguments(p: argparse.ArgumentParser) -> None:
                         "or the lower (dark)")
     p.add_argument("--threshold", type=float, default=None,
                    help="cut grey files (more than two values) at this value in [0, 1]")
-    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
-                   help="seed of the real-vs-real draws (evaluate.seed, default %(default)s)")
+    section_arguments(p, "evaluate")
     p.add_argument("--out-dir", required=True,
                    help="output folder: scorecard.json, scorecard.csv, scorecard.html, figures")
 
@@ -336,7 +373,7 @@ def run_score(args: argparse.Namespace) -> None:
     from .stages.statistics import score
 
     score(args.generated, args.dataset, args.out_dir, args.baselines, args.phase,
-          args.threshold, args.seed)
+          args.threshold, evaluation_seed(args))
 
 
 def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
@@ -344,8 +381,7 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
                    help="samples HDF5 with large images (microvae sample --size)")
     p.add_argument("--dataset", required=True, help="packed data set (its test split is real)")
     p.add_argument("--latent", type=int, default=None, help="latent size (for labels)")
-    p.add_argument("--seed", type=int, default=schema_defaults("evaluate")["seed"],
-                   help="seed of the real-vs-real split (evaluate.seed, default %(default)s)")
+    section_arguments(p, "evaluate")
     p.add_argument("--metrics", required=True, help="output: metrics.json")
     p.add_argument("--figure", default=None, help="output: generated beside real (.png)")
     p.add_argument("--split", default="test", choices=["test", "val"],
@@ -359,24 +395,17 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate_large(args: argparse.Namespace) -> None:
     from .stages.statistics import evaluate_large
 
-    evaluate_large(args.samples, args.dataset, args.metrics, args.figure, seed=args.seed,
+    evaluate_large(args.samples, args.dataset, args.metrics, args.figure,
+                   seed=evaluation_seed(args),
                    latent=args.latent, split=args.split, baselines_path=args.baselines)
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
     p.add_argument("--out-dir", required=True, help="output folder (files and manifest.json)")
-    default = schema_defaults("export")
-    p.add_argument("--format", nargs="+", default=default["formats"], choices=EXPORT_FORMATS,
-                   help="vti (VTK image data for ParaView and DAMASK), png, tif, npy "
-                        "(export.formats, default %(default)s)")
-    p.add_argument("--n", type=_count, default=default["n"],
-                   help="phase maps per generated set (export.n, default %(default)s)")
     p.add_argument("--dataset", default=None,
                    help="packed data set: its pixel size, and the real windows of --real")
-    p.add_argument("--real", action=argparse.BooleanOptionalAction, default=None,
-                   help="also export real test windows of each generated size (export.real, "
-                        f"default {str(default['real']).lower()} where --dataset is given)")
+    section_arguments(p, "export", aliases={"formats": ("--format",)})
     p.add_argument("--pixel-size", type=float, default=None,
                    help="physical size of a pixel (default: the data set's, else 1)")
     p.add_argument("--pixel-unit", default=None, help="unit of --pixel-size (default: the data "
@@ -384,12 +413,15 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from .config import check_options
     from .stages.export import export
 
-    real = args.real if args.real is not None else \
-        bool(schema_defaults("export")["real"] and args.dataset)
-    export(args.samples, args.out_dir, tuple(dict.fromkeys(args.format)), args.n, args.dataset,
-           real, args.pixel_size, args.pixel_unit)
+    given = check_options(section_options(args, "export"), "export")
+    options = {**schema_defaults("export"), **given}
+    # real windows need a data set: without one, only an explicit request is an error
+    real = options["real"] if "real" in given else bool(options["real"] and args.dataset)
+    export(args.samples, args.out_dir, tuple(dict.fromkeys(options["formats"])), options["n"],
+           args.dataset, real, args.pixel_size, args.pixel_unit)
 
 
 def summarize_arguments(p: argparse.ArgumentParser) -> None:

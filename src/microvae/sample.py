@@ -51,10 +51,10 @@ from .field import FieldPrior, fit_field, sample_field
 from .model import USED_VARIANCE, VAE, reparameterize
 from .modes import (
     ENCODED_MODES,
-    FITTED_MODES,
     MODES,
-    SPATIAL_ONLY,
+    SIZED_MODES,
     TRAINED_PRIOR_MODES,
+    modes_of,
 )
 from .samplesfile import (
     INTERPOLATION_MIDPOINT,
@@ -79,8 +79,6 @@ from .samplesfile import (
 )
 from .segment import SegmentationParameters, segment
 
-# Unseeded modes of a conv model, generated at every size of sample.sizes.
-SPATIAL_MODES = ("prior", *SPATIAL_ONLY)
 # The field is fitted to the posterior draws of this many random training windows of at most
 # FIELD_WINDOW px (the largest size that fits the training regions).
 FIELD_WINDOWS = 256
@@ -123,9 +121,7 @@ class SampleConfig:
 def modes_for(model, trained_priors: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Every mode a model can generate (``--mode all``), given the priors trained for it
     (``trained_priors``: of :data:`~microvae.modes.TRAINED_PRIOR_MODES`)."""
-    excluded = FITTED_MODES if model.spatial else SPATIAL_ONLY
-    return tuple(m for m in MODES if m not in excluded
-                 and (m not in TRAINED_PRIOR_MODES or m in trained_priors))
+    return modes_of("conv" if model.spatial else "table1", trained_priors)
 
 
 def check_modes(model, modes: tuple[str, ...], trained_priors: tuple[str, ...] = ()) -> None:
@@ -136,9 +132,7 @@ def check_modes(model, modes: tuple[str, ...], trained_priors: tuple[str, ...] =
     if wrong:
         kind = "conv" if model.spatial else "table1"
         raise MicrovaeError(f"mode(s) {wrong} do not apply to a {kind} model (its modes: "
-                            f"{list(modes_for(model, TRAINED_PRIOR_MODES))}): aggregate and "
-                            "mixture fit vectors of Table 1, field and diffusion model the "
-                            "latent grids of a conv model")
+                            f"{list(modes_for(model, TRAINED_PRIOR_MODES))})")
     untrained = [m for m in modes if m in TRAINED_PRIOR_MODES and m not in trained_priors]
     if untrained:
         raise MicrovaeError(f"mode {' '.join(untrained)} needs its trained prior (--diffusion "
@@ -458,6 +452,147 @@ def interpolation(model: VAE, z1: torch.Tensor, z2: torch.Tensor, n_steps: int
     return midpoint, images.reshape(len(z1), n_steps, *images.shape[1:])
 
 
+@dataclass
+class Generation:
+    """What the samplers of one :func:`generate` call share: the model, the settings, the one
+    generator every draw comes from, the arrays written so far (``out``: a sampler records its
+    fit there) and the real images (test images are encoded by :func:`generate`)."""
+
+    model: VAE
+    cfg: SampleConfig
+    generator: torch.Generator
+    out: dict[str, np.ndarray]
+    tile: int | None = None
+    fit_images: np.ndarray | None = None
+    val_images: np.ndarray | None = None
+    regions: tuple[np.ndarray, np.ndarray] | None = None
+    diffusion_prior: DiffusionPrior | None = None
+    sampling_steps: int = DiffusionConfig.sampling_steps
+    guidance: float = DiffusionConfig.guidance
+    _codes: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def codes(self, needed_by: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoded training images (encoded once)."""
+        if self._codes is None:
+            if self.fit_images is None or len(self.fit_images) < 2:
+                raise MicrovaeError(f"mode {needed_by} needs at least 2 training images to "
+                                    "encode (--dataset with a train split)")
+            self._codes = encode(self.model, self.fit_images)
+        return self._codes
+
+
+@dataclass
+class EncodedTest:
+    """The encoded test images that the seeded modes start from."""
+
+    z_mean: torch.Tensor
+    z_log_var: torch.Tensor
+    chosen: np.ndarray  # the images of the posterior and noise sets
+    picker: torch.Generator  # picks the interpolation pairs (seeded by sample.seed alone)
+
+
+# An unseeded mode's sampler builder: fits what the mode needs, then returns a function
+# (n, generator, size=tile, periodic=False, [target]) -> (probabilities, latents).
+UNSEEDED_SAMPLERS: dict[str, Any] = {}
+# A seeded mode's writer: adds its sets to ``out`` from the encoded test images.
+ENCODED_SAMPLERS: dict[str, Any] = {}
+
+
+def unseeded_sampler(name: str):
+    def register(builder):
+        UNSEEDED_SAMPLERS[name] = builder
+        return builder
+    return register
+
+
+def encoded_sampler(name: str):
+    def register(writer):
+        ENCODED_SAMPLERS[name] = writer
+        return writer
+    return register
+
+
+@unseeded_sampler("prior")
+def _prior_sampler(g: Generation):
+    return lambda n, generator, size=g.tile, periodic=False: prior(g.model, n, generator, size,
+                                                                    periodic)
+
+
+@unseeded_sampler("field")
+def _field_sampler(g: Generation):
+    if g.regions is None:
+        raise MicrovaeError("mode field needs the training regions of the data set "
+                            "(--dataset, packed by this version)")
+    fit = fit_field_prior(g.model, field_windows(*g.regions, FIELD_WINDOWS, g.generator),
+                          g.generator)
+    for key, value in fit.describe().items():
+        g.out[fit_key("field", key)] = np.array(value)
+    return lambda n, generator, size=g.tile, periodic=False: field(g.model, fit, n, generator,
+                                                                    size, periodic)
+
+
+@unseeded_sampler("diffusion")
+def _diffusion_sampler(g: Generation):
+    for key, value in g.diffusion_prior.describe().items():
+        g.out[fit_key("diffusion", key)] = np.array(value)
+    return lambda n, generator, size=g.tile, periodic=False, target=None: diffusion(
+        g.model, g.diffusion_prior, n, generator, size, periodic, target, g.sampling_steps,
+        g.guidance)
+
+
+@unseeded_sampler("aggregate")
+def _aggregate_sampler(g: Generation):
+    mean, cov = fit_aggregate_posterior(*g.codes("aggregate"))
+    g.out["aggregate_mean"] = mean.numpy()
+    g.out["aggregate_cov"] = cov.numpy()
+    return lambda n, generator: aggregate(g.model, mean, cov, n, generator)
+
+
+@unseeded_sampler("mixture")
+def _mixture_sampler(g: Generation):
+    if g.val_images is None or len(g.val_images) < 2:
+        raise MicrovaeError("mode mixture needs at least 2 validation images to choose the "
+                            "mixture on (--dataset with a val split)")
+    codes = g.codes("mixture")
+    state = int(torch.randint(0, 2**31 - 1, (1,), generator=g.generator))
+    fit = fit_mixture(codes, encode(g.model, g.val_images), state)
+    summary = fit.describe()
+    g.out["mixture_components"] = np.array(summary["components"])
+    g.out["mixture_full_covariance"] = np.array(summary["covariance"] == "full")
+    g.out["mixture_subspace_dims"] = np.array(summary["subspace_dims"])
+    g.out["mixture_validation_log_likelihood"] = np.array(summary["validation_log_likelihood"])
+    return lambda n, generator: mixture(g.model, fit, n, generator)
+
+
+@encoded_sampler("posterior")
+def _posterior_sets(g: Generation, test: EncodedTest) -> None:
+    g.out[POSTERIOR] = posterior(g.model, test.z_mean[test.chosen], test.z_log_var[test.chosen],
+                                 g.cfg.n_draws, g.generator)
+    g.out[POSTERIOR_INDEX] = test.chosen
+
+
+@encoded_sampler("noise")
+def _noise_sets(g: Generation, test: EncodedTest) -> None:
+    g.out[NOISE_INDEX] = test.chosen
+    for sigma in g.cfg.noise_sigmas:
+        g.out[noise_key(sigma)] = with_noise(g.model, test.z_mean[test.chosen], sigma,
+                                             g.cfg.n_draws, g.generator)
+
+
+@encoded_sampler("interpolation")
+def _interpolation_sets(g: Generation, test: EncodedTest) -> None:
+    n_test = len(test.z_mean)
+    if n_test < 2:
+        raise MicrovaeError("interpolation needs at least 2 test images")
+    pairs = torch.stack([torch.randperm(n_test, generator=test.picker)[:2]
+                         for _ in range(g.cfg.n_pairs)]).numpy()
+    mid, path = interpolation(g.model, test.z_mean[pairs[:, 0]], test.z_mean[pairs[:, 1]],
+                              g.cfg.n_steps)
+    g.out[INTERPOLATION_MIDPOINT] = mid
+    g.out[INTERPOLATION_PATH] = path
+    g.out[INTERPOLATION_PAIRS] = pairs
+
+
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
              val_images: np.ndarray | None = None,
@@ -467,14 +602,15 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              diffusion_prior: DiffusionPrior | None = None,
              sampling_steps: int = DiffusionConfig.sampling_steps,
              guidance: float = DiffusionConfig.guidance) -> dict[str, np.ndarray]:
-    """All requested modes; arrays keyed by their HDF5 names (probabilities in float32).
+    """All requested modes, each by its registered sampler, in the registry's order; arrays
+    keyed by their HDF5 names (probabilities in float32).
 
     ``aggregate`` and ``mixture`` are fitted to the codes of ``fit_images`` (the train split),
     ``mixture`` chosen on those of ``val_images``; ``field`` to windows of the training
     ``regions`` (canvases, mask); the encoded modes (posterior, noise, interpolation) encode
-    ``test_images``. For conv models, ``prior`` and ``field`` are also generated at each of
-    ``cfg.sizes`` (``large/{mode}_{size}``, ``cfg.n_large`` images, periodic with
-    ``cfg.periodic``). With ``cfg.match_training`` every stack is also finished
+    ``test_images``. For conv models, the sized modes (prior, field, diffusion) are also
+    generated at each of ``cfg.sizes`` (``large/{mode}_{size}``, ``cfg.n_large`` images,
+    periodic with ``cfg.periodic``). With ``cfg.match_training`` every stack is also finished
     (:class:`Finishing`, ``training_phase_fraction``: of the train split; ``morphology``: of
     its segmentation, None for none) into ``finished/{key}``: each unseeded mode by a
     threshold calibrated on :data:`CALIBRATION_DRAWS` of its own images, the encoded modes by
@@ -494,119 +630,63 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         raise MicrovaeError("sample.sizes: a table1 model generates only its training size "
                             f"{model.config['image_size']}; larger images need a conv model "
                             "(model.architecture: conv)")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    encoded = [m for m in MODES if m in modes and m in ENCODED_MODES]
     out: dict[str, np.ndarray] = {}
-    samplers = {}
     # A conv model's unseeded images at the tiles' size, to be compared with the real tiles
     # (its training crops may be larger).
     tile = test_images.shape[-1] if model.spatial and test_images is not None else None
-    if "prior" in modes:
-        samplers["prior"] = lambda n, g, size=tile, periodic=False: prior(model, n, g, size,
-                                                                           periodic)
-    if "field" in modes:
-        if regions is None:
-            raise MicrovaeError("mode field needs the training regions of the data set "
-                                "(--dataset, packed by this version)")
-        field_fit = fit_field_prior(model, field_windows(*regions, FIELD_WINDOWS, generator),
-                                    generator)
-        for key, value in field_fit.describe().items():
-            out[fit_key("field", key)] = np.array(value)
-        samplers["field"] = lambda n, g, size=tile, periodic=False: field(
-            model, field_fit, n, g, size, periodic)
-    if "diffusion" in modes:
-        for key, value in diffusion_prior.describe().items():
-            out[fit_key("diffusion", key)] = np.array(value)
-        samplers["diffusion"] = lambda n, g, size=tile, periodic=False, target=None: diffusion(
-            model, diffusion_prior, n, g, size, periodic, target, sampling_steps, guidance)
-    fitted = [m for m in modes if m in FITTED_MODES]
-    encoded = [m for m in modes if m in ENCODED_MODES]
-    needs_codes = fitted or (cfg.match_training and encoded)
-    if needs_codes and (fit_images is None or len(fit_images) < 2):
-        raise MicrovaeError(f"mode {' '.join(fitted or encoded)} needs at least 2 training "
-                            "images to encode (--dataset with a train split)")
+    g = Generation(model, cfg, torch.Generator().manual_seed(cfg.seed), out, tile, fit_images,
+                   val_images, regions, diffusion_prior, sampling_steps, guidance)
+    samplers = {name: UNSEEDED_SAMPLERS[name](g) for name in MODES
+                if name in modes and name not in ENCODED_MODES}
+    if cfg.match_training and encoded:  # their finishing is calibrated on the train codes
+        g.codes(" ".join(encoded))
     if cfg.match_training and training_phase_fraction is None:
         raise MicrovaeError("sample.match_training needs the phase fraction of the train split "
                             "(--dataset)")
-    codes = encode(model, fit_images) if needs_codes else None
-    if "aggregate" in modes:
-        mean, cov = fit_aggregate_posterior(*codes)
-        out["aggregate_mean"] = mean.numpy()
-        out["aggregate_cov"] = cov.numpy()
-        samplers["aggregate"] = lambda n, g: aggregate(model, mean, cov, n, g)
-    if "mixture" in modes:
-        if val_images is None or len(val_images) < 2:
-            raise MicrovaeError("mode mixture needs at least 2 validation images to choose the "
-                                "mixture on (--dataset with a val split)")
-        state = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        mixture_fit = fit_mixture(codes, encode(model, val_images), state)
-        summary = mixture_fit.describe()
-        out["mixture_components"] = np.array(summary["components"])
-        out["mixture_full_covariance"] = np.array(summary["covariance"] == "full")
-        out["mixture_subspace_dims"] = np.array(summary["subspace_dims"])
-        out["mixture_validation_log_likelihood"] = np.array(summary["validation_log_likelihood"])
-        samplers["mixture"] = lambda n, g: mixture(model, mixture_fit, n, g)
+    if encoded and (test_images is None or len(test_images) == 0):
+        raise MicrovaeError(f"modes {encoded} need real images to encode (--dataset)")
     for name, draw in samplers.items():
-        out[name], z = draw(cfg.n_prior, generator)
+        out[name], z = draw(cfg.n_prior, g.generator)
         out[latent_key(name)] = z.numpy()
     for size in cfg.sizes:
-        for name in SPATIAL_MODES:
-            if name in samplers:
-                out[large_key(name, size)], _ = samplers[name](cfg.n_large, generator, size,
-                                                                cfg.periodic)
+        for name in (m for m in SIZED_MODES if m in samplers):
+            out[large_key(name, size)], _ = samplers[name](cfg.n_large, g.generator, size,
+                                                            cfg.periodic)
     for size in (cfg.sizes or [tile]) if "diffusion" in samplers else ():
         for target in cfg.phase_fractions:
             out[conditioned_key(target, size)], _ = samplers["diffusion"](
-                cfg.n_large, generator, size, cfg.periodic, target)
+                cfg.n_large, g.generator, size, cfg.periodic, target)
             out[target_key(conditioned_key(target, size))] = np.array(target)
         if cfg.graded:
             cells = size // 8
             target_map = linear_gradient(*cfg.graded, cells, cells)
-            out[graded_key(size)], _ = samplers["diffusion"](cfg.n_large, generator, size,
+            out[graded_key(size)], _ = samplers["diffusion"](cfg.n_large, g.generator, size,
                                                             cfg.periodic, target_map)
             out[target_key(graded_key(size))] = target_map
     if encoded:
-        if test_images is None or len(test_images) == 0:
-            raise MicrovaeError(f"modes {encoded} need real images to encode (--dataset)")
-        out.update(encoded_modes(model, test_images, cfg, modes, generator))
+        test = encode_test(g, test_images)
+        for name in encoded:
+            ENCODED_SAMPLERS[name](g, test)
     if cfg.match_training:
-        finish_all(model, out, samplers, codes if encoded else None, training_phase_fraction,
-                   morphology, cfg.seed, cfg.calibration_draws)
+        finish_all(model, out, samplers, g._codes if encoded else None,
+                   training_phase_fraction, morphology, cfg.seed, cfg.calibration_draws)
     return out
 
 
-def encoded_modes(model: VAE, test_images: np.ndarray, cfg: SampleConfig,
-                  modes: tuple[str, ...], generator: torch.Generator) -> dict[str, np.ndarray]:
-    """Reconstructions of every test image, and the posterior, noise and interpolation sets of
-    the modes asked for."""
-    out: dict[str, np.ndarray] = {}
-    z_mean, z_log_var = encode(model, test_images)
-    out[RECONSTRUCTION], out[RECONSTRUCTION_BCE] = reconstruct(model, test_images, z_mean)
-    out["test_z_mean"] = z_mean.numpy()
-    out["test_z_log_var"] = z_log_var.numpy()
-    n_test = len(test_images)
+def encode_test(g: Generation, test_images: np.ndarray) -> EncodedTest:
+    """Reconstructions of every test image (into ``g.out``), and the encoded images the
+    seeded modes start from."""
+    z_mean, z_log_var = encode(g.model, test_images)
+    g.out[RECONSTRUCTION], g.out[RECONSTRUCTION_BCE] = reconstruct(g.model, test_images, z_mean)
+    g.out["test_z_mean"] = z_mean.numpy()
+    g.out["test_z_log_var"] = z_log_var.numpy()
     # The real images to encode depend on the seed only, so that every latent size
     # (and every mode) works on the same images.
-    picker = torch.Generator().manual_seed(cfg.seed + 1)
-    chosen = np.sort(torch.randperm(n_test, generator=picker)[:cfg.n_posterior_images].numpy())
-    if "posterior" in modes:
-        out[POSTERIOR] = posterior(model, z_mean[chosen], z_log_var[chosen], cfg.n_draws,
-                                     generator)
-        out[POSTERIOR_INDEX] = chosen
-    if "noise" in modes:
-        out[NOISE_INDEX] = chosen
-        for sigma in cfg.noise_sigmas:
-            out[noise_key(sigma)] = with_noise(model, z_mean[chosen], sigma, cfg.n_draws,
-                                                 generator)
-    if "interpolation" in modes:
-        if n_test < 2:
-            raise MicrovaeError("interpolation needs at least 2 test images")
-        pairs = torch.stack([torch.randperm(n_test, generator=picker)[:2]
-                             for _ in range(cfg.n_pairs)]).numpy()
-        mid, path = interpolation(model, z_mean[pairs[:, 0]], z_mean[pairs[:, 1]], cfg.n_steps)
-        out[INTERPOLATION_MIDPOINT] = mid
-        out[INTERPOLATION_PATH] = path
-        out[INTERPOLATION_PAIRS] = pairs
-    return out
+    picker = torch.Generator().manual_seed(g.cfg.seed + 1)
+    chosen = np.sort(torch.randperm(len(test_images), generator=picker)
+                     [:g.cfg.n_posterior_images].numpy())
+    return EncodedTest(z_mean, z_log_var, chosen, picker)
 
 
 def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,

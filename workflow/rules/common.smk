@@ -146,13 +146,18 @@ def training_options():
     return json.dumps(training_parameters(config), sort_keys=True)
 
 
-def large_sample_options():
-    """The sample rule's options for images larger than the tiles ("" without sample.sizes)."""
-    if not LARGE_SIZES:
-        return ""
-    sizes = " ".join(str(size) for size in LARGE_SIZES)
-    periodic = " --periodic" if config["sample"]["periodic"] else ""
-    return f"--size {sizes} --n-large {config['sample']['n_large']}{periodic}"
+def sample_options():
+    """The sample rule's settings as JSON: the sample section, and the diffusion prior's
+    sampling settings where there is one (a change re-samples without re-training)."""
+    settings = dict(config["sample"])
+    if DIFFUSION:
+        settings.update({k: config["diffusion"][k] for k in DIFFUSION_SAMPLING_KEYS})
+    return json.dumps(settings, sort_keys=True)
+
+
+def section_options(section):
+    """One config section as JSON (the --params of a stage)."""
+    return json.dumps(config[section], sort_keys=True)
 
 
 def diffusion_options():
@@ -176,24 +181,6 @@ def diffusion_prior(wildcards):
 def diffusion_prior_option(wildcards, input):
     """The sample rule's --diffusion FILE ("" without a diffusion prior)."""
     return f"--diffusion {input.diffusion}" if DIFFUSION else ""
-
-
-def diffusion_sample_options():
-    """The sample rule's settings of the diffusion prior ("" without it): a value, not a
-    function of the job, so Snakemake records it and a change re-runs the sample."""
-    if not DIFFUSION:
-        return ""
-    targets = config["sample"]["phase_fractions"]
-    graded = config["sample"]["graded"]
-    settings = config["diffusion"]
-    return " ".join(
-        [
-            f"--sampling-steps {settings['sampling_steps']}"
-            f" --guidance {settings['guidance']}"
-        ]
-        + ([f"--phase-fraction {' '.join(map(str, targets))}"] if targets else [])
-        + ([f"--graded {graded[0]} {graded[1]}"] if graded else [])
-    )
 
 
 def large_metrics():

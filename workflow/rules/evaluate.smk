@@ -70,10 +70,11 @@ rule evaluate:
     resources:
         mem_mb=4000,
     params:
-        seed=config["evaluate"]["seed"],
+        options=section_options("evaluate"),
     shell:
         "python -m microvae evaluate --samples {input.samples:q} --dataset {input.dataset:q}"
-        " --baselines {input.baselines:q} --latent {wildcards.latent} --seed {params.seed}"
+        " --baselines {input.baselines:q} --latent {wildcards.latent}"
+        " --params {params.options:q}"
         " --metrics {output.metrics:q} --curves {output.curves:q}"
         " --verdict-figure {output.verdict_png:q} --curves-figure {output.curves_png:q}"
         " --distributions-figure {output.distributions_png:q} > {log:q} 2>&1"
@@ -103,11 +104,11 @@ rule evaluate_large:
     resources:
         mem_mb=4000,
     params:
-        seed=config["evaluate"]["seed"],
+        options=section_options("evaluate"),
     shell:
         "python -m microvae evaluate-large --samples {input.samples:q}"
         " --dataset {input.dataset:q} --baselines {input.baselines:q}"
-        " --latent {wildcards.latent} --seed {params.seed}"
+        " --latent {wildcards.latent} --params {params.options:q}"
         " --metrics {output.metrics:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

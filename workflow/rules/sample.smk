@@ -54,29 +54,11 @@ rule sample:
     resources:
         mem_mb=4000,
     params:
-        n_prior=config["sample"]["n_prior"],
-        n_images=config["sample"]["n_posterior_images"],
-        n_draws=config["sample"]["n_draws"],
-        sigmas=" ".join(str(s) for s in config["sample"]["noise_sigmas"]),
-        n_pairs=config["sample"]["n_pairs"],
-        n_steps=config["sample"]["n_steps"],
-        seed=config["sample"]["seed"],
-        calibration=config["sample"]["calibration_draws"],
-        large=large_sample_options(),
+        options=sample_options(),
         diffusion_prior=diffusion_prior_option,
-        diffusion=diffusion_sample_options(),
-        finish=(
-            "--match-training"
-            if config["sample"]["match_training"]
-            else "--no-match-training"
-        ),
     shell:
         "python -m microvae sample --model {input.model:q} --dataset {input.dataset:q} --mode all"
-        " --n {params.n_prior} --n-images {params.n_images} --draws {params.n_draws}"
-        " --sigmas {params.sigmas} --pairs {params.n_pairs} --steps {params.n_steps}"
-        " --seed {params.seed} --calibration-draws {params.calibration} {params.large}"
-        " {params.diffusion_prior} {params.diffusion}"
-        " {params.finish} --out {output.samples:q}"
+        " --params {params.options:q} {params.diffusion_prior} --out {output.samples:q}"
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
         " --latent-map-figure {output.latent_map:q} > {log:q} 2>&1"
@@ -95,10 +77,7 @@ rule export:
     conda:
         "../envs/evaluate.yaml"
     params:
-        formats=" ".join(config["export"]["formats"]),
-        n=config["export"]["n"],
-        real="--real" if config["export"]["real"] else "--no-real",
+        options=section_options("export"),
     shell:
         "python -m microvae export --samples {input.samples:q} --dataset {input.dataset:q}"
-        " --format {params.formats} --n {params.n} {params.real} --out-dir {output:q}"
-        " > {log:q} 2>&1"
+        " --params {params.options:q} --out-dir {output:q} > {log:q} 2>&1"

@@ -17,10 +17,8 @@ if TYPE_CHECKING:
 
     from ..segment import SegmentationParameters
 
-# The figures each stage can write, by the name of their option (``--{name}-figure``); for the
-# sample stage, with the generation mode each shows (None: the encoded test images).
-SAMPLE_FIGURES = {"prior": "prior", "posterior": "posterior", "noise": "noise",
-                  "interpolation": "interpolation", "latent_map": None}
+# The figures each stage can write, by the name of their option (``--{name}-figure``); the
+# sample stage's come with the modes' registry.
 EVALUATION_FIGURES = ("verdict", "curves", "distributions")
 # The formats of the export stage (the command line lists them without importing the stage).
 EXPORT_FORMATS = ("vti", "png", "tif", "npy")

@@ -24,7 +24,7 @@ from ..errors import MicrovaeError
 from ..h5io import load_split, load_training_regions
 from ..model import USED_VARIANCE, reparameterize
 from ..modelfile import load_model, load_prior, save_model, save_prior
-from ..modes import ENCODED_MODES, FITTED_MODES, UNSEEDED_MODES, in_mode_order
+from ..modes import DATA_MODES, SAMPLE_FIGURES, UNSEEDED_MODES, in_mode_order, needs_of
 from ..sample import (
     FIELD_WINDOW,
     SampleConfig,
@@ -51,7 +51,7 @@ from ..samplesfile import (
 from ..tables import read_history, write_csv  # noqa: F401 (read_history: the pair)
 from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
 from ..train import training_state as saved_state
-from . import SAMPLE_FIGURES, describe_morphology, segmentation_morphology
+from . import describe_morphology, segmentation_morphology
 
 log = logging.getLogger("microvae.stages.network")
 
@@ -208,12 +208,11 @@ def check_figures(figures: dict[str, str | os.PathLike], modes: tuple[str, ...])
     for name in figures:
         if name not in SAMPLE_FIGURES:
             raise MicrovaeError(f"unknown figure {name!r}; use {sorted(SAMPLE_FIGURES)}")
-        mode = SAMPLE_FIGURES[name]
-        if mode is not None and mode not in modes:
-            raise MicrovaeError(f"the {name} figure needs --mode {mode} (or all)")
-        if mode is None and not set(modes) & set(ENCODED_MODES):
-            raise MicrovaeError(f"the {name} figure needs the encoded test images: --mode "
-                                "posterior, noise or interpolation (or all)")
+        shown = SAMPLE_FIGURES[name]
+        if not set(modes) & set(shown):
+            what = "the encoded test images: " if name == "latent_map" else ""
+            raise MicrovaeError(f"the {name} figure needs {what}--mode {' or '.join(shown)} "
+                                "(or all)")
 
 
 def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.ndarray | None,
@@ -286,7 +285,8 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
     trained_priors = ("diffusion",) if diffusion_prior is not None else ()
     modes = modes_for(model, trained_priors) if modes is None else tuple(modes)
     check_modes(model, modes, trained_priors)
-    needs_data = [m for m in modes if m in (*ENCODED_MODES, *FITTED_MODES, "field")]
+    needs_data = [m for m in modes if m in DATA_MODES]
+    needs = needs_of(modes)
     if needs_data and dataset is None:
         raise MicrovaeError(f"--mode {' '.join(needs_data)} needs --dataset (real images to "
                             "encode)")
@@ -301,18 +301,19 @@ def sample(model_path: str | os.PathLike, out: str | os.PathLike,
         cfg = replace(cfg, match_training=False)
     if cfg.match_training:
         morphology = segmentation_morphology(dataset)
-    if dataset is not None and (set(modes) & set(FITTED_MODES) or cfg.match_training):
+    if dataset is not None and ("train" in needs or cfg.match_training):
         train_images = load_split(dataset, "train")
         fit_images = evenly_spaced(train_images, max_fit_images)
         training_phase_fraction = float(train_images.mean())
-    if "mixture" in modes:
+    if "val" in needs:
         val_images = evenly_spaced(load_split(dataset, "val"), max_fit_images)
     regions = None
-    if "field" in modes:
+    if "regions" in needs:
         regions = load_training_regions(dataset)
         if regions is None:
             raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
-                                "version): re-run pack for mode field")
+                                f"version): re-run pack for mode "
+                                f"{' '.join(m for m in modes if 'regions' in needs_of([m]))}")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
                       diffusion_cfg.sampling_steps, diffusion_cfg.guidance)
