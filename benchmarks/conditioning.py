@@ -26,7 +26,7 @@ import yaml
 from machine import AVX2_ONLY, REPO, judged, run_workflow, save
 from microvae import plots
 from microvae.atomic import save_figure
-from microvae.stages.statistics import conditioned_sets, evaluate_large
+from microvae.stages.evaluate import conditioned_sets, evaluate_large
 
 TRAINED = (0.15, 0.25, 0.35)
 TARGETS = (0.20, 0.30)

@@ -32,8 +32,8 @@ from microvae.h5io import load_split, load_training_regions, open_h5
 from microvae.ingest import SourceOptions
 from microvae.segment import SegmentationParameters
 from microvae.stages import segmentation_morphology
-from microvae.stages.data import ingest, segment_file, synthesize
-from microvae.stages.statistics import real_set
+from microvae.stages.data import ingest_files, segment_file, synthesize
+from microvae.stages.evaluate import real_set
 from microvae.synthetic import SteelParameters
 
 VOLUMES_PER_DRAW = 3
@@ -50,7 +50,7 @@ def fresh_tiles(source: dict, threshold: float, seeds: list[int], size: int,
         synthesize(SteelParameters.from_options(synthetic), seed, iq, directory / f"p{seed}.tif")
         files.append(str(iq))
     reader = {k: v for k, v in source.items() if k not in ("synthetic", "segmentation")}
-    ingest(files, directory / "ingested.h5", SourceOptions.from_options(reader), size)
+    ingest_files(files, directory / "ingested.h5", SourceOptions.from_options(reader), size)
     options = {**source.get("segmentation", {}), "threshold": threshold}
     segment_file(directory / "ingested.h5", directory / "segmented.h5", directory / "qa.json",
                  SegmentationParameters.from_options(options))

@@ -24,7 +24,7 @@ import yaml
 from gallery import DATA, GALLERY
 
 from machine import AVX2_ONLY, REPO, judged, run_workflow, save
-from microvae.stages.statistics import evaluate_large
+from microvae.stages.evaluate import evaluate_large
 
 
 def config_for(args) -> dict:

@@ -16,7 +16,7 @@ from machine import save
 from microvae.model import VAE
 from microvae.modelfile import save_model
 from microvae.sample import SampleConfig
-from microvae.stages.network import sample
+from microvae.stages.sample import sample_model
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         model_path = Path(tmp) / "model.pt"
         save_model(VAE(args.size, 12), model_path)
         started = time.perf_counter()
-        sample(model_path, Path(tmp) / "samples.h5", None,
+        sample_model(model_path, Path(tmp) / "samples.h5", None,
                        SampleConfig(n_prior=args.n), modes=("prior",))
         seconds = time.perf_counter() - started
     print(f"{args.n} prior samples of {args.size} px (model load, decode, HDF5 write): "

@@ -65,7 +65,7 @@ def build_tiny_dataset(directory: Path, config: dict | None = None) -> Path:
     stage functions (no Snakemake): the same files under ``results/`` as the workflow writes."""
     from microvae.ingest import SourceOptions
     from microvae.segment import SegmentationParameters
-    from microvae.stages.data import ingest, pack_files, segment_file, synthesize
+    from microvae.stages.data import ingest_files, pack_files, segment_file, synthesize
     from microvae.synthetic import SteelParameters
 
     config = config or TINY_CONFIG
@@ -81,7 +81,7 @@ def build_tiny_dataset(directory: Path, config: dict | None = None) -> Path:
         phase.append(results / "raw" / f"volume_{i:03d}_phase.tif")
         synthesize(SteelParameters.from_options(synthetic), seed + i, iq[-1], phase[-1])
     reader = {k: v for k, v in source.items() if k not in ("synthetic", "segmentation")}
-    ingest([str(p) for p in iq], results / "ingested" / f"{name}.h5",
+    ingest_files([str(p) for p in iq], results / "ingested" / f"{name}.h5",
            SourceOptions.from_options(reader), config["image_size"], truth=[str(p) for p in phase])
     segment_file(results / "ingested" / f"{name}.h5", results / "segmented" / f"{name}.h5",
                  results / "segmented" / f"{name}_qa.json",

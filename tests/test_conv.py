@@ -28,9 +28,9 @@ from microvae.sample import (
     modes_for,
 )
 from microvae.stages import real_test_windows
+from microvae.stages.evaluate import evaluate_large
 from microvae.stages.export import export
-from microvae.stages.network import sample
-from microvae.stages.statistics import evaluate_large
+from microvae.stages.sample import sample_model
 from microvae.vti import read_vti, write_vti
 
 CFG = SampleConfig(n_prior=6, n_posterior_images=2, n_draws=2, noise_sigmas=[1.0], n_pairs=2,
@@ -48,7 +48,7 @@ def conv_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def conv_samples(conv_file, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv_samples") / "samples.h5"
-    sample(conv_file, out, tiny_dataset, CFG)
+    sample_model(conv_file, out, tiny_dataset, CFG)
     return out
 
 
@@ -94,7 +94,7 @@ def test_periodic_large_images_tile_the_plane(conv_file, tiny_dataset, tmp_path)
     tiled = decode(model, z.repeat(1, 1, 3, 3))
     assert np.allclose(images, tiled[:, 64:128, 64:128], atol=1e-5)
     assert not np.allclose(images[:, :, :3], decode(model, z)[:, :, :3], atol=1e-5)
-    sample(conv_file, tmp_path / "p.h5", tiny_dataset,
+    sample_model(conv_file, tmp_path / "p.h5", tiny_dataset,
            SampleConfig(n_prior=2, sizes=[64], n_large=2, periodic=True), modes=("field",))
     with h5py.File(tmp_path / "p.h5") as h5:
         assert h5.attrs["periodic"] and h5["large/field_64"].shape == (2, 64, 64)
@@ -150,9 +150,9 @@ def test_evaluate_large_draws_the_baseline_that_the_baselines_stage_fitted(tiny_
     morphology), so evaluate-large draws it at every size instead of fitting it again."""
     from microvae.baselines import fit_field_baseline
     from microvae.stages import segmentation_morphology
-    from microvae.stages.statistics import baselines, read_field_baseline
+    from microvae.stages.evaluate import make_baselines, read_field_baseline
 
-    baselines(tiny_dataset, tmp_path / "baselines.h5", n=16, seed=3, calibration_draws=300)
+    make_baselines(tiny_dataset, tmp_path / "baselines.h5", n=16, seed=3, calibration_draws=300)
     morphology = segmentation_morphology(tiny_dataset)
     stored = read_field_baseline(tmp_path / "baselines.h5", morphology)
     train = load_split(tiny_dataset, "train")

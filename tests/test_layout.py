@@ -55,7 +55,7 @@ GRAPH = imports()
 
 
 def test_the_graph_sees_the_known_imports():
-    assert "train" in GRAPH["stages.network"] and "modelfile" in GRAPH["stages.network"]
+    assert "train" in GRAPH["stages.train"] and "modelfile" in GRAPH["stages.train"]
     assert "config" in GRAPH["train"] and "stages" in GRAPH["cli"]
 
 
@@ -163,3 +163,20 @@ def test_no_stage_module_imports_a_sibling_stage():
     for module in stages:
         siblings = GRAPH[module] & stages
         assert not siblings, f"{module} imports {sorted(siblings)}"
+
+
+def test_one_word_per_stage_group_in_rule_files_stage_modules_and_command_line():
+    """The same stage groups under the same words: workflow/rules/{group}.smk,
+    microvae/stages/{group}.py and the command line's "# --- {group}" headings; and no stage
+    function is named as the science module it calls."""
+    import re
+
+    root = PACKAGE.parents[1]
+    rules = {p.stem for p in (root / "workflow" / "rules").glob("*.smk")} - {"common"}
+    stages = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__"}
+    headings = set(re.findall(r"^# --- (\w+) -+$", (PACKAGE / "cli.py").read_text(), re.M))
+    assert rules == stages == headings
+    for path in (PACKAGE / "stages").glob("*.py"):
+        functions = {node.name for node in ast.parse(path.read_text()).body
+                     if isinstance(node, ast.FunctionDef)}
+        assert not functions & set(SCIENCE), path.name

@@ -13,7 +13,7 @@ from skimage.filters import threshold_otsu
 from conftest import snakemake, write_config
 from microvae.ingest import SourceOptions, read_array
 from microvae.segment import SegmentationParameters
-from microvae.stages.data import ingest, pack_files, segment_file
+from microvae.stages.data import ingest_files, pack_files, segment_file
 
 DATA = Path(__file__).parent / "data"
 FRACTIONS = {"train": 0.75, "val": 0.125, "test": 0.125}
@@ -28,7 +28,7 @@ BINARY = [("bentheimer_slice.npy", {}, 32), ("berea_volume.tif", {"axes": [0]}, 
 
 def run_stages(tmp_path, name, options, size, segmentation=None):
     source = {"name": Path(name).stem, **options}
-    ingest([str(DATA / name)], tmp_path / "i.h5", SourceOptions.from_options(source), size)
+    ingest_files([str(DATA / name)], tmp_path / "i.h5", SourceOptions.from_options(source), size)
     qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json",
                       SegmentationParameters.from_options(segmentation or {}))
     counts = pack_files([str(tmp_path / "s.h5")], tmp_path / "d.h5", FRACTIONS, 0,
@@ -120,7 +120,7 @@ def test_users_own_images_in_the_workflow(tmp_path):
 def test_real_phase_map_in_any_dtype_keeps_its_phase_fraction(tmp_path, dtype, low, high):
     pores = np.load(DATA / "bentheimer_slice.npy") == 1
     np.save(tmp_path / "map.npy", np.where(pores, high, low).astype(dtype))
-    ingest([str(tmp_path / "map.npy")], tmp_path / "i.h5", SourceOptions(name="map"), 32)
+    ingest_files([str(tmp_path / "map.npy")], tmp_path / "i.h5", SourceOptions(name="map"), 32)
     qa = segment_file(tmp_path / "i.h5", tmp_path / "s.h5", tmp_path / "qa.json",
                       SegmentationParameters())
     pack_files([str(tmp_path / "s.h5")], tmp_path / "d.h5", FRACTIONS, 0)

@@ -19,7 +19,7 @@ from microvae.sample import (
     interpolation,
     latent_manifold,
 )
-from microvae.stages.network import sample
+from microvae.stages.sample import sample_model
 
 CFG = SampleConfig(n_prior=10, n_posterior_images=3, n_draws=4, noise_sigmas=[0.5, 2.0],
                    n_pairs=2, n_steps=5, seed=11, calibration_draws=1000)
@@ -35,7 +35,7 @@ def model_file(tmp_path_factory):
 
 def test_groups_shapes_dtypes_attributes(model_file, tiny_dataset, tmp_path):
     out = tmp_path / "s.h5"
-    sample(model_file, out, tiny_dataset, CFG)
+    sample_model(model_file, out, tiny_dataset, CFG)
     with h5py.File(out) as h5:
         assert h5["prior"].shape == (10, 16, 16) and h5["prior"].dtype == np.float16
         assert h5["aggregate"].shape == (10, 16, 16) and h5["aggregate"].dtype == np.float16
@@ -57,8 +57,8 @@ def test_groups_shapes_dtypes_attributes(model_file, tiny_dataset, tmp_path):
 
 
 def test_same_seed_same_file(model_file, tiny_dataset, tmp_path):
-    sample(model_file, tmp_path / "a.h5", tiny_dataset, CFG)
-    sample(model_file, tmp_path / "b.h5", tiny_dataset, CFG)
+    sample_model(model_file, tmp_path / "a.h5", tiny_dataset, CFG)
+    sample_model(model_file, tmp_path / "b.h5", tiny_dataset, CFG)
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         names = []
         a.visit(names.append)
@@ -311,7 +311,7 @@ def test_latent_manifold_decodes_the_grid():
 def test_every_figure_is_written_where_asked(model_file, tiny_dataset, tmp_path):
     names = ("prior", "posterior", "noise", "interpolation", "latent_map")
     figures = {name: tmp_path / f"renamed_{name}.png" for name in names}
-    sample(model_file, tmp_path / "s.h5", tiny_dataset, CFG, figures=figures)
+    sample_model(model_file, tmp_path / "s.h5", tiny_dataset, CFG, figures=figures)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in figures.values())
 
 
@@ -323,7 +323,7 @@ def test_every_figure_is_written_where_asked(model_file, tiny_dataset, tmp_path)
 def test_figure_of_a_mode_not_generated_is_refused(model_file, tiny_dataset, tmp_path, modes,
                                                    figure, message):
     with pytest.raises(MicrovaeError, match=message):
-        sample(model_file, tmp_path / "s.h5", tiny_dataset, CFG, modes,
+        sample_model(model_file, tmp_path / "s.h5", tiny_dataset, CFG, modes,
                figures={figure: tmp_path / "f.png"})
     assert not (tmp_path / "s.h5").exists()
 
@@ -377,9 +377,9 @@ def test_sample_stage_finishes_every_set_and_keeps_its_probabilities(model_file,
 
     train_fraction = float(load_split(tiny_dataset, "train").mean())
     finished = tmp_path / "finished.h5"
-    sample(model_file, finished, tiny_dataset, CFG, ("prior", "aggregate", "posterior"))
+    sample_model(model_file, finished, tiny_dataset, CFG, ("prior", "aggregate", "posterior"))
     raw = tmp_path / "raw.h5"
-    sample(model_file, raw, tiny_dataset, SampleConfig(n_prior=10, match_training=False),
+    sample_model(model_file, raw, tiny_dataset, SampleConfig(n_prior=10, match_training=False),
            ("aggregate",))
     with h5py.File(finished) as h5:
         for key in ("prior", "aggregate", "posterior", "reconstruction"):
@@ -414,13 +414,13 @@ def test_the_finishing_does_not_depend_on_how_many_images_are_asked_for(model_fi
     thresholds = []
     for n in (1, 40):
         out = tmp_path / f"n{n}.h5"
-        sample(model_file, out, tiny_dataset, SampleConfig(n_prior=n, calibration_draws=1000),
+        sample_model(model_file, out, tiny_dataset, SampleConfig(n_prior=n, calibration_draws=1000),
                ("prior",))
         with h5py.File(out) as h5:
             thresholds.append(float(h5["finish/prior/threshold"][()]))
     assert thresholds[0] == thresholds[1]
     raw = tmp_path / "raw.h5"
-    sample(model_file, raw, tiny_dataset, SampleConfig(n_prior=40, match_training=False),
+    sample_model(model_file, raw, tiny_dataset, SampleConfig(n_prior=40, match_training=False),
            ("prior",))
     with h5py.File(raw) as h5, h5py.File(tmp_path / "n40.h5") as finished:
         np.testing.assert_array_equal(h5["prior"][()], finished["prior"][()])

@@ -11,7 +11,8 @@ import torch
 
 from conftest import REPO
 from microvae.errors import MicrovaeError
-from microvae.stages.network import read_history, train
+from microvae.stages.train import train_model
+from microvae.tables import read_history
 from microvae.train import TrainConfig, kl_weight_at
 
 SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3}
@@ -19,7 +20,7 @@ SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3}
 
 def run_training(dataset, out, **changes):
     cfg = TrainConfig(**{**SETTINGS, **changes})
-    return train(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
+    return train_model(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
                  out / "loss.png", threads=1)
 
 
@@ -48,7 +49,7 @@ def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
     run_training(tiny_dataset, tmp_path / "full")
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "resumed"
-    train(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv", threads=1,
+    train_model(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv", threads=1,
           stop_after_epoch=2)
     assert not (out / "model.pt").exists()
     run_training(tiny_dataset, out)
@@ -100,10 +101,10 @@ def test_resume_after_sigkill(tiny_dataset, tmp_path):
 def test_checkpoint_of_other_settings_is_not_resumed(tiny_dataset, tmp_path):
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "x"
-    train(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", threads=1,
+    train_model(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", threads=1,
           stop_after_epoch=1)
     other = TrainConfig(**{**SETTINGS, "learning_rate": 0.01, "epochs": 1})
-    training = train(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv", threads=1)
+    training = train_model(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv", threads=1)
     assert len(training.history) == 1  # started over: one fresh epoch, not a resumed one
 
 

@@ -122,7 +122,7 @@ def section_options(args: argparse.Namespace, section: str,
     return options
 
 
-# --- data stages -------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------
 
 def synthesize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=_json, required=True,
@@ -150,11 +150,11 @@ def ingest_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_ingest(args: argparse.Namespace) -> None:
     from .ingest import SourceOptions
-    from .stages.data import ingest
+    from .stages.data import ingest_files
 
     name = args.source.get("name") if isinstance(args.source, dict) else None
     source = SourceOptions.from_options(args.source, key=f"sources[{name}]")
-    n = ingest(args.files, args.out, source, args.image_size, truth=args.truth)
+    n = ingest_files(args.files, args.out, source, args.image_size, truth=args.truth)
     log.info("ingested %d tiles of %dx%d px into %s", n, args.image_size, args.image_size,
              args.out)
 
@@ -194,7 +194,7 @@ def run_pack(args: argparse.Namespace) -> None:
     log.info("packed %s: %s", args.out, counts)
 
 
-# --- network stages ----------------------------------------------------------------------------
+# --- train ------------------------------------------------------------------------------------
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
     from .config import section_schema
@@ -216,10 +216,10 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from .stages.network import train
+    from .stages.train import train_model
     from .train import TrainConfig
 
-    train(args.dataset, args.latent, TrainConfig.from_options(args.params), args.checkpoint_dir,
+    train_model(args.dataset, args.latent, TrainConfig.from_options(args.params), args.checkpoint_dir,
           args.model, args.history, args.loss_figure, threads=args.threads,
           stop_after_epoch=args.stop_after_epoch)
 
@@ -239,11 +239,13 @@ def train_prior_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train_prior(args: argparse.Namespace) -> None:
     from .diffusion import DiffusionConfig
-    from .stages.network import train_prior
+    from .stages.train import train_prior
 
     train_prior(args.model, args.dataset, DiffusionConfig.from_options(args.params), args.out,
                 args.loss_figure, threads=args.threads)
 
+
+# --- sample -----------------------------------------------------------------------------------
 
 SAMPLE_MODES = list(COMMAND_LINE_MODES)
 # The old spellings of the sample and export flags, kept so that scripts keep working.
@@ -283,18 +285,18 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 def run_sample(args: argparse.Namespace) -> None:
     from .modes import DIFFUSION_SAMPLING_KEYS
     from .sample import SampleConfig
-    from .stages.network import sample
+    from .stages.sample import sample_model
 
     modes = None if "all" in args.mode else tuple(dict.fromkeys(args.mode))
     options = section_options(args, "sample", extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
     diffusion = {k: options.pop(k) for k in DIFFUSION_SAMPLING_KEYS if k in options}
-    sample(args.model, args.out, args.dataset, SampleConfig.from_options(options), modes,
+    sample_model(args.model, args.out, args.dataset, SampleConfig.from_options(options), modes,
            split=args.split, figures=_figures(args, SAMPLE_FIGURES),
            export_dir=args.export_dir, export_format=args.export_format,
            diffusion_path=args.diffusion, diffusion_options=diffusion)
 
 
-# --- statistics stages -------------------------------------------------------------------------
+# --- evaluate ---------------------------------------------------------------------------------
 
 def baselines_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="packed data set (the baselines are fitted "
@@ -312,14 +314,14 @@ def baselines_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_baselines(args: argparse.Namespace) -> None:
-    from .stages.statistics import baselines
+    from .stages.evaluate import make_baselines
 
     default = {**schema_defaults("sample"), **schema_defaults("evaluate")}
 
     def given(value, key):
         return default[key] if value is None else value
 
-    baselines(args.dataset, args.out, args.figure, n=given(args.n, "n_prior"),
+    make_baselines(args.dataset, args.out, args.figure, n=given(args.n, "n_prior"),
               seed=given(args.seed, "seed"),
               calibration_draws=given(args.calibration_draws, "calibration_draws"))
 
@@ -346,9 +348,9 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from .stages.statistics import evaluate
+    from .stages.evaluate import evaluate_samples
 
-    evaluate(args.samples, args.dataset, args.baselines, args.metrics, args.curves,
+    evaluate_samples(args.samples, args.dataset, args.baselines, args.metrics, args.curves,
              _figures(args, EVALUATION_FIGURES), seed=evaluation_seed(args), latent=args.latent)
 
 
@@ -370,7 +372,7 @@ def score_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_score(args: argparse.Namespace) -> None:
-    from .stages.statistics import score
+    from .stages.evaluate import score
 
     score(args.generated, args.dataset, args.out_dir, args.baselines, args.phase,
           args.threshold, evaluation_seed(args))
@@ -393,12 +395,35 @@ def evaluate_large_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate_large(args: argparse.Namespace) -> None:
-    from .stages.statistics import evaluate_large
+    from .stages.evaluate import evaluate_large
 
     evaluate_large(args.samples, args.dataset, args.metrics, args.figure,
                    seed=evaluation_seed(args),
                    latent=args.latent, split=args.split, baselines_path=args.baselines)
 
+
+def summarize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each latent size")
+    p.add_argument("--histories", nargs="+", required=True,
+                   help="history.csv of each latent size, same order as --metrics")
+    p.add_argument("--latents", type=int, nargs="+", required=True, help="latent sizes, same order")
+    p.add_argument("--table", required=True, help="output: summary.csv")
+    p.add_argument("--comparison-figure", required=True, help="output: latent-size comparison .png")
+    p.add_argument("--loss-figure", required=True, help="output: loss curves of all sizes .png")
+    p.add_argument("--large-metrics", nargs="*", default=[],
+                   help="metrics.json of the large images (evaluate-large), rows of their own")
+
+
+def run_summarize(args: argparse.Namespace) -> None:
+    from .stages.evaluate import summarize
+
+    if not len(args.metrics) == len(args.histories) == len(args.latents):
+        raise MicrovaeError("summarize: --metrics, --histories and --latents differ in length")
+    summarize(args.metrics, dict(zip(args.latents, args.histories)), args.table,
+              args.comparison_figure, args.loss_figure, args.large_metrics)
+
+
+# --- export -----------------------------------------------------------------------------------
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="samples HDF5 from the sample stage")
@@ -422,27 +447,6 @@ def run_export(args: argparse.Namespace) -> None:
     real = options["real"] if "real" in given else bool(options["real"] and args.dataset)
     export(args.samples, args.out_dir, tuple(dict.fromkeys(options["formats"])), options["n"],
            args.dataset, real, args.pixel_size, args.pixel_unit)
-
-
-def summarize_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each latent size")
-    p.add_argument("--histories", nargs="+", required=True,
-                   help="history.csv of each latent size, same order as --metrics")
-    p.add_argument("--latents", type=int, nargs="+", required=True, help="latent sizes, same order")
-    p.add_argument("--table", required=True, help="output: summary.csv")
-    p.add_argument("--comparison-figure", required=True, help="output: latent-size comparison .png")
-    p.add_argument("--loss-figure", required=True, help="output: loss curves of all sizes .png")
-    p.add_argument("--large-metrics", nargs="*", default=[],
-                   help="metrics.json of the large images (evaluate-large), rows of their own")
-
-
-def run_summarize(args: argparse.Namespace) -> None:
-    from .stages.statistics import summarize
-
-    if not len(args.metrics) == len(args.histories) == len(args.latents):
-        raise MicrovaeError("summarize: --metrics, --histories and --latents differ in length")
-    summarize(args.metrics, dict(zip(args.latents, args.histories)), args.table,
-              args.comparison_figure, args.loss_figure, args.large_metrics)
 
 
 @dataclass(frozen=True)

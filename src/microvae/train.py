@@ -1,7 +1,7 @@
 """Training of one VAE on arrays: Adam on random crops of the training regions (or on the fixed
 tiles), validation every epoch, best-epoch weights, early stopping, resumable state, a guard
 against divergence, and detection of and recovery from posterior collapse and a decoder stuck
-at the mean image. No file I/O here: the network stage (:mod:`microvae.stages.network`) loads
+at the mean image. No file I/O here: the train stage (:mod:`microvae.stages.train`) loads
 the data, keeps the checkpoint and writes the outputs.
 
 The run is split into :func:`prepare` (data, network, optimizer, fingerprint), :func:`resume`

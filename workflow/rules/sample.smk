@@ -1,5 +1,5 @@
-# Generation per latent size: prior, aggregate and mixture (Table 1) or field (conv), posterior
-# (eq. 1), latent noise, interpolation; conv models also at sample.sizes.
+# Generation per latent size: prior, aggregate and mixture (Table 1) or field and diffusion
+# (conv), posterior (eq. 1), latent noise, interpolation; conv models also at sample.sizes.
 
 
 rule sample:
@@ -62,22 +62,3 @@ rule sample:
         " --prior-figure {output.prior:q} --posterior-figure {output.posterior:q}"
         " --noise-figure {output.noise:q} --interpolation-figure {output.interpolation:q}"
         " --latent-map-figure {output.latent_map:q} > {log:q} 2>&1"
-
-
-rule export:
-    input:
-        samples="results/samples/latent_{latent}/samples.h5",
-        dataset="results/dataset/dataset.h5",
-    output:
-        directory("results/export/latent_{latent}"),
-    log:
-        "results/logs/export/latent_{latent}.log",
-    benchmark:
-        "results/benchmarks/export/latent_{latent}.tsv"
-    conda:
-        "../envs/evaluate.yaml"
-    params:
-        options=section_options("export"),
-    shell:
-        "python -m microvae export --samples {input.samples:q} --dataset {input.dataset:q}"
-        " --params {params.options:q} --out-dir {output:q} > {log:q} 2>&1"

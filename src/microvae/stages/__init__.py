@@ -1,10 +1,17 @@
 """The stage layer: one function per pipeline stage, taking its input paths, its output paths
 and a typed parameter object, and doing all the file and figure I/O around the science.
 
+One word per stage group, the same in the rule files (``workflow/rules/{group}.smk``), the
+stage modules and the command line's headings:
+
 * :mod:`.data`: synthesize, ingest, segment, pack
-* :mod:`.network`: train, sample
-* :mod:`.statistics`: baselines, evaluate, evaluate_large, score, summarize
+* :mod:`.train`: train, train_prior
+* :mod:`.sample`: sample
+* :mod:`.evaluate`: baselines, evaluate, evaluate_large, score, summarize
 * :mod:`.export`: phase maps as VTK image data (.vti), PNG, TIFF, NPY
+
+Stage functions are named by what they do to what (``train_model``, ``sample_model``,
+``evaluate_samples``, ``ingest_files``), never as the science module they call.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def synthesize(params: SteelParameters, seed: int, iq_path: str | os.PathLike,
                              metadata={"axes": "ZYX"})
 
 
-def ingest(files: Sequence[str], out: str | os.PathLike, source: SourceOptions,
+def ingest_files(files: Sequence[str], out: str | os.PathLike, source: SourceOptions,
            image_size: int, truth: Sequence[str] | None = None) -> int:
     """Tile the files of one source into ``out``; return the tile count."""
     if not files:

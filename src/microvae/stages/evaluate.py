@@ -68,7 +68,7 @@ from . import (
     segmentation_morphology,
 )
 
-log = logging.getLogger("microvae.stages.statistics")
+log = logging.getLogger("microvae.stages.evaluate")
 
 # Images of each set whose nearest training window is searched (the novelty statistics).
 NOVELTY_IMAGES = 128
@@ -149,7 +149,7 @@ def heldout_split(dataset: str | os.PathLike, reference: str) -> str | None:
 
 # --- the baselines ---------------------------------------------------------------------------
 
-def baselines(dataset: str | os.PathLike, out: str | os.PathLike,
+def make_baselines(dataset: str | os.PathLike, out: str | os.PathLike,
               figure: str | os.PathLike | None = None, n: int = BASELINE_IMAGES,
               seed: int = 0, calibration_draws: int = CALIBRATION_DRAWS) -> dict[str, Any]:
     """``baselines.h5``: the baselines (:mod:`microvae.baselines`) fitted on the train split,
@@ -358,7 +358,7 @@ def rank_unseeded(metrics: dict[str, Any], names: list[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def evaluate(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
+def evaluate_samples(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
              baselines_path: str | os.PathLike, metrics_out: str | os.PathLike,
              curves_out: str | os.PathLike,
              figures: dict[str, str | os.PathLike] | None = None, seed: int = 0,
@@ -735,7 +735,7 @@ def score(generated_paths: list[str], dataset_path: str | os.PathLike,
     else:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        baselines(dataset_path, out / "baselines.h5", seed=seed)
+        make_baselines(dataset_path, out / "baselines.h5", seed=seed)
         baseline_images, stored_best = read_baselines(out / "baselines.h5", size)
     sets = {name: ScoredSet(Features.of(maps), "generator") for name, maps in generated.items()}
     sets.update(baseline_sets(baseline_images))

@@ -1,0 +1,154 @@
+"""The train stage: the VAE (rule train) and the diffusion prior after it (rule train_prior).
+Each reads its inputs, calls the science of :mod:`microvae.train` and :mod:`microvae.diffusion`,
+and writes every output it is given (atomically): model, history, prior, figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..atomic import atomic_path, save_figure
+from ..device import select_runtime
+from ..diffusion import DiffusionConfig, condition_maps, fit_diffusion
+from ..errors import MicrovaeError
+from ..h5io import load_split, load_training_regions
+from ..model import USED_VARIANCE, reparameterize
+from ..modelfile import load_model, save_model, save_prior
+from ..sample import (
+    FIELD_WINDOW,
+    encode,
+    field_windows,
+)
+from ..tables import write_csv
+from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
+from ..train import training_state as saved_state
+
+log = logging.getLogger("microvae.stages.train")
+
+
+
+class Checkpoint:
+    """Resumable training state kept beside (not among) the declared outputs."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.path = self.directory / "checkpoint.pt"
+
+    def save(self, training: Training) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(saved_state(training), tmp)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a checkpoint is a cache: a bad one means starting over
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
+            return None
+
+
+def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    write_csv(path, history, HISTORY_COLUMNS)
+
+
+def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
+          checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
+          history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
+          threads: int | None = None, stop_after_epoch: int | None = None) -> Training:
+    """Train one VAE on the data set's train split, validating on its val split.
+
+    Writes the best epoch's model (by validation loss), ``history.csv`` and the loss figure.
+    A checkpoint after every epoch in ``checkpoint_dir`` lets a killed run continue;
+    ``stop_after_epoch`` ends the run early without writing the outputs (tests).
+    """
+    runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, threads)
+    regions = load_training_regions(dataset) if cfg.crops else None
+    training = prepare(load_split(dataset, "train"), load_split(dataset, "val"), latent_size, cfg,
+                       runtime, *(regions or (None, None)))
+    checkpoint = Checkpoint(checkpoint_dir)
+    if resume(training, checkpoint.load()):
+        log.info("resuming from %s after epoch %d", checkpoint.path, training.epoch)
+    fit(training, on_epoch=checkpoint.save, stop_after_epoch=stop_after_epoch)
+    if training.stop_reason is None:
+        return training
+    save_model(best_model(training), model_out, extra={
+        "best_epoch": training.best_state_epoch,
+        "best_val_loss": training.history[training.best_state_epoch - 1]["val_loss"],
+        "epochs": training.epoch, "steps": training.steps, "restarts": training.restarts,
+        "stop_reason": training.stop_reason, "train": json.dumps(asdict(cfg), sort_keys=True),
+        "dataset": str(dataset), "data_fingerprint": training.fingerprint})
+    write_history(training.history, history_out)
+    if loss_figure is not None:
+        save_figure(plots.loss_curves({latent_size: training.history}), loss_figure)
+    log.info("latent %d: best epoch %d (val loss %.2f) saved to %s", latent_size,
+             training.best_state_epoch,
+             training.history[training.best_state_epoch - 1]["val_loss"], model_out)
+    return training
+
+
+def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
+                cfg: DiffusionConfig, out: str | os.PathLike,
+                loss_figure: str | os.PathLike | None = None, threads: int | None = None):
+    """Train the diffusion prior of a conv model on one posterior draw of the latent grid of
+    each of ``cfg.windows`` random training windows (the largest that fit, up to 256 px), with
+    the windows' local phase fractions as conditions; write it and its loss figure."""
+    cfg.check()
+    if threads:
+        torch.set_num_threads(threads)
+    model, payload = load_model(model_path)
+    if not model.spatial:
+        raise MicrovaeError(f"{model_path}: a table1 model (a latent vector); the diffusion "
+                            "prior models the latent grids of a conv model "
+                            "(model.architecture: conv)")
+    regions = load_training_regions(dataset)
+    if regions is None:
+        raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
+                            "version): re-run pack")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    crop_px = 8 * cfg.crop_cells
+    windows = field_windows(*regions, cfg.windows, generator, largest=max(FIELD_WINDOW, crop_px))
+    if windows.shape[-1] < crop_px:
+        raise MicrovaeError(f"diffusion.crop_cells: {cfg.crop_cells} cells ({crop_px} px) do not "
+                            f"fit in the training regions (the largest window is "
+                            f"{windows.shape[-1]} px); lower it")
+    z_mean, z_log_var = encode(model, windows, batch_size=max(1, 250 * 32 * 32 // windows[0].size))
+    grids = reparameterize(z_mean, z_log_var, torch.randn(z_mean.shape, generator=generator))
+    conditions = torch.from_numpy(condition_maps(windows))
+    log.info("diffusion prior of %s: %d windows of %d px (latent grids %s), local phase "
+             "fraction %.3f-%.3f (1st-99th percentile)", model_path, len(windows),
+             windows.shape[-1], tuple(grids.shape[1:]), *np.quantile(conditions, [0.01, 0.99]))
+    active = z_mean.var((0, 2, 3)) > USED_VARIANCE
+    if not active.any():
+        log.warning("%s: the encoder uses none of its latent channels (every code is "
+                    "the prior's): the diffusion prior models all of them and has little to "
+                    "learn; train the VAE longer or lower model.kl_weight", model_path)
+        active = torch.ones_like(active)
+    log.info("the encoder uses %d of %d latent channels (z_mean variance above %g: %s); the "
+             "others are drawn i.i.d. from their own mean and spread, as the decoder saw them",
+             int(active.sum()), len(active), USED_VARIANCE,
+             ", ".join(f"{v:.3f}" for v in z_mean.var((0, 2, 3)).tolist()))
+    prior = fit_diffusion(grids, conditions, cfg, float(windows.mean()), active, log=log.info)
+    summary = prior.describe()
+    save_prior(prior, out, extra={
+        "model": str(model_path), "dataset": str(dataset),
+        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
+        "diffusion": json.dumps(asdict(cfg), sort_keys=True), "windows": len(windows),
+        "window_px": int(windows.shape[-1])})
+    if loss_figure is not None:
+        save_figure(plots.diffusion_loss(prior.history, title=f"diffusion prior, latent "
+                                         f"{model.latent_size}"), loss_figure)
+    log.info("diffusion prior: %d steps in %.1f min, final loss %.4f, written to %s",
+             summary["steps"], summary["minutes"], summary["final_loss"], out)
+    return prior
+
+
