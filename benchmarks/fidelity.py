@@ -65,9 +65,12 @@ def main() -> None:
                         help="changes to gallery.REAL_TRAINING (JSON)")
     parser.add_argument("--model", type=json.loads, default={},
                         help="model keys (JSON), e.g. {\"init\": \"torch\"}")
+    parser.add_argument("--defaults", action="store_true",
+                        help="no train section at all (the schema's defaults, as a user who adds "
+                             "only a source), instead of gallery.REAL_TRAINING")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
-    train = {**REAL_TRAINING, **args.train}
+    train = dict(args.train) if args.defaults else {**REAL_TRAINING, **args.train}
     results: dict[str, dict] = {}
     for name in args.only:
         per_seed = {seed: measure(name, args.latent_sizes, seed, train, args.model,

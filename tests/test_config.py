@@ -186,3 +186,30 @@ def test_config_readme_documents_every_key_of_the_schema():
                if not any(form in text for form in (f"`{name}`", f"`{full}`", f"{name}`",
                                                     f"`{name}."))]
     assert not missing, missing
+
+
+def test_config_readme_states_the_schemas_defaults():
+    """The default column of each section's table in config/README.md starts with the schema's
+    default (a drifted default fails here)."""
+    import re
+
+    text = (REPO / "config" / "README.md").read_text()
+    checked = 0
+    for section in ("split", "model", "train", "sample", "diffusion", "export", "evaluate"):
+        body = text.split(f"## `{section}`\n", 1)[1].split("\n## ", 1)[0]
+        properties = schema()["properties"][section]["properties"]
+        for row in re.findall(r"^\| `(\w+)` \|.*\| ([^|]*) \|$", body, re.M):
+            key, documented = row
+            if key not in properties or "default" not in properties[key]:
+                continue
+            default = properties[key]["default"]
+            first = documented.strip().split(" (")[0].strip("`").replace(" ", "")
+            if isinstance(default, list):
+                expected = "[" + ",".join(str(v) for v in default) + "]"
+            elif default is None or isinstance(default, bool):
+                expected = {None: "null", True: "true", False: "false"}[default]
+            else:
+                expected = default
+            assert first == str(expected), (section, key, documented, default)
+            checked += 1
+    assert checked >= 40, checked

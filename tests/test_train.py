@@ -15,7 +15,10 @@ from microvae.stages.train import train_model
 from microvae.tables import read_history
 from microvae.train import TrainConfig, kl_weight_at
 
-SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3}
+# epochs of one pass over the tiny data set, no step or time limit (the defaults' are sized for
+# real micrographs)
+SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3, "steps_per_epoch": None, "max_steps": None,
+            "max_minutes": None, "patience": 5, "max_val_images": None}
 
 
 def run_training(dataset, out, **changes):
@@ -323,3 +326,50 @@ def test_a_restart_at_the_last_epoch_still_saves_a_model(tiny_dataset, tmp_path,
     assert payload["extra"]["best_epoch"] == training.best_state_epoch <= 2
     assert math.isfinite(payload["extra"]["best_val_loss"])
     assert "before the new network was validated" in caplog.text
+
+
+def test_feature_size_is_the_mean_chord_of_each_phase():
+    import numpy as np
+
+    from microvae.descriptors import feature_size
+
+    stripes = np.zeros((2, 24, 24), np.uint8)
+    stripes[:, :, 3:6] = 1  # vertical stripes of 3 px of phase 1 ...
+    stripes[:, :, 12:14] = 1  # ... and 2 px: inner chords along x only
+    sizes = feature_size(stripes)
+    assert sizes[1] == pytest.approx(2.5)
+    assert sizes[0] == pytest.approx(6.0)  # the inner run of phase 0 between them (6:12)
+    assert np.isnan(feature_size(np.ones((1, 8, 8), np.uint8))[0])
+
+
+@pytest.mark.parametrize("architecture,latent,ratio,expected", [
+    ("table1", 64, 0.63, "use the conv model"),
+    ("conv", 32, 0.63, "more latent channels"),
+    ("table1", 64, 0.09, None),
+    ("table1", 2, 0.70, None),  # the bottleneck itself: the paper's small latent sizes
+])
+def test_capacity_advice_names_the_fix_only_where_the_model_cannot_hold_the_data(
+        architecture, latent, ratio, expected):
+    from microvae.train import capacity_advice
+
+    advice = capacity_advice(architecture, latent, 32, {0: 9.0, 1: 3.0}, ratio)
+    if expected is None:
+        assert advice is None
+    else:
+        assert expected in advice and "3.0 px" in advice and "10.7 across" in advice
+
+
+def test_scale_advice_flags_tiles_smaller_than_the_features_and_specks():
+    from microvae.train import scale_advice
+
+    assert scale_advice(32, {0: 9.0, 1: 6.0}) is None
+    assert "raise image_size" in scale_advice(32, {0: float("nan"), 1: 6.0})
+    assert "pixel size" in scale_advice(32, {0: 9.0, 1: 1.2})
+
+
+def test_training_logs_the_feature_size_and_the_capacity_advice(tiny_dataset, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="microvae"):
+        run_training(tiny_dataset, tmp_path, epochs=1)
+    assert "feature size of the train split: mean chord" in caplog.text

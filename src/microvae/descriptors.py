@@ -155,6 +155,17 @@ def chord_lengths(images: np.ndarray, phase: int, axis: str, with_owner: bool = 
     return lengths[keep], owner
 
 
+def feature_size(images: np.ndarray) -> dict[int, float]:
+    """The structure's feature size: the mean chord length (px) of each phase (0 and 1), pooled
+    over x and y; chords that touch the image border are left out, so features larger than
+    the images are not measured (nan where a phase has no inner chord)."""
+    sizes = {}
+    for phase in (0, 1):
+        chords = np.concatenate([chord_lengths(images, phase, axis) for axis in ("x", "y")])
+        sizes[phase] = float(chords.mean()) if len(chords) else float("nan")
+    return sizes
+
+
 def specific_perimeter(images: np.ndarray) -> np.ndarray:
     """Interface length per unit area (1/px) of each image, by Crofton's formula from the
     phase changes along x and y: L_A = (pi / 2) * mean(P_L,x, P_L,y), where P_L is the number

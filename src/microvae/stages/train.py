@@ -17,6 +17,8 @@ import torch
 
 from .. import plots
 from ..atomic import atomic_path, save_figure
+from ..dataset import evenly_spaced
+from ..descriptors import feature_size
 from ..device import select_runtime
 from ..diffusion import DiffusionConfig, condition_maps, fit_diffusion
 from ..errors import MicrovaeError
@@ -29,10 +31,22 @@ from ..sample import (
     field_windows,
 )
 from ..tables import write_csv
-from ..train import HISTORY_COLUMNS, TrainConfig, Training, best_model, fit, prepare, resume
+from ..train import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    Training,
+    best_model,
+    capacity_advice,
+    fit,
+    prepare,
+    resume,
+    scale_advice,
+)
 from ..train import training_state as saved_state
 
 log = logging.getLogger("microvae.stages.train")
+# The feature size is measured on at most this many evenly spaced training tiles.
+FEATURE_TILES = 2000
 
 
 
@@ -73,7 +87,15 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
     """
     runtime = select_runtime(cfg.device, cfg.precision, cfg.channels_last, threads)
     regions = load_training_regions(dataset) if cfg.crops else None
-    training = prepare(load_split(dataset, "train"), load_split(dataset, "val"), latent_size, cfg,
+    train_images = load_split(dataset, "train")
+    tile = train_images.shape[-1]
+    features = feature_size(evenly_spaced(train_images, FEATURE_TILES))
+    log.info("feature size of the train split: mean chord %.1f px (phase 0), %.1f px (phase 1), "
+             "in %d px tiles", features[0], features[1], tile)
+    advice = scale_advice(tile, features)
+    if advice:
+        log.warning("%s: %s", dataset, advice)
+    training = prepare(train_images, load_split(dataset, "val"), latent_size, cfg,
                        runtime, *(regions or (None, None)))
     checkpoint = Checkpoint(checkpoint_dir)
     if resume(training, checkpoint.load()):
@@ -88,6 +110,11 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
         "stop_reason": training.stop_reason, "train": json.dumps(asdict(cfg), sort_keys=True),
         "dataset": str(dataset), "data_fingerprint": training.fingerprint})
     write_history(training.history, history_out)
+    best = training.history[training.best_state_epoch - 1]
+    advice = capacity_advice(cfg.architecture, latent_size, tile, features,
+                             float(best["bce_over_mean_image"]))
+    if advice:
+        log.warning("%s", advice)
     if loss_figure is not None:
         save_figure(plots.loss_curves({latent_size: training.history}), loss_figure)
     log.info("latent %d: best epoch %d (val loss %.2f) saved to %s", latent_size,
