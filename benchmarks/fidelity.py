@@ -30,9 +30,10 @@ def history(directory, latent: int) -> list[dict[str, str]]:
 
 
 def measure(name: str, latent_sizes: list[int], seed: int, train: dict, model: dict,
-            tag: str, cores: int) -> dict[int, dict]:
+            tag: str, cores: int, extra: dict | None = None) -> dict[int, dict]:
     directory = REPO / "runs" / "fidelity" / tag / name / f"seed{seed}"
-    results_dir = run(name, {**train, "seed": seed}, cores, tuple(latent_sizes), directory, model)
+    results_dir = run(name, {**train, "seed": seed}, cores, tuple(latent_sizes), directory, model,
+                      extra)
     results = {}
     for latent in latent_sizes:
         metrics = json.loads((results_dir / "evaluation" / f"latent_{latent}" /
@@ -68,13 +69,17 @@ def main() -> None:
     parser.add_argument("--defaults", action="store_true",
                         help="no train section at all (the schema's defaults, as a user who adds "
                              "only a source), instead of gallery.REAL_TRAINING")
+    parser.add_argument("--set", type=json.loads, default={},
+                        help="other top-level config keys (JSON), e.g. "
+                             "{\"diffusion\": {\"enabled\": false}}")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     train = dict(args.train) if args.defaults else {**REAL_TRAINING, **args.train}
     results: dict[str, dict] = {}
     for name in args.only:
         per_seed = {seed: measure(name, args.latent_sizes, seed, train, args.model,
-                                  args.tag or "default", args.cores) for seed in args.seeds}
+                                  args.tag or "default", args.cores, args.set)
+                    for seed in args.seeds}
         results[name] = {}
         for latent in args.latent_sizes:
             runs = [per_seed[seed][latent] for seed in args.seeds]
@@ -96,7 +101,8 @@ def main() -> None:
                           f"novelty {b.get('novelty_fraction_closer', float('nan')):.2f}",
                           flush=True)
     suffix = f"_{args.tag}" if args.tag else ""
-    save(f"fidelity{suffix}", {"train": train, "model": args.model, "results": results})
+    save(f"fidelity{suffix}", {"train": train, "model": args.model, "set": args.set,
+                               "results": results})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ FRACTIONS = {"train": 0.75, "val": 0.125, "test": 0.125}
 # them (the QA warns, see below), so its source turns the opening off.
 GREY = [("sem_nanoporous_gold.png", {"crop": {"bottom": 77}}, 32, {}),
         ("optical_aluminum.png", {}, 16, {"opening_radius": 0})]
-BINARY = [("bentheimer_slice.npy", {}, 32), ("berea_volume.tif", {"axes": [0]}, 32)]
+BINARY = [("bentheimer_slice.npy", {}, 32), ("berea_volume.tif", {"axes": [0]}, 32),
+          ("bentheimer_fine.npy", {}, 32)]
 
 
 def run_stages(tmp_path, name, options, size, segmentation=None):
@@ -129,3 +130,14 @@ def test_real_phase_map_in_any_dtype_keeps_its_phase_fraction(tmp_path, dtype, l
         for split in FRACTIONS:
             for tile, (_, y, x) in zip(h5[split][()], h5[f"{split}_corner"][()]):
                 assert np.array_equal(tile, pores[y:y + 32, x:x + 32])
+
+
+@pytest.mark.parametrize("name,pore_chord", [("bentheimer_slice.npy", 7.6),
+                                             ("bentheimer_fine.npy", 4.9)])
+def test_feature_size_of_the_real_pore_maps(name, pore_chord):
+    """The mean pore chord that the train stage logs (and its advice rests on), on the two
+    Bentheimer maps: the fine one has the same sandstone at twice the voxel size."""
+    from microvae.descriptors import feature_size
+
+    pores = feature_size(read_array(DATA / name)[None].astype(np.uint8))[1]
+    assert pores == pytest.approx(pore_chord, abs=0.1)
