@@ -82,7 +82,8 @@ def build_tiny_dataset(directory: Path, config: dict | None = None) -> Path:
         synthesize(SteelParameters.from_options(synthetic), seed + i, iq[-1], phase[-1])
     reader = {k: v for k, v in source.items() if k not in ("synthetic", "segmentation")}
     ingest_files([str(p) for p in iq], results / "ingested" / f"{name}.h5",
-           SourceOptions.from_options(reader), config["image_size"], truth=[str(p) for p in phase])
+                 SourceOptions.from_options(reader), config["image_size"],
+                 truth=[str(p) for p in phase])
     segment_file(results / "ingested" / f"{name}.h5", results / "segmented" / f"{name}.h5",
                  results / "segmented" / f"{name}_qa.json",
                  SegmentationParameters.from_options(source.get("segmentation", {})))

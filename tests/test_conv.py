@@ -95,7 +95,7 @@ def test_periodic_large_images_tile_the_plane(conv_file, tiny_dataset, tmp_path)
     assert np.allclose(images, tiled[:, 64:128, 64:128], atol=1e-5)
     assert not np.allclose(images[:, :, :3], decode(model, z)[:, :, :3], atol=1e-5)
     sample_model(conv_file, tmp_path / "p.h5", tiny_dataset,
-           SampleConfig(n_prior=2, sizes=[64], n_large=2, periodic=True), modes=("field",))
+                 SampleConfig(n_prior=2, sizes=[64], n_large=2, periodic=True), modes=("field",))
     with h5py.File(tmp_path / "p.h5") as h5:
         assert h5.attrs["periodic"] and h5["large/field_64"].shape == (2, 64, 64)
 

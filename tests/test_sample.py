@@ -324,7 +324,7 @@ def test_figure_of_a_mode_not_generated_is_refused(model_file, tiny_dataset, tmp
                                                    figure, message):
     with pytest.raises(MicrovaeError, match=message):
         sample_model(model_file, tmp_path / "s.h5", tiny_dataset, CFG, modes,
-               figures={figure: tmp_path / "f.png"})
+                     figures={figure: tmp_path / "f.png"})
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -380,7 +380,7 @@ def test_sample_stage_finishes_every_set_and_keeps_its_probabilities(model_file,
     sample_model(model_file, finished, tiny_dataset, CFG, ("prior", "aggregate", "posterior"))
     raw = tmp_path / "raw.h5"
     sample_model(model_file, raw, tiny_dataset, SampleConfig(n_prior=10, match_training=False),
-           ("aggregate",))
+                 ("aggregate",))
     with h5py.File(finished) as h5:
         for key in ("prior", "aggregate", "posterior", "reconstruction"):
             maps = h5["finished"][key][()]
@@ -415,13 +415,13 @@ def test_the_finishing_does_not_depend_on_how_many_images_are_asked_for(model_fi
     for n in (1, 40):
         out = tmp_path / f"n{n}.h5"
         sample_model(model_file, out, tiny_dataset, SampleConfig(n_prior=n, calibration_draws=1000),
-               ("prior",))
+                     ("prior",))
         with h5py.File(out) as h5:
             thresholds.append(float(h5["finish/prior/threshold"][()]))
     assert thresholds[0] == thresholds[1]
     raw = tmp_path / "raw.h5"
     sample_model(model_file, raw, tiny_dataset, SampleConfig(n_prior=40, match_training=False),
-           ("prior",))
+                 ("prior",))
     with h5py.File(raw) as h5, h5py.File(tmp_path / "n40.h5") as finished:
         np.testing.assert_array_equal(h5["prior"][()], finished["prior"][()])
 

@@ -24,7 +24,7 @@ SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3, "steps_per_epoch": None, "
 def run_training(dataset, out, **changes):
     cfg = TrainConfig(**{**SETTINGS, **changes})
     return train_model(dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv",
-                 out / "loss.png", threads=1)
+                       out / "loss.png", threads=1)
 
 
 def weights(path):
@@ -53,7 +53,7 @@ def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "resumed"
     train_model(tiny_dataset, 4, cfg, out / "ck", out / "model.pt", out / "history.csv", threads=1,
-          stop_after_epoch=2)
+                stop_after_epoch=2)
     assert not (out / "model.pt").exists()
     run_training(tiny_dataset, out)
     assert same_weights(tmp_path / "full" / "model.pt", out / "model.pt")
@@ -105,7 +105,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(tiny_dataset, tmp_path):
     cfg = TrainConfig(**SETTINGS)
     out = tmp_path / "x"
     train_model(tiny_dataset, 4, cfg, out / "ck", out / "m.pt", out / "h.csv", threads=1,
-          stop_after_epoch=1)
+                stop_after_epoch=1)
     other = TrainConfig(**{**SETTINGS, "learning_rate": 0.01, "epochs": 1})
     training = train_model(tiny_dataset, 4, other, out / "ck", out / "m.pt", out / "h.csv", threads=1)
     assert len(training.history) == 1  # started over: one fresh epoch, not a resumed one

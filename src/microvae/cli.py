@@ -219,9 +219,9 @@ def run_train(args: argparse.Namespace) -> None:
     from .stages.train import train_model
     from .train import TrainConfig
 
-    train_model(args.dataset, args.latent, TrainConfig.from_options(args.params), args.checkpoint_dir,
-          args.model, args.history, args.loss_figure, threads=args.threads,
-          stop_after_epoch=args.stop_after_epoch)
+    train_model(args.dataset, args.latent, TrainConfig.from_options(args.params),
+                args.checkpoint_dir, args.model, args.history, args.loss_figure,
+                threads=args.threads, stop_after_epoch=args.stop_after_epoch)
 
 
 def train_prior_arguments(p: argparse.ArgumentParser) -> None:
@@ -291,9 +291,9 @@ def run_sample(args: argparse.Namespace) -> None:
     options = section_options(args, "sample", extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
     diffusion = {k: options.pop(k) for k in DIFFUSION_SAMPLING_KEYS if k in options}
     sample_model(args.model, args.out, args.dataset, SampleConfig.from_options(options), modes,
-           split=args.split, figures=_figures(args, SAMPLE_FIGURES),
-           export_dir=args.export_dir, export_format=args.export_format,
-           diffusion_path=args.diffusion, diffusion_options=diffusion)
+                 split=args.split, figures=_figures(args, SAMPLE_FIGURES),
+                 export_dir=args.export_dir, export_format=args.export_format,
+                 diffusion_path=args.diffusion, diffusion_options=diffusion)
 
 
 # --- evaluate ---------------------------------------------------------------------------------
@@ -322,8 +322,8 @@ def run_baselines(args: argparse.Namespace) -> None:
         return default[key] if value is None else value
 
     make_baselines(args.dataset, args.out, args.figure, n=given(args.n, "n_prior"),
-              seed=given(args.seed, "seed"),
-              calibration_draws=given(args.calibration_draws, "calibration_draws"))
+                   seed=given(args.seed, "seed"),
+                   calibration_draws=given(args.calibration_draws, "calibration_draws"))
 
 
 def evaluation_seed(args: argparse.Namespace) -> int:
@@ -351,7 +351,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .stages.evaluate import evaluate_samples
 
     evaluate_samples(args.samples, args.dataset, args.baselines, args.metrics, args.curves,
-             _figures(args, EVALUATION_FIGURES), seed=evaluation_seed(args), latent=args.latent)
+                     _figures(args, EVALUATION_FIGURES), seed=evaluation_seed(args),
+                     latent=args.latent)
 
 
 def score_arguments(p: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ def synthesize(params: SteelParameters, seed: int, iq_path: str | os.PathLike,
 
 
 def ingest_files(files: Sequence[str], out: str | os.PathLike, source: SourceOptions,
-           image_size: int, truth: Sequence[str] | None = None) -> int:
+                 image_size: int, truth: Sequence[str] | None = None) -> int:
     """Tile the files of one source into ``out``; return the tile count."""
     if not files:
         raise MicrovaeError(f"sources[{source.name}]: no input files")

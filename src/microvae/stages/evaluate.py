@@ -150,8 +150,8 @@ def heldout_split(dataset: str | os.PathLike, reference: str) -> str | None:
 # --- the baselines ---------------------------------------------------------------------------
 
 def make_baselines(dataset: str | os.PathLike, out: str | os.PathLike,
-              figure: str | os.PathLike | None = None, n: int = BASELINE_IMAGES,
-              seed: int = 0, calibration_draws: int = CALIBRATION_DRAWS) -> dict[str, Any]:
+                   figure: str | os.PathLike | None = None, n: int = BASELINE_IMAGES,
+                   seed: int = 0, calibration_draws: int = CALIBRATION_DRAWS) -> dict[str, Any]:
     """``baselines.h5``: the baselines (:mod:`microvae.baselines`) fitted on the train split,
     ``n`` images each, finished like a model's unseeded sets; and the nearest training window
     of :data:`NOVELTY_IMAGES` images of each baseline and of the real test and val images (the
@@ -359,10 +359,10 @@ def rank_unseeded(metrics: dict[str, Any], names: list[str]) -> list[str]:
 
 
 def evaluate_samples(samples_path: str | os.PathLike, dataset_path: str | os.PathLike,
-             baselines_path: str | os.PathLike, metrics_out: str | os.PathLike,
-             curves_out: str | os.PathLike,
-             figures: dict[str, str | os.PathLike] | None = None, seed: int = 0,
-             latent: int | None = None) -> dict[str, Any]:
+                     baselines_path: str | os.PathLike, metrics_out: str | os.PathLike,
+                     curves_out: str | os.PathLike,
+                     figures: dict[str, str | os.PathLike] | None = None, seed: int = 0,
+                     latent: int | None = None) -> dict[str, Any]:
     """metrics.json, the curves (CSV) and the figures asked for (name -> path; names
     :data:`EVALUATION_FIGURES`): every generated set, the baselines and the real held-out set
     judged against the real test images; the choices (best unseeded mode, finishing) made on

@@ -124,12 +124,12 @@ def write_sample_figures(model, arrays: dict[str, np.ndarray], test_images: np.n
 
 
 def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
-           dataset: str | os.PathLike | None, cfg: SampleConfig,
-           modes: tuple[str, ...] | None = None, split: str = "test",
-           figures: dict[str, str | os.PathLike] | None = None,
-           export_dir: str | os.PathLike | None = None, export_format: str = "png",
-           max_fit_images: int = 5000, diffusion_path: str | os.PathLike | None = None,
-           diffusion_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                 dataset: str | os.PathLike | None, cfg: SampleConfig,
+                 modes: tuple[str, ...] | None = None, split: str = "test",
+                 figures: dict[str, str | os.PathLike] | None = None,
+                 export_dir: str | os.PathLike | None = None, export_format: str = "png",
+                 max_fit_images: int = 5000, diffusion_path: str | os.PathLike | None = None,
+                 diffusion_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Load a model, generate the modes and write them to ``out``, then the figures asked
     for (name -> path) and, with ``export_dir``, the binarised prior/aggregate/posterior images.
 

@@ -76,9 +76,9 @@ def write_history(history: list[dict[str, Any]], path: str | os.PathLike) -> Non
 
 
 def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
-          checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
-          history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
-          threads: int | None = None, stop_after_epoch: int | None = None) -> Training:
+                checkpoint_dir: str | os.PathLike, model_out: str | os.PathLike,
+                history_out: str | os.PathLike, loss_figure: str | os.PathLike | None = None,
+                threads: int | None = None, stop_after_epoch: int | None = None) -> Training:
     """Train one VAE on the data set's train split, validating on its val split.
 
     Writes the best epoch's model (by validation loss), ``history.csv`` and the loss figure.
