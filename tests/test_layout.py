@@ -101,7 +101,7 @@ def test_no_cycle():
 
 
 def test_the_benchmark_times_the_real_training_step():
-    source = (PACKAGE.parents[1] / "benchmarks" / "train_throughput.py").read_text()
+    source = (PACKAGE.parents[1] / "benchmarks" / "speed" / "train_throughput.py").read_text()
     assert "from microvae.train import" in source and "train_step" in source
     assert "loss.backward()" not in source
 
@@ -180,3 +180,14 @@ def test_one_word_per_stage_group_in_rule_files_stage_modules_and_command_line()
         functions = {node.name for node in ast.parse(path.read_text()).body
                      if isinstance(node, ast.FunctionDef)}
         assert not functions & set(SCIENCE), path.name
+
+
+def test_benchmarks_are_split_into_speed_and_studies_and_every_result_is_mapped():
+    """benchmarks/: speed scripts and studies apart, machine.py shared; every result file is
+    named in benchmarks/results/README.md beside the claim it supports."""
+    benchmarks = PACKAGE.parents[1] / "benchmarks"
+    assert sorted(p.name for p in benchmarks.glob("*.py")) == ["machine.py"]
+    assert list((benchmarks / "speed").glob("*.py")) and list((benchmarks / "studies").glob("*.py"))
+    mapping = (benchmarks / "results" / "README.md").read_text()
+    unmapped = [p.name for p in (benchmarks / "results").glob("*.json") if p.name not in mapping]
+    assert not unmapped, unmapped

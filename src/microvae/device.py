@@ -51,7 +51,7 @@ def keep_freed_memory() -> bool:
     to the kernel. By default every block over 32 MB (the activations of a training step at
     64 px and more) is mapped afresh and zeroed page by page on first touch: 25 000 page faults
     per step at 64 px; keeping them made the step 6% / 14% faster at 64 / 128 px
-    (benchmarks/train_throughput.py --ablation). The
+    (benchmarks/speed/train_throughput.py --ablation). The
     process then holds its peak memory until it ends, as a caching allocator does. Returns
     False where the C library is not glibc (nothing changed)."""
     name = ctypes.util.find_library("c")

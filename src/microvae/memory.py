@@ -1,7 +1,7 @@
 """Memory the data stages declare (the rules' ``mem_mb``), from the size of their input.
 
 Each stage holds its whole input in memory, so its peak grows with the pixels it reads. The
-bytes per pixel below are the peaks measured by ``benchmarks/stage_memory.py`` (one grey
+bytes per pixel below are the peaks measured by ``benchmarks/speed/stage_memory.py`` (one grey
 micrograph of 1 000 to 16 000 px and volumes to 512^3; docs/performance.md) with a margin on
 top; a retry after a job was killed asks for more (``attempt``). Only headers are read here:
 the stages themselves report bad files.
@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-# Measured peak per pixel (benchmarks/stage_memory.py): ingest holds the raw array, its float32
+# Measured peak per pixel (benchmarks/speed/stage_memory.py): ingest holds the raw array, its float32
 # scaling and the float32 tiles; segment the float32 tiles, the binary maps and the
 # morphology's copies; pack the binary tiles of every source and their split copies.
 BYTES_PER_TILE_PIXEL = {"ingest": 8.0, "segment": 20.0, "pack": 6.0}

@@ -75,7 +75,7 @@ class _TransposedConvolution(torch.autograd.Function):
     the adjoint of: the same values to rounding (other kernels sum in other orders), faster on
     CPUs. oneDNN's deconvolution computes the weight gradient together with the bias gradient
     in a kernel that was 2-3x slower than the convolution's weight gradient plus a separate sum
-    (oneDNN verbose output; benchmarks/train_throughput.py --ablation)."""
+    (oneDNN verbose output; benchmarks/speed/train_throughput.py --ablation)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, output_padding):

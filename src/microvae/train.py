@@ -6,7 +6,7 @@ the data, keeps the checkpoint and writes the outputs.
 
 The run is split into :func:`prepare` (data, network, optimizer, fingerprint), :func:`resume`
 (from a saved :func:`training_state`), :func:`train_step` (one optimizer step, what
-``benchmarks/train_throughput.py`` times), :func:`run_epoch` and :func:`fit` (epochs until a
+``benchmarks/speed/train_throughput.py`` times), :func:`run_epoch` and :func:`fit` (epochs until a
 stopping rule holds, :func:`stop_reason`).
 
 An epoch is ``steps_per_epoch`` optimizer steps (by default as many as one pass over the

@@ -107,7 +107,7 @@ def segmentation_options(wildcards):
     return json.dumps(SOURCES[wildcards.source]["segmentation"], sort_keys=True)
 
 
-# Memory from the input's size (microvae.memory, measured by benchmarks/stage_memory.py); more
+# Memory from the input's size (microvae.memory, measured by benchmarks/speed/stage_memory.py); more
 # on each retry. Before the input exists (planning) the floor stands in.
 def ingest_mem_mb(wildcards, input, attempt):
     options = source_options(SOURCES[wildcards.source])

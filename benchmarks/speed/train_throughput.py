@@ -3,7 +3,7 @@ convolution, unfused Adam, glibc's default allocator) against the project's trai
 `microvae train` runs it: precision 'auto', channels_last, fused Adam, the transposed convolution
 of microvae.model, freed memory kept: microvae.device), at 32 (the default config), 64 and
 128 px, batch 32, in one run, timed in alternating windows. Prints images/s, GFLOP/s and the
-ratio. The peer, the same step in Keras 3 / TensorFlow fp32 (benchmarks/keras_peer.py), runs in
+ratio. The peer, the same step in Keras 3 / TensorFlow fp32 (benchmarks/speed/keras_peer.py), runs in
 the same run where a Python with TensorFlow is at hand (this one, or --peer-python; TensorFlow
 is the optional `bench` extra, never a dependency of microvae): a third column and the project's
 ratio to it.
@@ -13,7 +13,7 @@ convolution; default allocator); --layers times forward + backward of each layer
 fp32 NCHW, stock in the project's precision and layout, the project's layer; with the peer, the
 Keras layer too); --profile prints the top operators of the project's step.
 
-    python benchmarks/train_throughput.py [--sizes 32 64 128] [--batch 32] [--threads 2]
+    python benchmarks/speed/train_throughput.py [--sizes 32 64 128] [--batch 32] [--threads 2]
         [--ablation] [--layers] [--profile] [--peer-python /path/to/python-with-tensorflow]
 """
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.device import Runtime, keep_freed_memory, select_runtime
 from microvae.model import VAE, ConvTranspose2d
@@ -233,7 +234,7 @@ def layer_table(size: int, batch: int, project: Runtime, seconds: float = 1.0) -
 
 
 class KerasPeer:
-    """benchmarks/keras_peer.py --serve run by ``python``: timing windows of the Keras/TensorFlow
+    """benchmarks/speed/keras_peer.py --serve run by ``python``: timing windows of the Keras/TensorFlow
     step on request, between the PyTorch ones."""
 
     def __init__(self, python: str, batch: int, threads: int):

@@ -1,12 +1,12 @@
 """Classifier-free guidance of the diffusion prior against the accuracy of generation at a target
-phase fraction: from a run of benchmarks/conditioning.py (a conv model and diffusion prior
+phase fraction: from a run of benchmarks/studies/conditioning.py (a conv model and diffusion prior
 trained on steels at martensite fractions 0.15, 0.25, 0.35), images of 256 px generated at
 each guidance weight, at the trained fractions (the val targets the weight is chosen on) and at
 0.20 and 0.30 (never seen in training: reported, not chosen on), and a graded map 0.15 -> 0.35;
 achieved phase fraction cut at 0.5, mean probability, and finished as the workflow finishes
 (the unconditional prior's calibrated cut and the segmentation's morphology).
 
-    python benchmarks/guidance.py --run runs/conditioning_0 [--weights 1 1.5 2 3] [--n 32]
+    python benchmarks/studies/guidance.py --run runs/conditioning_0 [--weights 1 1.5 2 3] [--n 32]
 
 Writes benchmarks/results/guidance.json.
 """
@@ -14,6 +14,7 @@ Writes benchmarks/results/guidance.json.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import h5py
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.diffusion import linear_gradient
 from microvae.evaluate import conditioning_metrics

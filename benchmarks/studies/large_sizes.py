@@ -1,12 +1,12 @@
 """Modes prior, field and diffusion at 256 and 512 px from finished workflow runs of
-config/conv.yaml (one per training seed, e.g. the runs of benchmarks/large.py): the trained
+config/conv.yaml (one per training seed, e.g. the runs of benchmarks/studies/large.py): the trained
 model and its diffusion prior sample 64 images at each size with the command line, and
 `evaluate-large` judges them against the real test windows (512 px images are cut into the
 largest real windows there are: 256 px on the default) beside the field baseline that the run's
 baselines rule fitted and the real held-out windows. Tabulates the median [min, max] over the
 runs of each descriptor's multiple of the floor's 95th percentile.
 
-    python benchmarks/large_sizes.py --runs runs/large_diffusion_0 runs/large_diffusion_1 \\
+    python benchmarks/studies/large_sizes.py --runs runs/large_diffusion_0 runs/large_diffusion_1 \\
         runs/large_diffusion_2 [--sizes 256 512] [--reuse]
 
 Writes samples and metrics into each run (sizes_{sizes}.h5, sizes_{sizes}.json) and
@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import judged, save
 
 

@@ -1,11 +1,11 @@
 """How well the VAE learns real micrographs: the workflow on each image of the gallery
-(benchmarks/gallery.py, the real micrographs of tests/data), trained as gallery.REAL_TRAINING
+(benchmarks/studies/gallery.py, the real micrographs of tests/data), trained as gallery.REAL_TRAINING
 says, and per image and latent size: test IoU of the reconstructions, their verdict, training
 time, steps, stop reason, restarts, the latent rank and BCE over the mean image's at the best
 epoch (collapse checks), and every unseeded mode judged beside the baselines and the real
 held-out set, with the mode the evaluation chose on the val split.
 
-    python benchmarks/fidelity.py [--latent-sizes 64] [--only NAME ...] [--seeds 0]
+    python benchmarks/studies/fidelity.py [--latent-sizes 64] [--only NAME ...] [--seeds 0]
         [--train '{"init": ...}'] [--model '{"init": "torch"}'] [--tag NAME]
 
 Runs in runs/fidelity/<tag>/<name>/seed<k>/; results to benchmarks/results/fidelity[_tag].json.
@@ -17,7 +17,10 @@ import argparse
 import csv
 import json
 import statistics
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from gallery import GALLERY, REAL_TRAINING, REPO, run, unseeded_table
 
 from machine import judged, save

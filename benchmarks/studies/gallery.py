@@ -1,12 +1,14 @@
 """The gallery of real micrographs (tests/data; sources and licences in tests/data/README.md)
-that benchmarks/fidelity.py runs the workflow on: per image its source options, the training
+that benchmarks/studies/fidelity.py runs the workflow on: per image its source options, the training
 settings for real micrographs (REAL_TRAINING), and the reading of the unseeded modes' results.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import REPO, judged, run_workflow
 
 DATA = REPO / "tests" / "data"

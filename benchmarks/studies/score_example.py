@@ -3,7 +3,7 @@ Gaussian-filtered noise cut at a level, the field's standard synthetic structure
 default's martensite fraction and at two blob sizes, judged per axis against a finished run's
 test images beside its baselines and real held-out set.
 
-    python benchmarks/score_example.py --run runs/seed_0 [--blobiness 1 3]
+    python benchmarks/studies/score_example.py --run runs/seed_0 [--blobiness 1 3]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import judged, save
 
 

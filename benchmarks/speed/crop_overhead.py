@@ -4,18 +4,21 @@ fresh random crops with dihedral transforms (`train.crops: true`, `train.augment
 interleaved in one run, with the project's runtime (precision 'auto', channels_last, fused Adam).
 Also times the crop draw alone.
 
-    python benchmarks/crop_overhead.py [--sizes 32 64 128] [--batch 32] [--steps 60] [--threads 2]
+    python benchmarks/speed/crop_overhead.py [--sizes 32 64 128] [--batch 32] [--steps 60] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.crops import CropSampler
 from microvae.dataset import training_regions

@@ -1,17 +1,19 @@
 """Sampling speed: 1000 prior samples at 128 x 128 px (latent 12) from the Table 1 network.
 
-    python benchmarks/sampling_speed.py [--n 1000] [--size 128] [--threads 2]
+    python benchmarks/speed/sampling_speed.py [--n 1000] [--size 128] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.model import VAE
 from microvae.modelfile import save_model

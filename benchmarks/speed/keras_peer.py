@@ -1,4 +1,4 @@
-"""The peer of benchmarks/train_throughput.py: the Table 1 VAE's training step in Keras 3 on
+"""The peer of benchmarks/speed/train_throughput.py: the Table 1 VAE's training step in Keras 3 on
 TensorFlow (the paper's framework), fp32, the same loss (BCE summed over the pixels from logits
 + 0.1 KL summed over the latent dimensions, means over the batch) and Adam, one compiled
 ``tf.function`` step as ``model.fit`` runs it. Prints one JSON line per size: images/s of each
@@ -7,7 +7,7 @@ timing window.
 Needs TensorFlow, which microvae never needs: `pip install -e ".[bench]"` (or any Python with
 tensorflow-cpu and keras); train_throughput.py runs this script with --peer-python.
 
-    python benchmarks/keras_peer.py [--sizes 32 64 128] [--batch 32] [--threads 2] [--layers]
+    python benchmarks/speed/keras_peer.py [--sizes 32 64 128] [--batch 32] [--threads 2] [--layers]
 
 --serve: a timing server for train_throughput.py, which interleaves its windows with the
 PyTorch ones (a noisy host then slows both alike). It reads one JSON command per line:

@@ -5,7 +5,7 @@ descriptors within the floor, each descriptor's median distance as a multiple of
 95th percentile, the novelty, the test IoU, and the mode chosen on the val split (median and
 range over the seeds).
 
-    python benchmarks/seeds.py [--seeds 0 1 2] [--cores 2] [--config config/config.yaml]
+    python benchmarks/studies/seeds.py [--seeds 0 1 2] [--cores 2] [--config config/config.yaml]
         [--set '{"model": {"init": "torch"}}' --tag torchinit]
 """
 
@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import REPO, judged, run_workflow, save
 
 

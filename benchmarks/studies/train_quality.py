@@ -4,7 +4,7 @@ every epoch of one training run (the on_epoch hook of microvae.train.fit). A bud
 choice: it is made on the val split, never on test (the test split is reported once, by the
 workflow).
 
-    python benchmarks/train_quality.py --dataset results/dataset/dataset.h5 --latent 64 \\
+    python benchmarks/studies/train_quality.py --dataset results/dataset/dataset.h5 --latent 64 \\
         --params '{"epochs": 8, "max_train_images": 6000, "batch_size": 16}'
 """
 
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.device import select_runtime
 from microvae.h5io import load_split, load_training_regions

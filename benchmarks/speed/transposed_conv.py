@@ -11,7 +11,7 @@ and forward + backward, interleaved (rounds of every variant in turn; the minimu
 - gemm_col2im: one matrix product (weights^T x input) and ``F.fold`` (col2im), as TensorFlow
   computes it.
 
-    python benchmarks/transposed_conv.py [--batch 32] [--rounds 5]
+    python benchmarks/speed/transposed_conv.py [--batch 32] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import REPO, save
 
 sys.path.insert(0, str(REPO / "src"))

@@ -1,18 +1,21 @@
 """S2 of 1000 images of 128 x 128 px: the batched FFT implementation against a loop over
 porespy's two_point_correlation, in the same run, with a check that they agree.
 
-    python benchmarks/s2_speed.py [--n 1000] [--size 128]
+    python benchmarks/speed/s2_speed.py [--n 1000] [--size 128]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import porespy as ps
 from scipy import ndimage
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.descriptors import two_point_correlation
 

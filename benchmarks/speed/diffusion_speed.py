@@ -1,9 +1,9 @@
 """Generation speed of the diffusion prior against the field prior: 64 images of 256 px (and of
 512 px), latent grids drawn and decoded, from a trained conv model and its diffusion prior
-(a run of benchmarks/large.py or of the workflow with config/conv.yaml), in one run with
+(a run of benchmarks/studies/large.py or of the workflow with config/conv.yaml), in one run with
 interleaved repeats; peak memory of the process.
 
-    python benchmarks/diffusion_speed.py --run runs/large_diffusion_0 [--sizes 256 512]
+    python benchmarks/speed/diffusion_speed.py --run runs/large_diffusion_0 [--sizes 256 512]
         [--n 64] [--repeats 2] [--threads 2]
 """
 
@@ -13,11 +13,13 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.h5io import load_training_regions
 from microvae.modelfile import load_model, load_prior

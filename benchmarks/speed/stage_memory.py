@@ -6,7 +6,7 @@ command logs at its end ("peak memory N MB"; the benchmark files' max_rss is rec
 it, but Snakemake samples it and can miss a short peak), the declared mem_mb comes from the job
 descriptions in Snakemake's log.
 
-    python benchmarks/stage_memory.py [--images 1000 4000 8000 16000] [--volumes 256 512]
+    python benchmarks/speed/stage_memory.py [--images 1000 4000 8000 16000] [--volumes 256 512]
 
 (about 10 minutes on 2 cores; the 16 000 px case needs about 6 GB).
 """
@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA_RULES = ("ingest", "segment", "pack")
 
 

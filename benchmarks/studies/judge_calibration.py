@@ -10,13 +10,14 @@ draw's own evaluation seed:
   it must fail at least 2 descriptors in every draw;
 * ``baseline_copy``: fresh random crops of the training regions.
 
-    python benchmarks/judge_calibration.py --run runs/seed_0 [--draws 8] [--config config/config.yaml]
+    python benchmarks/studies/judge_calibration.py --run runs/seed_0 [--draws 8] [--config config/config.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import REPO, save
 from microvae.baselines import fit_field_baseline, training_crops
 from microvae.dataset import evenly_spaced

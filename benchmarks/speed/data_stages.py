@@ -2,7 +2,7 @@
 run by Snakemake in a fresh temporary directory, with the time of each job from its
 benchmark file.
 
-    python benchmarks/data_stages.py [--cores 2] [--configfile config/config.yaml]
+    python benchmarks/speed/data_stages.py [--cores 2] [--configfile config/config.yaml]
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ config/conv.yaml otherwise), asked for 0.20 and 0.30, judged against real synthe
 at 0.20 and 0.30 (their own data sets: floor, real held-out windows) beside the unconditional
 diffusion and field images of the same model; and a graded map (0.15 -> 0.35).
 
-    python benchmarks/conditioning.py [--seeds 0] [--avx2]
+    python benchmarks/studies/conditioning.py [--seeds 0] [--avx2]
 
 Writes benchmarks/results/conditioning.json; runs in runs/conditioning_{seed}/ and
 runs/conditioning_reference_{fraction}/.
@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import AVX2_ONLY, REPO, judged, run_workflow, save
 from microvae import plots
 from microvae.atomic import save_figure

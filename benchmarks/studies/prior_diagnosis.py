@@ -5,17 +5,20 @@ Prints the eigenvalues of the covariance of the training images' z_mean, the pha
 prior draws projected onto the top-k eigen-directions, and that of draws from the Gaussian fitted
 to the aggregate posterior (the `aggregate` sampling mode).
 
-    python benchmarks/prior_diagnosis.py --model results/models/latent_64/model.pt \\
+    python benchmarks/studies/prior_diagnosis.py --model results/models/latent_64/model.pt \\
         --dataset results/dataset/dataset.h5
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from machine import save
 from microvae.dataset import evenly_spaced
 from microvae.h5io import load_split

@@ -4,7 +4,7 @@ for each training seed and tabulates, per generated set (mode and size), the ver
 descriptor's median distance as a multiple of the floor's 95th percentile, beside the real
 held-out windows, with the training time, steps and the test IoU.
 
-    python benchmarks/large.py [--seeds 0 1 2] [--avx2] [--gallery sem_nanoporous_gold]
+    python benchmarks/studies/large.py [--seeds 0 1 2] [--avx2] [--gallery sem_nanoporous_gold]
         [--sizes 64 128] [--set '{"model": {"kl_weight": 1.0}}'] [--tag NAME]
         [--collect DIR ...]
 
@@ -18,9 +18,12 @@ import argparse
 import csv
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from gallery import DATA, GALLERY
 
 from machine import AVX2_ONLY, REPO, judged, run_workflow, save
