@@ -464,3 +464,33 @@ def test_every_registered_mode_has_its_sampler_and_every_list_comes_from_the_reg
         own = modes.modes_of(architecture, modes.TRAINED_PRIOR_MODES)
         assert own == tuple(m.name for m in modes.REGISTRY if architecture in m.models)
         assert not set(modes.modes_of(architecture)) & set(modes.TRAINED_PRIOR_MODES)
+
+
+def test_calibrated_condition_meets_a_target_that_the_prior_overshoots():
+    """A fake conditional prior whose achieved fraction rises 1.25x as fast as its condition
+    around 0.25 (as the diffusion prior's graded maps did): one feedback step brings the
+    achieved fraction of a number and of a graded map to within (1 - 1.25)^2 of the error."""
+    from microvae.diffusion import linear_gradient
+    from microvae.sample import calibrated_condition
+
+    def draw(n, generator, size, periodic, condition):
+        condition = np.broadcast_to(np.asarray(condition, np.float64), (size // 8, size // 8))
+        achieved = 0.25 + 1.25 * (np.kron(condition, np.ones((8, 8))) - 0.25)
+        noise = torch.rand((n, size, size), generator=generator).numpy()
+        return (noise < achieved).astype(np.float32), None
+
+    def finish(images):
+        return images > 0.5
+
+    generator = torch.Generator().manual_seed(0)
+    condition = calibrated_condition(draw, 0.33, 64, False, finish, generator, n=64)
+    achieved, _ = draw(256, generator, 64, False, condition)
+    assert abs(achieved.mean() - 0.33) < 0.004 < abs(draw(256, generator, 64, False, 0.33)[0]
+                                                     .mean() - 0.33)
+    target = linear_gradient(0.15, 0.35, 16, 16)
+    condition = calibrated_condition(draw, target, 128, False, finish, generator, n=64)
+    achieved, _ = draw(256, generator, 128, False, condition)
+    columns = achieved.mean((0, 1)).reshape(16, 8).mean(1)
+    uncalibrated = draw(256, generator, 128, False, target)[0].mean((0, 1)).reshape(16, 8).mean(1)
+    assert np.abs(columns - target[0]).max() < 0.015
+    assert np.abs(uncalibrated - target[0]).max() > 0.02

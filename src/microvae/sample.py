@@ -66,6 +66,7 @@ from .samplesfile import (
     RECONSTRUCTION,
     RECONSTRUCTION_BCE,
     calibration_of,
+    condition_key,
     conditioned_key,
     finish_key,
     finished_key,
@@ -108,6 +109,7 @@ class SampleConfig:
     calibration_draws: int = 5000
     phase_fractions: list[float] = dataclass_field(default_factory=list)
     graded: list[float] | None = None
+    calibrate_targets: bool = True
     match_training: bool = True
 
     @classmethod
@@ -593,6 +595,39 @@ def _interpolation_sets(g: Generation, test: EncodedTest) -> None:
     g.out[INTERPOLATION_PAIRS] = pairs
 
 
+# A target phase fraction is met by one feedback step on this many images of its own, the error
+# of a map smoothed over this many latent cells (sample.calibrate_targets).
+TARGET_CALIBRATION_IMAGES = 32
+TARGET_CALIBRATION_SIGMA_CELLS = 2.0
+CONDITION_RANGE = (0.01, 0.99)
+
+
+def calibrated_condition(draw, target, size: int, periodic: bool, finish,
+                         generator: torch.Generator, n: int = TARGET_CALIBRATION_IMAGES):
+    """The condition that meets ``target`` (a phase fraction, or a map of one per latent cell of
+    8 px): ``n`` images drawn with ``draw`` (n, generator, size, periodic, condition) at the
+    target and finished with ``finish`` (probabilities -> phase maps) give the achieved
+    fraction; the condition is the target moved by the error (a map: by the error of each
+    cell, smoothed over :data:`TARGET_CALIBRATION_SIGMA_CELLS`), kept inside
+    :data:`CONDITION_RANGE`. One feedback step: a conditional prior whose achieved fraction
+    rises with the condition at a slope b meets the target to (1 - b)^2 of its error."""
+    from scipy.ndimage import gaussian_filter
+
+    images, _ = draw(n, generator, size, periodic, target)
+    maps = np.asarray(finish(images), np.float64)
+    if np.ndim(target) == 0:
+        return float(np.clip(2 * target - maps.mean(), *CONDITION_RANGE))
+    target = np.asarray(target, np.float64)
+    cells_h, cells_w = target.shape
+    achieved = maps.mean(0)
+    achieved = achieved[:cells_h * (achieved.shape[0] // cells_h),
+                        :cells_w * (achieved.shape[1] // cells_w)]
+    achieved = achieved.reshape(cells_h, achieved.shape[0] // cells_h, cells_w, -1).mean((1, 3))
+    error = gaussian_filter(achieved - target, TARGET_CALIBRATION_SIGMA_CELLS,
+                            mode="wrap" if periodic else "nearest")
+    return np.clip(target - error, *CONDITION_RANGE).astype(np.float32)
+
+
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              modes: tuple[str, ...] = MODES, fit_images: np.ndarray | None = None,
              val_images: np.ndarray | None = None,
@@ -653,25 +688,44 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
         for name in (m for m in SIZED_MODES if m in samplers):
             out[large_key(name, size)], _ = samplers[name](cfg.n_large, g.generator, size,
                                                             cfg.periodic)
-    for size in (cfg.sizes or [tile]) if "diffusion" in samplers else ():
-        for target in cfg.phase_fractions:
-            out[conditioned_key(target, size)], _ = samplers["diffusion"](
-                cfg.n_large, g.generator, size, cfg.periodic, target)
-            out[target_key(conditioned_key(target, size))] = np.array(target)
-        if cfg.graded:
-            cells = size // 8
-            target_map = linear_gradient(*cfg.graded, cells, cells)
-            out[graded_key(size)], _ = samplers["diffusion"](cfg.n_large, g.generator, size,
-                                                            cfg.periodic, target_map)
-            out[target_key(graded_key(size))] = target_map
+    finishings = calibrate_finishings(
+        model, out, samplers, g._codes if encoded else None, training_phase_fraction,
+        morphology, cfg.seed, cfg.calibration_draws) if cfg.match_training else {}
+    if "diffusion" in samplers:
+        conditioned_sets(g, samplers["diffusion"], finishings.get("diffusion"), tile)
     if encoded:
         test = encode_test(g, test_images)
         for name in encoded:
             ENCODED_SAMPLERS[name](g, test)
     if cfg.match_training:
-        finish_all(model, out, samplers, g._codes if encoded else None,
-                   training_phase_fraction, morphology, cfg.seed, cfg.calibration_draws)
+        apply_finishings(out, finishings)
     return out
+
+
+def conditioned_sets(g: Generation, draw, finishing: Finishing | None, tile: int | None) -> None:
+    """The diffusion prior's sets at each target phase fraction and the graded map, at each
+    size of ``sample.sizes`` (or the tile size), with their targets and the conditions they
+    were drawn with (calibrated with ``sample.calibrate_targets``: draws of a generator of
+    their own, finished by the unconditional prior's ``finishing``, or cut at 0.5)."""
+    cfg = g.cfg
+    calibration = torch.Generator().manual_seed(cfg.seed + 104729)
+
+    def finish(probabilities):
+        if finishing is None:
+            return probabilities > 0.5
+        flat, _ = finishing.apply(probabilities.reshape(-1, *probabilities.shape[-2:]))
+        return flat.reshape(probabilities.shape)
+
+    for size in cfg.sizes or [tile]:
+        targets = {conditioned_key(t, size): t for t in cfg.phase_fractions}
+        if cfg.graded:
+            targets[graded_key(size)] = linear_gradient(*cfg.graded, size // 8, size // 8)
+        for key, target in targets.items():
+            condition = calibrated_condition(draw, target, size, cfg.periodic, finish,
+                                             calibration) if cfg.calibrate_targets else target
+            g.out[key], _ = draw(cfg.n_large, g.generator, size, cfg.periodic, condition)
+            g.out[target_key(key)] = np.asarray(target, np.float32 if np.ndim(target) else None)
+            g.out[condition_key(key)] = np.asarray(condition, np.float32)
 
 
 def encode_test(g: Generation, test_images: np.ndarray) -> EncodedTest:
@@ -689,16 +743,14 @@ def encode_test(g: Generation, test_images: np.ndarray) -> EncodedTest:
     return EncodedTest(z_mean, z_log_var, chosen, picker)
 
 
-def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
-               codes: tuple[torch.Tensor, torch.Tensor] | None, phase_fraction: float,
-               morphology: SegmentationParameters | None, seed: int,
-               draws: int = CALIBRATION_DRAWS) -> dict[str, Finishing]:
+def calibrate_finishings(model: VAE, out: dict[str, np.ndarray], samplers: dict,
+                         codes: tuple[torch.Tensor, torch.Tensor] | None, phase_fraction: float,
+                         morphology: SegmentationParameters | None, seed: int,
+                         draws: int = CALIBRATION_DRAWS) -> dict[str, Finishing]:
     """Calibrate one :class:`Finishing` per prior (and one for the encoded sets, on posterior
     draws of the training ``codes``) from ``draws`` images of their own (``diffusion``: as many
-    pixels, in 256 px images), then finish every image stack of ``out`` into
-    ``finished/{key}``; the records go to ``finish/{calibration}/``. The calibration draws come
-    from a generator of their own, so that the generated sets are the same with and without
-    the finishing."""
+    pixels, in 256 px images). The calibration draws come from a generator of their own, so
+    that the generated sets are the same with and without the finishing."""
     generator = torch.Generator().manual_seed(seed + 7919)
     finishings: dict[str, Finishing] = {}
     for name, draw in samplers.items():
@@ -716,6 +768,12 @@ def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
         eps = torch.randn((len(index), *z_mean.shape[1:]), generator=generator)
         probabilities = decode(model, reparameterize(z_mean[index], z_log_var[index], eps))
         finishings["encoded"] = Finishing.calibrate(probabilities, phase_fraction, morphology)
+    return finishings
+
+
+def apply_finishings(out: dict[str, np.ndarray], finishings: dict[str, Finishing]) -> None:
+    """Finish every image stack of ``out`` into ``finished/{key}`` by the finishing of its
+    calibration; the records go to ``finish/{calibration}/``."""
     for key in image_keys(out):
         stack = out[key]
         maps, _ = finishings[calibration_of(key)].apply(stack.reshape(-1, *stack.shape[-2:]))
@@ -723,7 +781,6 @@ def finish_all(model: VAE, out: dict[str, np.ndarray], samplers: dict,
     for name, finishing in finishings.items():
         for field_name, value in finishing.record().items():
             out[finish_key(name, field_name)] = value
-    return finishings
 
 
 def latent_manifold(model: VAE, grid: int = 15, extent: float = 3.0) -> np.ndarray:

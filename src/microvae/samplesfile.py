@@ -41,6 +41,8 @@ LARGE = "large"
 CONDITIONED = "conditioned"
 GRADED = "graded"
 TARGETS = "targets"
+# The condition each conditioned or graded stack was drawn with (its target, calibrated).
+CONDITIONS = "conditions"
 STORAGE = ("every image stack: float16 probabilities of phase 1 in [0, 1]; with match_training "
            f"its phase maps (uint8 0/1) under {FINISHED}/ and the calibration of each finishing "
            f"under {FINISH}/")
@@ -65,6 +67,17 @@ def graded_key(size: int) -> str:
 def target_key(key: str) -> str:
     """Where the target of a conditioned or graded stack lies."""
     return f"{TARGETS}/{key}"
+
+
+def condition_key(key: str) -> str:
+    """Where the condition a conditioned or graded stack was drawn with lies (the target moved
+    by the calibration of sample.calibrate_targets)."""
+    return f"{CONDITIONS}/{key}"
+
+
+def conditions_of(arrays) -> dict[str, np.ndarray]:
+    """Key of each conditioned or graded stack -> the condition it was drawn with."""
+    return {k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith(f"{CONDITIONS}/")}
 
 
 def latent_key(mode: str) -> str:

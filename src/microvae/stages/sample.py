@@ -36,9 +36,11 @@ from ..samplesfile import (
     NOISE_INDEX,
     POSTERIOR_INDEX,
     RECONSTRUCTION,
+    conditions_of,
     finish_records,
     finished_key,
     image_keys,
+    target_key,
     write_samples,
 )
 from . import describe_morphology, segmentation_morphology
@@ -190,6 +192,14 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
                       diffusion_cfg.sampling_steps, diffusion_cfg.guidance)
+    for key, condition in conditions_of(arrays).items():
+        target = arrays[target_key(key)]
+        log.info("%s drawn with the condition %s for the target %s%s", key,
+                 np.round(condition, 3) if np.ndim(condition) == 0 else
+                 f"{condition.min():.3f}-{condition.max():.3f}",
+                 np.round(target, 3) if np.ndim(target) == 0 else
+                 f"{target.min():.3f}-{target.max():.3f}",
+                 " (calibrated, sample.calibrate_targets)" if cfg.calibrate_targets else "")
     for name, record in sorted(finish_records(arrays).items()):
         log.info("%s images finished as the training maps were made: cut at %.3f (calibrated on "
                  "%d draws to the train split's phase fraction %.3f; a cut at 0.5 gave %.3f), "
@@ -206,6 +216,7 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
         "diffusion": str(diffusion_path or ""), "diffusion_sampling_steps":
             diffusion_cfg.sampling_steps, "diffusion_guidance": diffusion_cfg.guidance,
         "phase_fractions": list(cfg.phase_fractions), "graded": list(cfg.graded or []),
+        "calibrate_targets": cfg.calibrate_targets,
         "match_training": cfg.match_training,
         "match_training_morphology": describe_morphology(morphology),
         "architecture": model.config.get("architecture", "table1")})

@@ -1,0 +1,68 @@
+"""Generation at a target phase fraction with and without the calibration of the target
+(sample.calibrate_targets: one feedback step on 32 draws of their own): the conditioning
+study's model and diffusion prior (a run of conditioning.py), the same seed, 64 images of
+256 px at 0.20 and 0.30 (never trained on) and a graded map 0.15 -> 0.35; each set against its
+target (no threshold forces it) and against the real volumes made at the target.
+
+    python benchmarks/studies/target_calibration.py --run runs/conditioning_0
+
+Writes benchmarks/results/target_calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
+from conditioning import TARGETS, judged_against
+
+from machine import REPO, save
+from microvae.stages.evaluate import conditioned_sets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a run of conditioning.py")
+    parser.add_argument("--n", type=int, default=64)
+    args = parser.parse_args()
+    results = args.run / "results"
+    model = results / "models" / "latent_8" / "model.pt"
+    out = {}
+    for calibrate in (False, True):
+        samples = args.run / f"target_calibration_{str(calibrate).lower()}.h5"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "microvae", "sample", "--model", str(model),
+                        "--diffusion", str(model.with_name("diffusion.pt")), "--dataset",
+                        str(results / "dataset" / "dataset.h5"), "--mode", "diffusion", "field",
+                        "--sizes", "256", "--n-large", str(args.n), "--phase-fractions",
+                        *map(str, TARGETS), "--graded", "0.15", "0.35",
+                        "--calibrate-targets" if calibrate else "--no-calibrate-targets",
+                        "--out", str(samples)], check=True)
+        seconds = time.perf_counter() - started
+        against = {f"{t:g}": judged_against(samples, t, REPO / "runs" /
+                                            f"conditioning_reference_{t:g}" / "results" /
+                                            "dataset" / "dataset.h5",
+                                            args.run / f"against_{t:g}_{calibrate}.h5")
+                   for t in TARGETS}
+        out["calibrated" if calibrate else "uncalibrated"] = {
+            "conditioning": conditioned_sets(samples), "against_real": against,
+            "sample_seconds": seconds}
+        for name, values in out["calibrated" if calibrate else "uncalibrated"][
+                "conditioning"].items():
+            print(f"calibrate {calibrate}: {name}: target {values['target']:.3f}, achieved "
+                  f"{values['phase_fraction_mean']:.4f}"
+                  + (f", worst band {values['max_band_error']:.3f}"
+                     if "max_band_error" in values else ""), flush=True)
+        for target, sets in against.items():
+            name = f"conditioned_{target}_256"
+            print(f"  real at {target}: {sets[name]['verdict']}", flush=True)
+    save("target_calibration", {"run": str(args.run), "n": args.n, "results": out})
+
+
+if __name__ == "__main__":
+    main()
