@@ -653,7 +653,9 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     records each. ``diffusion`` samples ``diffusion_prior`` with ``sampling_steps`` DDIM steps;
     ``cfg.phase_fractions`` and ``cfg.graded`` add its conditioned sets
     (``conditioned/diffusion_{target}_{size}``, ``graded/diffusion_{size}``, with their
-    targets under ``targets/``), finished by the unconditional prior's threshold.
+    targets under ``targets/`` and the conditions they were drawn with under ``conditions/``:
+    the targets calibrated with ``cfg.calibrate_targets``), finished by the unconditional
+    prior's threshold.
     """
     cfg.check()
     check_modes(model, modes, ("diffusion",) if diffusion_prior is not None else ())
