@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
 SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
-           "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines")
+           "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines", "volumes")
 FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs", "modes",
               "memory", "samplesfile")
 UPPER = ("stages", "plots", "cli")

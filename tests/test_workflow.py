@@ -134,6 +134,11 @@ def test_score_judges_files_the_project_did_not_generate(tiny_run, tmp_path):
                                  "baseline_copy", "real_heldout"}
     assert card["sets"]["axis_0"]["n_images"] == 24 * 9  # 48 px sections: 3 x 3 tiles of 16
     assert "novelty" in card["sets"]["images"]
+    (label, described), = card["volumes"].items()  # what sections do not show, per volume
+    assert "blobs.tif" in label and described["shape"] == [24, 48, 48]
+    assert described["phase_fraction"] == pytest.approx((~volume).mean())
+    assert all(0 <= v <= 1 for v in described["spanning_fraction"]["phase_0"].values())
+    assert described["spanning_fraction"]["phase_0"]["axis_0"] == 1.0  # the pore space spans
     html = (out / "scorecard.html").read_text()
     assert "axis_1" in html and "data:image/png;base64" in html
     assert "axis_2" in (out / "scorecard.csv").read_text()

@@ -61,6 +61,7 @@ from ..samplesfile import (
     target_of,
 )
 from ..tables import columns_text, read_history, write_csv
+from ..volumes import volume_descriptors
 from . import (
     EVALUATION_FIGURES,
     describe_morphology,
@@ -684,11 +685,13 @@ def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
 
 
 def generated_files(paths: list[str], size: int, phase: str = "auto",
-                    threshold: float | None = None) -> dict[str, np.ndarray]:
+                    threshold: float | None = None,
+                    volumes: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The windows of ``size`` px (non-overlapping, row-major) of generated files: 2-D images
     (PNG, TIFF, NPY, VTI) pooled in the set ``images``; each 3-D volume's sections along each
     axis in the sets ``axis_0``, ``axis_1``, ``axis_2`` (one set per axis, so that each
-    direction of a volume is judged on its own)."""
+    direction of a volume is judged on its own). ``volumes``: filled with each 3-D volume's
+    phase map by its label."""
     from ..ingest import expand_paths, read_entries
     from ..vti import read_vti
 
@@ -706,6 +709,8 @@ def generated_files(paths: list[str], size: int, phase: str = "auto",
                 pieces = {"images": maps[None]}
             elif maps.ndim == 3:
                 pieces = {f"axis_{axis}": np.moveaxis(maps, axis, 0) for axis in range(3)}
+                if volumes is not None:
+                    volumes[label] = maps
             else:
                 raise MicrovaeError(f"{label}: an array of {maps.ndim} dimensions is neither an "
                                     "image nor a volume")
@@ -729,7 +734,8 @@ def score(generated_paths: list[str], dataset_path: str | os.PathLike,
 
     test = real_set(dataset_path, "test")
     size = test.images.shape[-1]
-    generated = generated_files(generated_paths, size, phase, threshold)
+    volumes: dict[str, np.ndarray] = {}
+    generated = generated_files(generated_paths, size, phase, threshold, volumes)
     if baselines_path is not None:
         baseline_images, stored_best = read_baselines(baselines_path, size)
     else:
@@ -754,6 +760,17 @@ def score(generated_paths: list[str], dataset_path: str | os.PathLike,
         best = nearest_iou(novelty_subset(maps, rng), library)
         metrics["sets"][name]["novelty"] = novelty_of(best, stored_best["test"], library.n_windows)
     stored_novelty(metrics["sets"], stored_best, library.n_windows)
+    if volumes:  # what sections do not show (reported, not judged: no real volume floor yet)
+        metrics["volumes"] = {label: volume_descriptors(volume)
+                              for label, volume in volumes.items()}
+        for label, values in metrics["volumes"].items():
+            spans = values["spanning_fraction"]["phase_1"]
+            lengths = values["correlation_length"]
+            log.info("%s: phase 1 percolates along z, y, x with %s of its voxels; S2 "
+                     "correlation length %s voxels; Euler characteristic per 1 000 voxels %.2f",
+                     label, ", ".join(f"{v:.2f}" for v in spans.values()),
+                     ", ".join(f"{v:.1f}" for v in lengths.values()),
+                     values["euler_per_1000_voxels"]["phase_1"])
     info = dataset_info(dataset_path)
     metrics["pixel_size"] = float(info.get("pixel_size") or 0.0)
     metrics["pixel_unit"] = info.get("pixel_unit", "px")
