@@ -18,7 +18,7 @@ from microvae.train import TrainConfig, kl_weight_at
 # epochs of one pass over the tiny data set, no step or time limit (the defaults' are sized for
 # real micrographs)
 SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3, "steps_per_epoch": None, "max_steps": None,
-            "max_minutes": None, "patience": 5, "max_val_images": None}
+            "max_minutes": None, "patience": 5, "max_val_images": None, "augment": "none"}
 
 
 def run_training(dataset, out, **changes):
@@ -373,3 +373,31 @@ def test_training_logs_the_feature_size_and_the_capacity_advice(tiny_dataset, tm
     with caplog.at_level(logging.INFO, logger="microvae"):
         run_training(tiny_dataset, tmp_path, epochs=1)
     assert "feature size of the train split: mean chord" in caplog.text
+
+
+def test_auto_augmentation_rotates_only_structures_that_look_the_same_along_x_and_y():
+    import numpy as np
+
+    from microvae.train import choose_augmentation
+
+    rng = np.random.default_rng(0)
+    isotropic = (rng.random((64, 32, 32)) < 0.4).astype(np.uint8)
+    mode, reason = choose_augmentation(isotropic)
+    assert mode == "dihedral" and "isotropic" in reason
+    banded = np.repeat(isotropic[:, :, :8], 4, axis=2)  # features 4x longer along x
+    mode, reason = choose_augmentation(banded)
+    assert mode == "flips" and "anisotropic" in reason
+    mode, reason = choose_augmentation(np.zeros((4, 32, 32), np.uint8))
+    assert mode == "flips" and "too few chords" in reason
+
+
+def test_auto_augmentation_is_resolved_and_recorded_by_the_training(tiny_dataset, tmp_path,
+                                                                      caplog):
+    import json
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="microvae"):
+        run_training(tiny_dataset, tmp_path, epochs=1, augment="auto")
+    assert "train.augment auto: " in caplog.text
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert json.loads(saved["extra"]["train"])["augment"] in ("dihedral", "flips")

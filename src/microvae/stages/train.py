@@ -107,7 +107,8 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
         "best_epoch": training.best_state_epoch,
         "best_val_loss": training.history[training.best_state_epoch - 1]["val_loss"],
         "epochs": training.epoch, "steps": training.steps, "restarts": training.restarts,
-        "stop_reason": training.stop_reason, "train": json.dumps(asdict(cfg), sort_keys=True),
+        "stop_reason": training.stop_reason,
+        "train": json.dumps(asdict(training.cfg), sort_keys=True),
         "dataset": str(dataset), "data_fingerprint": training.fingerprint})
     write_history(training.history, history_out)
     best = training.history[training.best_state_epoch - 1]
