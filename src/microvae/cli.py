@@ -122,6 +122,15 @@ def section_options(args: argparse.Namespace, section: str,
     return options
 
 
+def checked_options(args: argparse.Namespace, section: str) -> tuple[dict, dict]:
+    """The options given (``--params`` and flags), checked against the schema; and with the
+    schema's defaults filled in."""
+    from .config import check_options
+
+    given = check_options(section_options(args, section), section)
+    return given, {**schema_defaults(section), **given}
+
+
 # --- data -------------------------------------------------------------------------------------
 
 def synthesize_arguments(p: argparse.ArgumentParser) -> None:
@@ -327,11 +336,7 @@ def run_baselines(args: argparse.Namespace) -> None:
 
 
 def evaluation_seed(args: argparse.Namespace) -> int:
-    from .config import check_options
-
-    options = {**schema_defaults("evaluate"),
-               **check_options(section_options(args, "evaluate"), "evaluate")}
-    return options["seed"]
+    return checked_options(args, "evaluate")[1]["seed"]
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -439,11 +444,9 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from .config import check_options
     from .stages.export import export
 
-    given = check_options(section_options(args, "export"), "export")
-    options = {**schema_defaults("export"), **given}
+    given, options = checked_options(args, "export")
     # real windows need a data set: without one, only an explicit request is an error
     real = options["real"] if "real" in given else bool(options["real"] and args.dataset)
     export(args.samples, args.out_dir, tuple(dict.fromkeys(options["formats"])), options["n"],
