@@ -153,6 +153,10 @@ def test_source_options_of_the_workflow_build_source_options():
     (lambda c: c["train"].update(epochs=None), "training would never stop"),
     (lambda c: c["sample"].update(sizes=[256]), "sample.sizes: images larger than the training "
                                                 "tiles need model.architecture: conv"),
+    (lambda c: c["model"].update(architecture="auto") or c["sample"].update(sizes=[256]),
+     "sample.sizes: images larger than the training tiles need model.architecture: conv"),
+    (lambda c: c["model"].update(architecture="auto") or c["train"].update(crop_size=64),
+     "train.crop_size: model.architecture auto chooses the crop size"),
 ])
 def test_cross_field_rules(change, message):
     config = filled(TINY_CONFIG)

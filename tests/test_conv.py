@@ -228,3 +228,26 @@ def test_export_command_line(conv_samples, tiny_dataset, tmp_path):
     result = microvae("export", "--samples", str(conv_samples), "--out-dir", str(tmp_path / "f"),
                       "--real")
     assert result.returncode != 0 and "--real needs --dataset" in result.stderr
+
+
+def test_diffusion_prior_crops_shrink_to_small_training_regions_unless_set(conv_file,
+                                                                           tiny_dataset,
+                                                                           tmp_path, caplog):
+    """diffusion.crop_cells null: 16 cells where the training windows allow, else the largest
+    multiple of 4 cells inside them (the tiny data set's sections are 64 px), said in the log;
+    a crop size that was set and does not fit is refused by name."""
+    import logging
+
+    from microvae.diffusion import DiffusionConfig
+    from microvae.stages.train import train_prior
+
+    cfg = DiffusionConfig(width=8, max_steps=2, max_minutes=None, windows=8)
+    with caplog.at_level(logging.INFO, logger="microvae.stages.train"):
+        prior = train_prior(conv_file, tiny_dataset, cfg, tmp_path / "prior.pt")
+    assert prior.crop_cells in (4, 8) and "diffusion.crop_cells null" in caplog.text
+    saved = torch.load(tmp_path / "prior.pt", weights_only=True)
+    assert json.loads(saved["extra"]["diffusion"])["crop_cells"] == prior.crop_cells
+    with pytest.raises(MicrovaeError, match="diffusion.crop_cells: 16 cells .* do not fit"):
+        train_prior(conv_file, tiny_dataset, DiffusionConfig(width=8, max_steps=2, crop_cells=16),
+                    tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()

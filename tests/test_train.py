@@ -18,7 +18,8 @@ from microvae.train import TrainConfig, kl_weight_at
 # epochs of one pass over the tiny data set, no step or time limit (the defaults' are sized for
 # real micrographs)
 SETTINGS = {"epochs": 4, "batch_size": 16, "seed": 3, "steps_per_epoch": None, "max_steps": None,
-            "max_minutes": None, "patience": 5, "max_val_images": None, "augment": "none"}
+            "max_minutes": None, "patience": 5, "max_val_images": None, "augment": "none",
+            "architecture": "table1"}
 
 
 def run_training(dataset, out, **changes):
@@ -302,6 +303,7 @@ def test_conv_model_trains_on_crops_larger_than_the_tiles(tiny_dataset, tmp_path
 @pytest.mark.parametrize("changes,message", [
     ({"crop_size": 32}, "a table1 model trains at the image size of the data set"),
     ({"architecture": "conv", "crop_size": 32, "crops": False}, "needs train.crops: true"),
+    ({"architecture": "auto", "crop_size": 32}, "auto chooses the crop size"),
 ])
 def test_crop_size_that_cannot_apply_is_refused(tiny_dataset, tmp_path, changes, message):
     with pytest.raises(MicrovaeError, match=message):
@@ -401,3 +403,68 @@ def test_auto_augmentation_is_resolved_and_recorded_by_the_training(tiny_dataset
     assert "train.augment auto: " in caplog.text
     saved = torch.load(tmp_path / "model.pt", weights_only=False)
     assert json.loads(saved["extra"]["train"])["augment"] in ("dihedral", "flips")
+
+
+def stripes(width: int, tile: int = 32, n: int = 4):
+    """Tiles (n, tile, tile) of vertical stripes ``width`` px wide, phases alternating."""
+    import numpy as np
+
+    columns = (np.arange(tile) // width) % 2
+    return np.broadcast_to(columns, (n, tile, tile)).astype(np.uint8)
+
+
+def test_interface_per_tile_by_crofton_on_stripes():
+    """Vertical stripes of w px in a tile of S px: S/w - 1 changes along each of the S rows of
+    S - 1 steps, none along y; Crofton's L_A = pi/2 * (P_L,x + P_L,y) / 2, times S^2."""
+    from microvae.train import interface_per_tile
+
+    for width, tile in ((4, 32), (2, 32), (8, 16)):
+        changes_per_px = (tile / width - 1) / (tile - 1)
+        expected = math.pi / 4 * changes_per_px * tile * tile
+        assert interface_per_tile(stripes(width, tile)) == pytest.approx(expected)
+
+
+def test_auto_architecture_takes_the_conv_model_where_a_tile_holds_many_features():
+    from microvae.train import TABLE1_INTERFACE_PER_TILE, choose_architecture, interface_per_tile
+
+    fine, coarse = stripes(2), stripes(8)
+    assert interface_per_tile(fine) > TABLE1_INTERFACE_PER_TILE > interface_per_tile(coarse)
+    chosen, why = choose_architecture(fine)
+    assert chosen == "conv" and "px of phase boundary per 32 px tile" in why
+    assert choose_architecture(coarse)[0] == "table1"
+
+
+def test_auto_architecture_trains_the_chosen_model_and_records_it(tiny_dataset, tmp_path,
+                                                                 caplog, monkeypatch):
+    """The tiny data set under a low threshold: auto takes the conv model, on crops of twice
+    the tile where they fit in the training regions, and says so; under a high one Table 1."""
+    import logging
+
+    from microvae import train as train_module
+
+    monkeypatch.setattr(train_module, "TABLE1_INTERFACE_PER_TILE", 0.0)
+    with caplog.at_level(logging.INFO, logger="microvae.train"):
+        run_training(tiny_dataset, tmp_path / "conv", architecture="auto", epochs=1,
+                     steps_per_epoch=2, batch_size=4)
+    payload = torch.load(tmp_path / "conv" / "model.pt", weights_only=True)
+    assert payload["config"]["architecture"] == "conv"
+    assert payload["config"]["image_size"] == [32, 32]  # crops of two 16 px tiles
+    assert json.loads(payload["extra"]["train"])["architecture"] == "conv"
+    assert "model.architecture auto: conv" in caplog.text and "crops of 32 px" in caplog.text
+    monkeypatch.setattr(train_module, "TABLE1_INTERFACE_PER_TILE", 1e9)
+    run_training(tiny_dataset, tmp_path / "t1", architecture="auto", epochs=1,
+                 steps_per_epoch=2, batch_size=4)
+    payload = torch.load(tmp_path / "t1" / "model.pt", weights_only=True)
+    assert payload["config"].get("architecture", "table1") == "table1"
+    assert payload["config"]["image_size"] == [16, 16]
+
+
+def test_model_architecture_reads_a_model_file(tiny_dataset, tmp_path):
+    from microvae.modelfile import model_architecture
+
+    run_training(tiny_dataset, tmp_path, architecture="conv", crop_size=32, epochs=1,
+                 steps_per_epoch=1, batch_size=4)
+    assert model_architecture(tmp_path / "model.pt") == "conv"
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(MicrovaeError, match="bad.pt: not a valid microvae model file"):
+        model_architecture(tmp_path / "bad.pt")

@@ -287,6 +287,37 @@ def test_users_binary_pngs_skip_thresholding(tmp_path):
     assert np.array_equal(tiles, expected.astype(np.uint8))
 
 
+def test_architecture_auto_takes_the_conv_model_and_its_prior_for_a_fine_pored_map(tmp_path):
+    """model.architecture auto (the default) on the fine-pored Bentheimer map (129 px of pore
+    boundary per 32 px tile): the train job chooses the conv model on 64 px crops and says so,
+    and the workflow then trains its diffusion prior and samples from it (the checkpoint)."""
+    import copy
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["image_size"] = 32
+    config["sources"] = [{"name": "fine", "paths": [str(REPO / "tests/data/bentheimer_fine.npy")],
+                          "stride": 16}]
+    config["model"] = {"latent_sizes": [4]}
+    config["train"] = {"epochs": 1, "steps_per_epoch": 4, "batch_size": 8, "threads": 1,
+                       "max_steps": None, "max_minutes": None}
+    config["diffusion"] = {"max_steps": 5, "width": 8, "windows": 8, "crop_cells": 4,
+                           "sampling_steps": 2}
+    write_config(tmp_path, config)
+    planned = snakemake(tmp_path, "-n").stdout
+    assert "train_prior" not in planned  # not known before the train job has chosen
+    snakemake(tmp_path)
+    results = tmp_path / "results"
+    model = torch.load(results / "models/latent_4/model.pt", weights_only=True)
+    assert model["config"]["architecture"] == "conv" and model["config"]["image_size"] == [64, 64]
+    log = (results / "logs/train/latent_4.log").read_text()
+    assert re.search(r"model.architecture auto: conv \(1\d\d px of phase boundary per 32 px tile",
+                     log), log
+    assert (results / "models/latent_4/diffusion.pt").exists()
+    metrics = json.loads((results / "evaluation/latent_4/metrics.json").read_text())
+    assert {"prior", "field", "diffusion"} <= set(metrics["sets"])
+    assert "aggregate" not in metrics["sets"]
+
+
 def test_conv_model_end_to_end_with_large_images_and_export(tmp_path):
     """model.architecture conv with sample.sizes: training on larger crops, field samples,
     large images evaluated against real windows (rows of their own in summary.csv), export."""

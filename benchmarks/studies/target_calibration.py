@@ -1,5 +1,6 @@
 """Generation at a target phase fraction with and without the calibration of the target
-(sample.calibrate_targets: one feedback step on 32 draws of their own): the conditioning
+(sample.calibrate_targets: feedback steps on 32 draws of their own each; one step, the default,
+and three): the conditioning
 study's model and diffusion prior (a run of conditioning.py), the same seed, 64 images of
 256 px at 0.20 and 0.30 (never trained on) and a graded map 0.15 -> 0.35; each set against its
 target (no threshold forces it) and against the real volumes made at the target.
@@ -12,7 +13,6 @@ Writes benchmarks/results/target_calibration.json.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machi
 from conditioning import TARGETS, judged_against
 
 from machine import REPO, save
+from microvae import cli
+from microvae import sample as sample_module
 from microvae.stages.evaluate import conditioned_sets
 
 
@@ -33,28 +35,34 @@ def main() -> None:
     results = args.run / "results"
     model = results / "models" / "latent_8" / "model.pt"
     out = {}
-    for calibrate in (False, True):
-        samples = args.run / f"target_calibration_{str(calibrate).lower()}.h5"
+    # (calibrate_targets, feedback steps): no calibration, one step (the default,
+    # microvae.sample.TARGET_CALIBRATION_STEPS), three undamped steps
+    variants = {"uncalibrated": (False, 0), "one_step": (True, 1), "three_steps": (True, 3)}
+    default_steps = sample_module.TARGET_CALIBRATION_STEPS
+    for variant, (calibrate, steps) in variants.items():
+        samples = args.run / f"target_calibration_{variant}.h5"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "microvae", "sample", "--model", str(model),
-                        "--diffusion", str(model.with_name("diffusion.pt")), "--dataset",
-                        str(results / "dataset" / "dataset.h5"), "--mode", "diffusion", "field",
-                        "--sizes", "256", "--n-large", str(args.n), "--phase-fractions",
-                        *map(str, TARGETS), "--graded", "0.15", "0.35",
-                        "--calibrate-targets" if calibrate else "--no-calibrate-targets",
-                        "--out", str(samples)], check=True)
+        sample_module.TARGET_CALIBRATION_STEPS = steps or default_steps
+        code = cli.main(["sample", "--model", str(model),
+                         "--diffusion", str(model.with_name("diffusion.pt")), "--dataset",
+                         str(results / "dataset" / "dataset.h5"), "--mode", "diffusion", "field",
+                         "--sizes", "256", "--n-large", str(args.n), "--phase-fractions",
+                         *map(str, TARGETS), "--graded", "0.15", "0.35",
+                         "--calibrate-targets" if calibrate else "--no-calibrate-targets",
+                         "--out", str(samples)])
+        if code:
+            raise SystemExit(code)
         seconds = time.perf_counter() - started
         against = {f"{t:g}": judged_against(samples, t, REPO / "runs" /
                                             f"conditioning_reference_{t:g}" / "results" /
                                             "dataset" / "dataset.h5",
-                                            args.run / f"against_{t:g}_{calibrate}.h5")
+                                            args.run / f"against_{t:g}_{variant}.h5")
                    for t in TARGETS}
-        out["calibrated" if calibrate else "uncalibrated"] = {
-            "conditioning": conditioned_sets(samples), "against_real": against,
-            "sample_seconds": seconds}
-        for name, values in out["calibrated" if calibrate else "uncalibrated"][
-                "conditioning"].items():
-            print(f"calibrate {calibrate}: {name}: target {values['target']:.3f}, achieved "
+        out[variant] = {"calibrate_targets": calibrate, "feedback_steps": steps,
+                        "conditioning": conditioned_sets(samples), "against_real": against,
+                        "sample_seconds": seconds}
+        for name, values in out[variant]["conditioning"].items():
+            print(f"{variant}: {name}: target {values['target']:.3f}, achieved "
                   f"{values['phase_fraction_mean']:.4f}"
                   + (f", worst band {values['max_band_error']:.3f}"
                      if "max_band_error" in values else ""), flush=True)

@@ -201,8 +201,13 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
     if all(train.get(k) is None for k in ("epochs", "max_steps", "max_minutes")):
         errors.append("config key train: epochs, max_steps and max_minutes are all null, so "
                       "training would never stop; set at least one of them")
+    architecture = config.get("model", {}).get("architecture", "auto")
+    if train.get("crop_size") is not None and architecture == "auto":
+        errors.append("config key train.crop_size: model.architecture auto chooses the crop size "
+                      "with the model (twice the tile for a conv model); set model.architecture: "
+                      "conv to set train.crop_size, or leave crop_size null")
     if config.get("sample", {}).get("sizes") and \
-            config.get("model", {}).get("architecture", "table1") != "conv":
+            architecture != "conv":
         errors.append("config key sample.sizes: images larger than the training tiles need "
                       "model.architecture: conv (Table 1's Dense layers fix the output size)")
     sample = config.get("sample", {})

@@ -45,6 +45,8 @@ DILATIONS = (1, 2, 1)  # the blocks at 1/4 resolution
 GRID_MULTIPLE = 4
 CONDITION_SIGMA_CELLS = 4.0
 CELL = 8  # px per latent cell of a conv VAE
+# Side (cells) of the training crops where diffusion.crop_cells is null and the windows allow.
+DEFAULT_CROP_CELLS = 16
 # The finishing of mode diffusion is calibrated on images of this side (cells).
 CANVAS_CELLS = 32
 
@@ -58,7 +60,7 @@ class DiffusionConfig:
     max_steps: int = 4000
     max_minutes: float | None = 8.0
     batch_size: int = 32
-    crop_cells: int = 16
+    crop_cells: int | None = None
     windows: int = 512
     learning_rate: float = 0.001
     ema_decay: float = 0.995
@@ -249,7 +251,7 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
     ``cfg.seed``."""
     cfg.check()
     n, channels, height, width = grids.shape
-    crop = cfg.crop_cells
+    crop = cfg.crop_cells or DEFAULT_CROP_CELLS
     if height < crop or width < crop:
         raise MicrovaeError(f"diffusion.crop_cells: {crop} cells do not fit in the encoded "
                             f"training windows ({height}x{width} cells); lower it")

@@ -50,6 +50,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model, payload
 
 
+def model_architecture(path: str | os.PathLike) -> str:
+    """The architecture (``table1`` or ``conv``) of a model file, without building the model."""
+    if not os.path.isfile(path):
+        raise MicrovaeError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return str(payload["config"].get("architecture", "table1"))
+    except Exception as exc:
+        raise MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
+                            "train it again or check the path") from exc
+
+
 def save_prior(prior, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     """Save a trained :class:`~microvae.diffusion.DiffusionPrior` (atomic; tensors and plain
     values only, loadable with ``weights_only=True``)."""

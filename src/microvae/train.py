@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from .config import check_parameters, parse_options
-from .crops import CropSampler
+from .crops import CropSampler, window_origins
 from .dataset import evenly_spaced
-from .descriptors import chord_lengths
+from .descriptors import chord_lengths, specific_perimeter
 from .device import Runtime
 from .errors import MicrovaeError
 from .model import (
@@ -100,6 +100,46 @@ def choose_augmentation(images: np.ndarray) -> tuple[str, str]:
     return "flips", what + ": anisotropic, only the 4 flips that keep the axes"
 
 
+# model.architecture auto: Table 1's latent vector holds a tile with up to this much interface
+# (phase boundary, px per tile, by Crofton's formula); above it the conv model, whose latent grid
+# grows with the image. Measured with Table 1 at latent 64 (test IoU against px of interface per
+# tile): the gallery's micrographs 14-73 px -> 0.86-0.93 (gold 33 -> 0.92, Berea 73 -> 0.86);
+# the fine-pored Bentheimer map 129 px -> 0.74, where the conv model reaches 0.87
+# (docs/training.md, benchmarks/results/feature_sizes.json).
+TABLE1_INTERFACE_PER_TILE = 100.0
+# A conv model chosen by auto trains on random crops of this many tiles' side (more context per
+# example), where such crops fit inside the training regions.
+AUTO_CONV_CROP_TILES = 2
+
+
+def interface_per_tile(images: np.ndarray) -> float:
+    """Mean length (px) of phase boundary in a tile of the images (N, S, S): the specific
+    perimeter (Crofton) times the tile's area."""
+    return float(specific_perimeter(images).mean()) * images.shape[-2] * images.shape[-1]
+
+
+def choose_architecture(images: np.ndarray) -> tuple[str, str]:
+    """``model.architecture: auto`` for the training tiles (N, S, S): ``table1`` where a tile
+    holds at most :data:`TABLE1_INTERFACE_PER_TILE` px of phase boundary, else ``conv``; and
+    why."""
+    interface = interface_per_tile(images)
+    what = (f"{interface:.0f} px of phase boundary per {images.shape[-1]} px tile (Table 1's "
+            f"latent vector holds up to {TABLE1_INTERFACE_PER_TILE:.0f})")
+    if interface <= TABLE1_INTERFACE_PER_TILE:
+        return "table1", what + ": the paper's network"
+    return "conv", what + (": too many features per tile for a latent vector; the conv model, "
+                           "whose latent grid of latent-size channels grows with the image")
+
+
+def auto_conv_crop(tile: int, regions_mask: np.ndarray | None) -> int | None:
+    """The crop size of a conv model chosen by auto: :data:`AUTO_CONV_CROP_TILES` tiles where
+    such windows lie inside the training regions, else the tile (None)."""
+    size = AUTO_CONV_CROP_TILES * tile
+    if regions_mask is None or not window_origins(regions_mask, size).any():
+        return None
+    return size
+
+
 def scale_advice(tile: int, features: dict[int, float]) -> str | None:
     """What the structure's feature size (mean chord per phase, :func:`~microvae.descriptors.
     feature_size`) says of the tile size before training; None where it suits."""
@@ -130,8 +170,9 @@ def capacity_advice(architecture: str, latent_size: int, tile: int, features: di
     if architecture == "table1":
         return (what + "; Table 1's latent vector is too small for so many features per tile: "
                 "use the conv model, whose latent grid grows with the image (model: "
-                "{architecture: conv, latent_sizes: [32]}, train: {crop_size: 64}; a micro-CT "
-                "map of 2-4 px pores went from test IoU 0.44 to 0.88 so)")
+                "{architecture: conv, latent_sizes: [32]}, train: {crop_size: 64}, or "
+                "architecture: auto; a micro-CT map of 2-4 px pores went from test IoU 0.44 to "
+                "0.88 so)")
     return what + "; give the conv model more latent channels (model.latent_sizes) or train longer"
 
 
@@ -165,7 +206,7 @@ class TrainConfig:
     kl_weight: float = 0.1
     kl_warmup_epochs: int = 0
     init: str = "keras"
-    architecture: str = "table1"
+    architecture: str = "auto"
     crop_size: int | None = None
     seed: int = 0
     max_train_images: int | None = None
@@ -185,6 +226,9 @@ class TrainConfig:
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:
             raise MicrovaeError("train: epochs, max_steps and max_minutes are all null, so "
                                 "training would never stop; set at least one of them")
+        if self.architecture == "auto" and self.crop_size is not None:
+            raise MicrovaeError("train.crop_size: model.architecture auto chooses the crop size "
+                                "with the model; set model.architecture: conv to set it")
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Settings that change the trajectory; a checkpoint resumes only if they match.
@@ -383,6 +427,15 @@ def prepare(train_images: np.ndarray, val_images: np.ndarray, latent_size: int,
         log.info("train.augment auto: %s (%s)", chosen, reason)
         cfg = replace(cfg, augment=chosen)
     size = list(train_images.shape[1:])
+    if cfg.architecture == "auto":
+        chosen, reason = choose_architecture(evenly_spaced(train_images, ISOTROPY_TILES))
+        crop_size = None
+        if chosen == "conv" and cfg.crops:
+            crop_size = auto_conv_crop(size[0], regions_mask)
+            if crop_size:
+                reason += f", on random crops of {crop_size} px"
+        log.info("model.architecture auto: %s (%s)", chosen, reason)
+        cfg = replace(cfg, architecture=chosen, crop_size=crop_size)
     crop = cfg.crop_size or size[0]
     if cfg.crop_size is not None and cfg.architecture == "table1" and [crop, crop] != size:
         raise MicrovaeError(f"train.crop_size: a table1 model trains at the image size of the data "

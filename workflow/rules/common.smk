@@ -30,6 +30,7 @@ from microvae.config import (  # noqa: E402
 from microvae import memory  # noqa: E402
 from microvae.errors import MicrovaeError  # noqa: E402
 from microvae.modes import DIFFUSION_SAMPLING_KEYS  # noqa: E402
+from microvae.modelfile import model_architecture  # noqa: E402
 from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
@@ -52,8 +53,11 @@ SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
 # conv models generate (and export) images larger than the tiles: sample.sizes
 LARGE_SIZES = config["sample"]["sizes"]
-# conv models get the learned spatial prior (mode diffusion), trained after the VAE
-DIFFUSION = config["model"]["architecture"] == "conv" and config["diffusion"]["enabled"]
+# conv models get the learned spatial prior (mode diffusion), trained after the VAE. With
+# architecture auto the train job chooses the model from the data (rule train is a checkpoint)
+# and what follows it is known once it has run.
+ARCHITECTURE = config["model"]["architecture"]
+DIFFUSION = ARCHITECTURE in ("conv", "auto") and config["diffusion"]["enabled"]
 
 
 wildcard_constraints:
@@ -171,16 +175,30 @@ def diffusion_options():
     return json.dumps(settings, sort_keys=True)
 
 
+def trained_architecture(latent):
+    """The architecture of the model of a latent size: the config's, or with auto what the
+    train job chose (read from its model file once the checkpoint has run)."""
+    if ARCHITECTURE != "auto":
+        return ARCHITECTURE
+    return model_architecture(checkpoints.train.get(latent=latent).output.model)
+
+
+def has_diffusion_prior(latent):
+    return DIFFUSION and trained_architecture(latent) == "conv"
+
+
 def diffusion_prior(wildcards):
     """The trained diffusion prior a sample job reads (none without it)."""
-    if not DIFFUSION:
+    if not has_diffusion_prior(wildcards.latent):
         return []
     return f"results/models/latent_{wildcards.latent}/diffusion.pt"
 
 
 def diffusion_prior_option(wildcards, input):
     """The sample rule's --diffusion FILE ("" without a diffusion prior)."""
-    return f"--diffusion {input.diffusion}" if DIFFUSION else ""
+    if not has_diffusion_prior(wildcards.latent):
+        return ""
+    return f"--diffusion {input.diffusion}"
 
 
 def large_metrics():

@@ -1,8 +1,10 @@
 # One VAE per latent size. The resumable checkpoint lives outside the declared outputs
 # (results/checkpoints/), so a killed job continues where it stopped when it is re-run.
+# A Snakemake checkpoint: with model.architecture auto the job chooses the model, and whether a
+# diffusion prior follows it is decided once it has run (common.smk, trained_architecture).
 
 
-rule train:
+checkpoint train:
     input:
         "results/dataset/dataset.h5",
     output:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,14 @@ from ..atomic import atomic_path, save_figure
 from ..dataset import evenly_spaced
 from ..descriptors import feature_size
 from ..device import select_runtime
-from ..diffusion import DiffusionConfig, condition_maps, fit_diffusion
+from ..diffusion import (
+    CELL,
+    DEFAULT_CROP_CELLS,
+    GRID_MULTIPLE,
+    DiffusionConfig,
+    condition_maps,
+    fit_diffusion,
+)
 from ..errors import MicrovaeError
 from ..h5io import load_split, load_training_regions
 from ..model import USED_VARIANCE, reparameterize
@@ -112,7 +119,7 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
         "dataset": str(dataset), "data_fingerprint": training.fingerprint})
     write_history(training.history, history_out)
     best = training.history[training.best_state_epoch - 1]
-    advice = capacity_advice(cfg.architecture, latent_size, tile, features,
+    advice = capacity_advice(training.cfg.architecture, latent_size, tile, features,
                              float(best["bce_over_mean_image"]))
     if advice:
         log.warning("%s", advice)
@@ -143,12 +150,26 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
         raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
                             "version): re-run pack")
     generator = torch.Generator().manual_seed(cfg.seed)
-    crop_px = 8 * cfg.crop_cells
-    windows = field_windows(*regions, cfg.windows, generator, largest=max(FIELD_WINDOW, crop_px))
-    if windows.shape[-1] < crop_px:
-        raise MicrovaeError(f"diffusion.crop_cells: {cfg.crop_cells} cells ({crop_px} px) do not "
-                            f"fit in the training regions (the largest window is "
+    crop_cells = cfg.crop_cells or DEFAULT_CROP_CELLS
+    windows = field_windows(*regions, cfg.windows, generator,
+                            largest=max(FIELD_WINDOW, CELL * crop_cells))
+    inside = windows.shape[-1] // CELL
+    if cfg.crop_cells is None and inside < crop_cells:
+        crop_cells = inside - inside % GRID_MULTIPLE
+        if crop_cells < GRID_MULTIPLE:
+            raise MicrovaeError(f"{dataset}: the training regions hold windows of "
+                                f"{windows.shape[-1]} px only, too small for the diffusion "
+                                f"prior's training crops (at least {CELL * GRID_MULTIPLE} px); "
+                                "set diffusion.enabled: false")
+        log.info("diffusion.crop_cells null: training crops of %d cells (%d px), the largest "
+                 "multiple of %d cells inside the training windows of %d px (%d cells where "
+                 "they allow)", crop_cells, CELL * crop_cells, GRID_MULTIPLE, windows.shape[-1],
+                 DEFAULT_CROP_CELLS)
+    elif inside < crop_cells:
+        raise MicrovaeError(f"diffusion.crop_cells: {crop_cells} cells ({CELL * crop_cells} px) "
+                            f"do not fit in the training regions (the largest window is "
                             f"{windows.shape[-1]} px); lower it")
+    cfg = replace(cfg, crop_cells=crop_cells)
     z_mean, z_log_var = encode(model, windows, batch_size=max(1, 250 * 32 * 32 // windows[0].size))
     grids = reparameterize(z_mean, z_log_var, torch.randn(z_mean.shape, generator=generator))
     conditions = torch.from_numpy(condition_maps(windows))
