@@ -82,7 +82,7 @@ def test_dry_run_prints_sbatch_resources(tmp_path):
                        "--slurm-no-account", check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    train = output[output.index("rule train:"):]
+    train = output[re.search(r"(rule|checkpoint) train:", output).start():]  # a checkpoint
     train = train[:train.index("\n\n")]
     resources = next(line for line in train.splitlines() if "resources:" in line)
     assert "mem_mb=16000" in resources and "runtime=60" in resources and "gpu=0" in resources
