@@ -240,6 +240,27 @@ def condition_maps(windows: np.ndarray) -> np.ndarray:
                            mode="reflect").astype(np.float32)
 
 
+def training_crop_cells(crop_cells: int | None, window_px: int) -> int:
+    """The side (cells) of the denoiser's training crops in encoded windows of ``window_px``:
+    ``crop_cells`` where set (refused where it does not fit), else :data:`DEFAULT_CROP_CELLS`
+    or, in smaller windows, the largest multiple of :data:`GRID_MULTIPLE` cells inside them."""
+    inside = window_px // CELL
+    if crop_cells is not None:
+        if inside < crop_cells:
+            raise MicrovaeError(f"diffusion.crop_cells: {crop_cells} cells ({CELL * crop_cells} "
+                                f"px) do not fit in the training regions (the largest window "
+                                f"is {window_px} px); lower it")
+        return crop_cells
+    if inside >= DEFAULT_CROP_CELLS:
+        return DEFAULT_CROP_CELLS
+    fitting = inside - inside % GRID_MULTIPLE
+    if fitting < GRID_MULTIPLE:
+        raise MicrovaeError(f"the training regions hold windows of {window_px} px only, too small "
+                            f"for the diffusion prior's training crops (at least "
+                            f"{CELL * GRID_MULTIPLE} px); set diffusion.enabled: false")
+    return fitting
+
+
 def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionConfig,
                   training_phase_fraction: float, active: torch.Tensor | None = None,
                   log_every: int = 200, log=None, device: str | None = None) -> DiffusionPrior:

@@ -27,23 +27,37 @@ def save_model(model: VAE, path: str | os.PathLike, extra: dict[str, Any] | None
         torch.save(payload, tmp)
 
 
+def _read_payload(path: str | os.PathLike) -> dict:
+    """A model file's payload (``weights_only=True``: no pickle code runs)."""
+    if not os.path.isfile(path):
+        raise MicrovaeError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or "config" not in payload:
+            raise KeyError("config")
+        return payload
+    except Exception as exc:
+        raise _invalid(path, exc) from exc
+
+
+def _invalid(path: str | os.PathLike, exc: Exception) -> MicrovaeError:
+    return MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
+                         "train it again or check the path")
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VAE, dict]:
     """Load a model saved by :func:`save_model` (``weights_only=True``: no pickle code runs).
 
     Returns the model in eval mode and the whole payload (config, versions, extra).
     """
-    if not os.path.isfile(path):
-        raise MicrovaeError(f"{path}: model file not found")
+    payload = _read_payload(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        config = payload["config"]
-        model = build_model(config)
+        model = build_model(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except MicrovaeError:
         raise
     except Exception as exc:
-        raise MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
-                            "train it again or check the path") from exc
+        raise _invalid(path, exc) from exc
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":  # NHWC is 1.4-2x faster for these convolutions on CPU
         model = model.to(memory_format=torch.channels_last)
@@ -52,14 +66,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 def model_architecture(path: str | os.PathLike) -> str:
     """The architecture (``table1`` or ``conv``) of a model file, without building the model."""
-    if not os.path.isfile(path):
-        raise MicrovaeError(f"{path}: model file not found")
+    config = _read_payload(path)["config"]
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        return str(payload["config"].get("architecture", "table1"))
+        return str(config.get("architecture", "table1"))
     except Exception as exc:
-        raise MicrovaeError(f"{path}: not a valid microvae model file ({short_reason(exc)}); "
-                            "train it again or check the path") from exc
+        raise _invalid(path, exc) from exc
 
 
 def save_prior(prior, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

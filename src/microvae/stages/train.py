@@ -27,6 +27,7 @@ from ..diffusion import (
     DiffusionConfig,
     condition_maps,
     fit_diffusion,
+    training_crop_cells,
 )
 from ..errors import MicrovaeError
 from ..h5io import load_split, load_training_regions
@@ -150,25 +151,18 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
         raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
                             "version): re-run pack")
     generator = torch.Generator().manual_seed(cfg.seed)
-    crop_cells = cfg.crop_cells or DEFAULT_CROP_CELLS
     windows = field_windows(*regions, cfg.windows, generator,
-                            largest=max(FIELD_WINDOW, CELL * crop_cells))
-    inside = windows.shape[-1] // CELL
-    if cfg.crop_cells is None and inside < crop_cells:
-        crop_cells = inside - inside % GRID_MULTIPLE
-        if crop_cells < GRID_MULTIPLE:
-            raise MicrovaeError(f"{dataset}: the training regions hold windows of "
-                                f"{windows.shape[-1]} px only, too small for the diffusion "
-                                f"prior's training crops (at least {CELL * GRID_MULTIPLE} px); "
-                                "set diffusion.enabled: false")
+                            largest=max(FIELD_WINDOW, CELL * (cfg.crop_cells or
+                                                              DEFAULT_CROP_CELLS)))
+    try:
+        crop_cells = training_crop_cells(cfg.crop_cells, windows.shape[-1])
+    except MicrovaeError as exc:
+        raise MicrovaeError(f"{dataset}: {exc}") from None
+    if cfg.crop_cells is None and crop_cells < DEFAULT_CROP_CELLS:
         log.info("diffusion.crop_cells null: training crops of %d cells (%d px), the largest "
                  "multiple of %d cells inside the training windows of %d px (%d cells where "
                  "they allow)", crop_cells, CELL * crop_cells, GRID_MULTIPLE, windows.shape[-1],
                  DEFAULT_CROP_CELLS)
-    elif inside < crop_cells:
-        raise MicrovaeError(f"diffusion.crop_cells: {crop_cells} cells ({CELL * crop_cells} px) "
-                            f"do not fit in the training regions (the largest window is "
-                            f"{windows.shape[-1]} px); lower it")
     cfg = replace(cfg, crop_cells=crop_cells)
     z_mean, z_log_var = encode(model, windows, batch_size=max(1, 250 * 32 * 32 // windows[0].size))
     grids = reparameterize(z_mean, z_log_var, torch.randn(z_mean.shape, generator=generator))
