@@ -66,15 +66,16 @@ AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-def run_workflow(directory: Path, config: dict, cores: int, env: dict | None = None
-                 ) -> list[dict[str, str]]:
+def run_workflow(directory: Path, config: dict, cores: int, env: dict | None = None,
+                 snakemake_args: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """Run the whole workflow with ``config`` in ``directory`` (config/config.yaml written
-    there; Snakemake re-runs only what changed); the rows of its summary.csv."""
+    there; Snakemake re-runs only what changed, ``snakemake_args`` added to its command line);
+    the rows of its summary.csv."""
     (directory / "config").mkdir(parents=True, exist_ok=True)
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-                    "--directory", str(directory), "--cores", str(cores), "--quiet", "rules"],
-                   check=True, env={**os.environ, **(env or {})})
+                    "--directory", str(directory), "--cores", str(cores), "--quiet", "rules",
+                    *snakemake_args], check=True, env={**os.environ, **(env or {})})
     with open(directory / "results" / "evaluation" / "summary.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 

@@ -357,6 +357,8 @@ def config_with(**changes):
     ({"sample.phase_fractions": [0.3, 1.2]}, ["sample.phase_fractions[1]"]),
     ({"diffusion": {"crop_cells": 1}}, ["diffusion.crop_cells", "minimum of 2"]),
     ({"sample.graded": [0.2, 0.4]}, ["sample.graded", "needs model.architecture: conv"]),
+    ({"sample.phase_fractions": [0.3], "diffusion": {"enabled": False}},
+     ["sample.phase_fractions", "needs diffusion.enabled: true"]),
     ({"model.architecture": "conv", "sample.sizes": [48], "sample.periodic": True},
      ["sample.sizes", "[48] px are not multiples of 32"]),
 ])

@@ -15,9 +15,11 @@ from microvae.diffusion import (
     condition_maps,
     ddim,
     fit_diffusion,
+    fit_vector_diffusion,
     linear_gradient,
     noise_levels,
     sample_grids,
+    sample_vectors,
 )
 from microvae.errors import MicrovaeError
 from microvae.modelfile import load_prior, save_prior
@@ -232,6 +234,32 @@ def test_generate_draws_diffusion_sets_and_finishes_targets_with_the_uncondition
                  diffusion_prior=prior)
 
 
+def test_generate_draws_a_table1_models_diffusion_sets(quick_vector_prior):
+    """A Table 1 model's diffusion prior: mode diffusion beside aggregate at the model's size,
+    its sets at a target phase fraction finished by its unconditional cut; a graded map and
+    the prior of another model are refused by name."""
+    from microvae.model import VAE
+    from microvae.sample import SampleConfig, generate
+
+    torch.manual_seed(0)
+    model = VAE(16, 3).eval()
+    images = (np.random.default_rng(0).random((6, 16, 16)) < 0.4).astype(np.uint8)
+    cfg = SampleConfig(n_prior=5, n_large=3, phase_fractions=[0.3], calibration_draws=100)
+    out = generate(model, images, cfg, ("aggregate", "diffusion"), fit_images=images,
+                   training_phase_fraction=0.4, diffusion_prior=quick_vector_prior, sampling_steps=2)
+    assert out["diffusion"].shape == (5, 16, 16) and out["diffusion_z"].shape == (5, 3)
+    key = "conditioned/diffusion_0.3_16"
+    assert out[key].shape == (3, 16, 16)
+    np.testing.assert_array_equal(out[f"finished/{key}"],
+                                  out[key] > float(out["finish/diffusion/threshold"]))
+    with pytest.raises(MicrovaeError, match="graded maps need a conv model"):
+        generate(model, images, SampleConfig(graded=[0.2, 0.4]), ("diffusion",),
+                 training_phase_fraction=0.4, diffusion_prior=quick_vector_prior)
+    with pytest.raises(MicrovaeError, match="the prior of another model"):
+        generate(VAE(16, 4).eval(), images, SampleConfig(n_prior=2), ("diffusion",),
+                 training_phase_fraction=0.4, diffusion_prior=quick_vector_prior, sampling_steps=2)
+
+
 def test_conditioning_metrics_by_hand():
     from microvae.evaluate import conditioning_metrics
 
@@ -248,3 +276,76 @@ def test_conditioning_metrics_by_hand():
     assert graded["achieved_bands"] == pytest.approx([0.25, 0.75])
     assert graded["max_band_error"] == pytest.approx(
         max(abs(0.25 - columns[:4].mean()), abs(0.75 - columns[4:].mean())))
+
+
+def _two_clusters(n=512, seed=0):
+    """Codes of a 3-D latent of a Table 1 model: dimension 0 at -2 or +2 (two kinds of image,
+    phase fraction 0.2 and 0.6), dimension 1 N(0, 0.5), dimension 2 left at the prior (z_mean
+    0, posterior variance 1); posterior spread 0.1 in the others."""
+    generator = torch.Generator().manual_seed(seed)
+    kind = torch.rand(n, generator=generator) < 0.5
+    z_mean = torch.zeros((n, 3))
+    z_mean[:, 0] = torch.where(kind, 2.0, -2.0)
+    z_mean[:, 1] = 0.5 * torch.randn(n, generator=generator)
+    z_log_var = torch.full((n, 3), 2 * np.log(0.1))
+    z_log_var[:, 2] = 0.0
+    return z_mean, z_log_var, torch.where(kind, 0.6, 0.2).double()
+
+
+@pytest.fixture(scope="module")
+def vector_prior():
+    z_mean, z_log_var, fractions = _two_clusters()
+    cfg = DiffusionConfig(width=16, max_steps=800, max_minutes=None, batch_size=64,
+                          learning_rate=2e-3, ema_decay=0.99, seed=0)
+    return fit_vector_diffusion(z_mean, z_log_var, fractions, cfg, 0.4,
+                                active=z_mean.var(0) > 0.01, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def quick_vector_prior():
+    """A vector prior after two steps: enough for the file, the shapes and the refusals."""
+    z_mean, z_log_var, fractions = _two_clusters(n=16)
+    cfg = DiffusionConfig(width=8, max_steps=2, max_minutes=None, seed=0)
+    return fit_vector_diffusion(z_mean, z_log_var, fractions, cfg, 0.4, device="cpu")
+
+
+@pytest.mark.slow
+def test_vector_prior_learns_two_kinds_of_image_and_its_condition(vector_prior):
+    """The MLP prior of a Table 1 model's latent vectors draws the two clusters, not the
+    Gaussian between them that the aggregate prior fits (which puts 38% of its draws within 1
+    of 0 along dimension 0); asked for a phase fraction, the draws come from the kind of image
+    that has it; the unused dimension is drawn from its own spread."""
+    assert vector_prior.kind == "vector" and vector_prior.describe()["active_channels"] == 2
+    generator = torch.Generator().manual_seed(1)
+    free = sample_vectors(vector_prior, 400, generator, steps=20)
+    assert free.shape == (400, 3)
+    assert (free[:, 0].abs() < 1).float().mean() < 0.1
+    assert 0.3 < (free[:, 0] > 0).float().mean() < 0.7
+    assert free[:, 1].std() == pytest.approx(0.5, rel=0.25)
+    assert free[:, 2].std() == pytest.approx(1.0, rel=0.15)
+    for target, sign in ((0.2, -1), (0.6, 1)):
+        drawn = sample_vectors(vector_prior, 200, generator, phase_fraction=target, steps=20)
+        assert (sign * drawn[:, 0] > 1).float().mean() > 0.9
+
+
+def test_vector_prior_file_and_refusals(quick_vector_prior, quick, tmp_path):
+    vector_prior = quick_vector_prior
+    path = tmp_path / "diffusion.pt"
+    save_prior(vector_prior, path)
+    loaded, _ = load_prior(path)
+    assert loaded.kind == "vector" and loaded.describe() == vector_prior.describe()
+    draws = [sample_vectors(p, 5, torch.Generator().manual_seed(3), phase_fraction=0.3, steps=4)
+             for p in (vector_prior, loaded)]
+    torch.testing.assert_close(draws[0], draws[1])
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(MicrovaeError, match="samples vectors, not grids"):
+        sample_grids(vector_prior, 1, 4, 4, generator)
+    with pytest.raises(MicrovaeError, match="samples grids, not vectors"):
+        sample_vectors(quick, 1, generator)
+    with pytest.raises(MicrovaeError, match="not at a map"):
+        sample_vectors(vector_prior, 1, generator, phase_fraction=np.full((2, 2), 0.3))
+    with pytest.raises(MicrovaeError, match="not between 0 and 1"):
+        sample_vectors(vector_prior, 1, generator, phase_fraction=1.5)
+    z_mean, z_log_var, fractions = _two_clusters(n=8)
+    with pytest.raises(MicrovaeError, match="do not match"):
+        fit_vector_diffusion(z_mean, z_log_var, fractions[:4], DiffusionConfig(max_steps=1), 0.4)

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, TINY_CONFIG, build_tiny_dataset, snakemake, write_config
 
 pytestmark = pytest.mark.slow
-MODES = {"prior", "aggregate", "mixture", "posterior", "noise_0.5", "noise_1",
+MODES = {"prior", "aggregate", "mixture", "diffusion", "posterior", "noise_0.5", "noise_1",
          "interpolation_midpoint", "reconstruction"}
 JUDGED = MODES | {"baseline_grf", "baseline_copy", "real_heldout"}
 
@@ -84,14 +84,15 @@ def test_full_run_outputs(tiny_run):
         for name, values in metrics["sets"].items():
             assert set(values) >= {"role", "distance", "floor", "floor_p95", "floor_multiple",
                                    "exceedance", "within_floor", "verdict", "summary"}, name
-        for name in ("prior", "aggregate", "mixture", "baseline_grf", "baseline_copy",
-                     "real_heldout"):
+        for name in ("prior", "aggregate", "mixture", "diffusion", "baseline_grf",
+                     "baseline_copy", "real_heldout"):
             assert 0 <= metrics["sets"][name]["novelty"]["fraction_closer"] <= 1
         # finished sets: their phase fraction is calibrated, not judged
         assert "phase_fraction" in metrics["sets"]["aggregate"]["calibrated"]
         assert set(metrics["ablation"]) >= {"prior", "aggregate", "mixture"}
         assert metrics["selection"]["split"] == "val"
-        assert metrics["selection"]["best_unseeded"] in ("prior", "aggregate", "mixture")
+        assert metrics["selection"]["best_unseeded"] in ("prior", "aggregate", "mixture",
+                                                         "diffusion")
         header = (results / f"evaluation/latent_{latent}/curves.csv").read_text().splitlines()[0]
         assert header.startswith("r,real_s2,") and "baseline_grf_cluster_x" in header
         for figure in ("verdict", "curves", "distributions"):
@@ -99,6 +100,8 @@ def test_full_run_outputs(tiny_run):
         for figure in ("prior", "posterior", "noise", "interpolation", "latent_map"):
             assert (results / f"samples/latent_{latent}/{figure}.png").stat().st_size > 1000
         assert (results / f"models/latent_{latent}/loss.png").exists()
+        prior = torch.load(results / f"models/latent_{latent}/diffusion.pt", weights_only=True)
+        assert prior["diffusion"]["kind"] == "vector"  # an MLP over Table 1's latent vectors
         assert (results / f"logs/train/latent_{latent}.log").read_text().count("epoch") >= 2
         assert (results / f"benchmarks/train/latent_{latent}.tsv").exists()
     assert (results / "baselines/baselines.png").stat().st_size > 1000
@@ -184,8 +187,8 @@ def test_changed_training_parameter_reruns_exactly_downstream(tiny_run, tmp_path
     out = snakemake(work, "-n", "--quiet", "rules").stdout
     counts = dict(line.split()[:2] for line in out.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert counts == {"train": "2", "sample": "2", "evaluate": "2", "summarize": "1",
-                      "all": "1", "total": "8"}
+    assert counts == {"train": "2", "train_prior": "2", "sample": "2", "evaluate": "2",
+                      "summarize": "1", "all": "1", "total": "10"}
 
 
 def test_changed_latent_sizes_train_only_the_new_one(tiny_run, tmp_path):
@@ -199,8 +202,8 @@ def test_changed_latent_sizes_train_only_the_new_one(tiny_run, tmp_path):
     out = snakemake(work, "-n", "--quiet", "rules").stdout
     counts = dict(line.split()[:2] for line in out.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert counts == {"train": "1", "sample": "1", "evaluate": "1", "summarize": "1",
-                      "all": "1", "total": "5"}
+    assert counts == {"train": "1", "train_prior": "1", "sample": "1", "evaluate": "1",
+                      "summarize": "1", "all": "1", "total": "6"}
     assert "results/models/latent_3/model.pt" in snakemake(work, "-n").stdout
 
 
@@ -290,7 +293,7 @@ def test_users_binary_pngs_skip_thresholding(tmp_path):
 def test_architecture_auto_takes_the_conv_model_and_its_prior_for_a_fine_pored_map(tmp_path):
     """model.architecture auto (the default) on the fine-pored Bentheimer map (129 px of pore
     boundary per 32 px tile): the train job chooses the conv model on 64 px crops and says so,
-    and the workflow then trains its diffusion prior and samples from it (the checkpoint)."""
+    and the workflow then trains its diffusion prior (of latent grids) and samples from it."""
     import copy
 
     config = copy.deepcopy(TINY_CONFIG)
@@ -304,7 +307,7 @@ def test_architecture_auto_takes_the_conv_model_and_its_prior_for_a_fine_pored_m
                            "sampling_steps": 2}
     write_config(tmp_path, config)
     planned = snakemake(tmp_path, "-n").stdout
-    assert "train_prior" not in planned  # not known before the train job has chosen
+    assert "train_prior" in planned  # of grids or of vectors: the job reads which
     snakemake(tmp_path)
     results = tmp_path / "results"
     model = torch.load(results / "models/latent_4/model.pt", weights_only=True)
@@ -312,7 +315,8 @@ def test_architecture_auto_takes_the_conv_model_and_its_prior_for_a_fine_pored_m
     log = (results / "logs/train/latent_4.log").read_text()
     assert re.search(r"model.architecture auto: conv \(1\d\d px of phase boundary per 32 px tile",
                      log), log
-    assert (results / "models/latent_4/diffusion.pt").exists()
+    prior = torch.load(results / "models/latent_4/diffusion.pt", weights_only=True)
+    assert prior["diffusion"]["kind"] == "grid"
     metrics = json.loads((results / "evaluation/latent_4/metrics.json").read_text())
     assert {"prior", "field", "diffusion"} <= set(metrics["sets"])
     assert "aggregate" not in metrics["sets"]

@@ -24,7 +24,7 @@ import h5py
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
-from machine import AVX2_ONLY, REPO, judged, run_workflow, save
+from machine import AVX2_ONLY, REPO, judged, machine, run_workflow, save
 from microvae import plots
 from microvae.atomic import save_figure
 from microvae.stages.evaluate import conditioned_sets, evaluate_large
@@ -94,6 +94,28 @@ def figure(samples: Path, metrics: dict, out: Path) -> None:
         out)
 
 
+def merged_with_earlier_seeds(runs: dict, args: argparse.Namespace) -> dict:
+    """The result file with these seeds' runs added to (or replacing) those of earlier runs of
+    the study, each seed with the machine and command that made it."""
+    path = REPO / "benchmarks" / "results" / "conditioning.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    command = "python benchmarks/studies/conditioning.py " + " ".join(sys.argv[1:])
+    result = {"trained_fractions": TRAINED, "targets": TARGETS,
+              "config": mix_config(args.seeds[0], args.avx2),
+              "runs": {**earlier.get("runs", {}), **runs},
+              "machines": {**earlier.get("machines", {}), **{s: machine() for s in runs}},
+              "commands": {**_as_dict(earlier.get("commands")), **{s: command for s in runs}},
+              "avx2_only_emulated": {**_as_dict(earlier.get("avx2_only_emulated")),
+                                     **{s: args.avx2 for s in runs}}}
+    result["seeds"] = sorted(int(seed) for seed in result["runs"])
+    return result
+
+
+def _as_dict(value) -> dict:
+    """A per-seed record of an older result file, where it held one value for all its seeds."""
+    return value if isinstance(value, dict) else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,9 +146,7 @@ def main() -> None:
             for name, values in sets.items():
                 print(f"  real at {target}: {name}: {values['verdict']}; phase fraction "
                       f"{values['phase_fraction']:.3f} (real {values['real_phase_fraction']:.3f})")
-    save("conditioning", {"seeds": args.seeds, "trained_fractions": TRAINED,
-                          "targets": TARGETS, "avx2_only_emulated": args.avx2,
-                          "config": mix_config(args.seeds[0], args.avx2), "runs": runs})
+    save("conditioning", merged_with_earlier_seeds(runs, args))
     print(json.dumps({s: r["conditioning"] for s, r in runs.items()}, indent=1)[:2000])
 
 

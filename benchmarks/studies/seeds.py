@@ -7,12 +7,17 @@ range over the seeds).
 
     python benchmarks/studies/seeds.py [--seeds 0 1 2] [--cores 2] [--config config/config.yaml]
         [--set '{"model": {"init": "torch"}}' --tag torchinit]
+
+With ``--priors-only --tag T`` it copies the earlier runs runs/seed_N/ to runs/seed_T_N/ and
+keeps their trained VAEs: only the diffusion priors and what follows them are (re-)made
+(Snakemake's ``--forcerun train_prior --rerun-triggers mtime``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -23,11 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machi
 from machine import REPO, judged, run_workflow, save
 
 
-def run(seed: int, config: dict, cores: int, tag: str = "") -> dict[int, dict]:
+def run(seed: int, config: dict, cores: int, tag: str = "", priors_only: bool = False
+        ) -> dict[int, dict]:
     """The workflow for one training seed; the metrics.json of each latent size."""
     directory = REPO / "runs" / (f"seed_{tag}_{seed}" if tag else f"seed_{seed}")
+    extra: tuple[str, ...] = ()
+    if priors_only:
+        if not directory.exists():
+            shutil.copytree(REPO / "runs" / f"seed_{seed}", directory, symlinks=True)
+        extra = ("--forcerun", "train_prior", "--rerun-triggers", "mtime")
     run_workflow(directory, {**config, "train": {**config.get("train", {}), "seed": seed}},
-                 cores)
+                 cores, snakemake_args=extra)
     return {latent: json.loads((directory / "results" / "evaluation" / f"latent_{latent}" /
                                 "metrics.json").read_text())
             for latent in config["model"]["latent_sizes"]}
@@ -46,11 +57,16 @@ def main() -> None:
     parser.add_argument("--set", type=json.loads, default={},
                         help='changes to config sections (JSON), e.g. \'{"model": {"init": "torch"}}\'')
     parser.add_argument("--tag", default="", help="runs in runs/seed_TAG_N/, results seeds_TAG.json")
+    parser.add_argument("--priors-only", action="store_true",
+                        help="keep the VAEs of runs/seed_N/ (copied): re-make the priors only")
     args = parser.parse_args()
+    if args.priors_only and not args.tag:
+        parser.error("--priors-only needs --tag (the copies of the earlier runs)")
     config = yaml.safe_load(Path(args.config).read_text())
     for section, changes in args.set.items():
         config[section] = {**config.get(section, {}), **changes}
-    runs = {seed: run(seed, config, args.cores, args.tag) for seed in args.seeds}
+    runs = {seed: run(seed, config, args.cores, args.tag, args.priors_only)
+            for seed in args.seeds}
     table, chosen, per_seed = {}, {}, {}
     for latent in config["model"]["latent_sizes"]:
         first = runs[args.seeds[0]][latent]
@@ -88,7 +104,8 @@ def main() -> None:
               + ", ".join(cells) + extra)
     print("chosen on val:", chosen)
     save(f"seeds_{args.tag}" if args.tag else "seeds",
-         {"seeds": args.seeds, "config": args.config, "set": args.set, "table": table,
+         {"seeds": args.seeds, "config": args.config, "set": args.set,
+          "priors_only": args.priors_only, "table": table,
           "chosen_on_val": {str(k): v for k, v in chosen.items()}, "per_seed": per_seed})
 
 

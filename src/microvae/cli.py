@@ -236,8 +236,9 @@ def run_train(args: argparse.Namespace) -> None:
 def train_prior_arguments(p: argparse.ArgumentParser) -> None:
     from .config import section_schema
 
-    p.add_argument("--model", required=True, help="trained conv model (.pt) from the train stage")
-    p.add_argument("--dataset", required=True, help="packed data set: its training regions")
+    p.add_argument("--model", required=True, help="trained model (.pt) from the train stage")
+    p.add_argument("--dataset", required=True,
+                   help="packed data set: its training regions (conv) or train split (table1)")
     p.add_argument("--params", type=_json, default={},
                    help="settings (JSON; keys of the config's diffusion section: "
                         f"{', '.join(section_schema('diffusion')['properties'])})")
@@ -277,8 +278,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="split of --dataset to encode (default: test)")
     p.add_argument("--diffusion", default=None,
-                   help="the trained diffusion prior (.pt, from train-prior) of a conv model: "
-                        "mode diffusion, --phase-fractions and --graded")
+                   help="the trained diffusion prior (.pt, from train-prior) of the model: "
+                        "mode diffusion, --phase-fractions and (conv models) --graded")
     section_arguments(p, "sample", aliases=SAMPLE_ALIASES, metavars=SAMPLE_HELP,
                       extra=("diffusion", DIFFUSION_SAMPLING_KEYS))
     for name in SAMPLE_FIGURES:
@@ -471,10 +472,12 @@ COMMANDS = {
     "pack": Command("train/val/test data set from segmented sources", pack_arguments, run_pack),
     "train": Command("train one VAE on a packed data set", train_arguments, run_train),
     "train-prior": Command(
-        "train the diffusion prior of a conv model", train_prior_arguments, run_train_prior,
-        description="Train the learned spatial prior of a conv VAE (mode diffusion): a "
-                    "denoising diffusion model over the latent grids of encoded random training "
-                    "windows, conditioned on their local phase fraction. Example: microvae "
+        "train the diffusion prior of a model", train_prior_arguments, run_train_prior,
+        description="Train the learned prior of a VAE (mode diffusion): a denoising diffusion "
+                    "model over the latent grids of encoded random training windows of a conv "
+                    "model, conditioned on their local phase fraction, or over the latent "
+                    "vectors of the training images of a table1 model, conditioned on their "
+                    "phase fraction. Example: microvae "
                     "train-prior --model results/models/latent_8/model.pt --dataset "
                     "results/dataset/dataset.h5 --out results/models/latent_8/diffusion.pt"),
     "sample": Command(

@@ -218,11 +218,14 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         errors.append(f"config key sample.sizes: {odd} px are not multiples of 32, which a "
                       "periodic diffusion sample needs (its grid of 8 px cells is halved "
                       "twice); use multiples of 32 or diffusion.enabled: false")
-    for key in ("phase_fractions", "graded"):
-        if sample.get(key) and not diffusion:
-            errors.append(f"config key sample.{key}: generation at a target phase fraction "
-                          "goes through the diffusion prior: it needs model.architecture: conv "
-                          "and diffusion.enabled: true")
+    if sample.get("phase_fractions") and not config.get("diffusion", {}).get("enabled", True):
+        errors.append("config key sample.phase_fractions: generation at a target phase "
+                      "fraction goes through the diffusion prior: it needs diffusion.enabled: "
+                      "true")
+    if sample.get("graded") and not diffusion:
+        errors.append("config key sample.graded: a graded map goes through the diffusion prior "
+                      "of a conv model: it needs model.architecture: conv and "
+                      "diffusion.enabled: true")
     split = config.get("split", {})
     if all(k in split for k in ("train", "val", "test")):
         total = split["train"] + split["val"] + split["test"]

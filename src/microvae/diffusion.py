@@ -1,4 +1,5 @@
-"""A learned spatial prior over the latent grids of a conv VAE: the ``diffusion`` mode.
+"""A learned prior over the latent codes of a VAE: the ``diffusion`` mode (latent grids of a
+conv VAE; latent vectors of a Table 1 VAE, :class:`VectorDenoiser`).
 
 A denoising diffusion model (DDPM, Ho et al. 2020; T = 1000 noise levels of a cosine schedule;
 the network predicts the velocity v = sqrt(a) eps - sqrt(1 - a) x0, Salimans & Ho 2022, which
@@ -42,6 +43,7 @@ from .errors import MicrovaeError
 TIMESTEPS = 1000
 LAST_ALPHA_BAR = 1e-4
 DILATIONS = (1, 2, 1)  # the blocks at 1/4 resolution
+VECTOR_BLOCKS = 4  # of the MLP denoiser of latent vectors (Table 1 models)
 GRID_MULTIPLE = 4
 CONDITION_SIGMA_CELLS = 4.0
 CELL = 8  # px per latent cell of a conv VAE
@@ -128,6 +130,8 @@ class Denoiser(nn.Module):
     many at 1/2 and four times at 1/4 (where most blocks sit: a receptive field of about 50
     cells for little compute); h and w must be multiples of :data:`GRID_MULTIPLE`."""
 
+    kind = "grid"
+
     def __init__(self, channels: int, width: int = 32):
         super().__init__()
         self.config = {"channels": channels, "width": width}
@@ -177,18 +181,86 @@ class Denoiser(nn.Module):
         return self.out(F.silu(self.out_norm(h0)))
 
 
+class _VectorBlock(nn.Module):
+    """Pre-activation residual block of an MLP; the embedding scales and shifts its features."""
+
+    def __init__(self, width: int, embedding: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.film = nn.Linear(embedding, 2 * width)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc2 = nn.Linear(width, width)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(F.silu(self.norm1(x)))
+        scale, shift = self.film(embedding).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return x + self.fc2(F.silu(h))
+
+
+class VectorDenoiser(nn.Module):
+    """Predicts the velocity of noisy latent vectors (N, C) of a Table 1 VAE at noise level t,
+    given a phase fraction (N, 1) and a mask (N, 1): 1 where it holds, 0 for "no condition".
+
+    An MLP of :data:`VECTOR_BLOCKS` residual blocks of ``8 * width`` features; the noise level
+    and the condition enter every block through one embedding (FiLM)."""
+
+    kind = "vector"
+
+    def __init__(self, channels: int, width: int = 32):
+        super().__init__()
+        self.config = {"channels": channels, "width": width}
+        hidden, embedding = 8 * width, 4 * width
+        self.embed = nn.Sequential(nn.Linear(width, embedding), nn.SiLU(),
+                                   nn.Linear(embedding, embedding))
+        self.embed_condition = nn.Sequential(nn.Linear(2, embedding), nn.SiLU(),
+                                             nn.Linear(embedding, embedding))
+        self.inp = nn.Linear(channels, hidden)
+        self.blocks = nn.ModuleList(_VectorBlock(hidden, embedding)
+                                    for _ in range(VECTOR_BLOCKS))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def set_periodic(self, periodic: bool) -> VectorDenoiser:
+        """A vector has no edges (for :func:`ddim`, which sets the padding of grid denoisers)."""
+        return self
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        e = self.embed(timestep_embedding(t, self.config["width"])) + \
+            self.embed_condition(torch.cat([condition * mask, mask], dim=1))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(F.silu(self.out_norm(h)))
+
+
+DENOISERS = {"grid": Denoiser, "vector": VectorDenoiser}
+
+
 @dataclass
 class DiffusionPrior:
-    """A trained denoiser (its EMA weights) and the per-channel normalisation of the grids."""
+    """A trained denoiser (its EMA weights: a :class:`Denoiser` of latent grids or a
+    :class:`VectorDenoiser` of latent vectors) and the per-channel normalisation of the codes."""
 
-    denoiser: Denoiser
+    denoiser: Denoiser | VectorDenoiser
     mean: torch.Tensor  # (C,)
     std: torch.Tensor  # (C,)
     history: list[dict[str, float]]
     training_phase_fraction: float
     condition_range: tuple[float, float]  # the central 98% of the training condition maps
     active: torch.Tensor | None = None  # (C,) bool: the channels the denoiser models
-    crop_cells: int = 16  # side of the training crops
+    crop_cells: int = 16  # side of the training crops (grids)
+
+    @property
+    def kind(self) -> str:
+        """``grid`` (conv models) or ``vector`` (Table 1 models)."""
+        return self.denoiser.kind
 
     @property
     def channels(self) -> int:
@@ -211,7 +283,8 @@ class DiffusionPrior:
     def state(self) -> dict[str, Any]:
         return {"state_dict": {k: v.detach().float().cpu().contiguous()
                                for k, v in self.denoiser.state_dict().items()},
-                "config": dict(self.denoiser.config), "mean": self.mean, "std": self.std,
+                "kind": self.kind, "config": dict(self.denoiser.config), "mean": self.mean,
+                "std": self.std,
                 "history": {k: [h[k] for h in self.history] for k in ("step", "loss", "seconds")},
                 "training_phase_fraction": self.training_phase_fraction,
                 "condition_range": list(self.condition_range), "active": self.active_channels,
@@ -219,7 +292,7 @@ class DiffusionPrior:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> DiffusionPrior:
-        denoiser = Denoiser(**state["config"])
+        denoiser = DENOISERS[state.get("kind", "grid")](**state["config"])
         denoiser.load_state_dict(state["state_dict"])
         columns = state["history"]
         history = [dict(zip(columns, values)) for values in zip(*columns.values())]
@@ -231,13 +304,20 @@ class DiffusionPrior:
 def condition_maps(windows: np.ndarray) -> np.ndarray:
     """Local phase fraction (N, S/8, S/8) float32 of binary windows (N, S, S): the fraction of
     phase 1 in each cell, smoothed by a Gaussian of :data:`CONDITION_SIGMA_CELLS` cells."""
-    from scipy.ndimage import gaussian_filter
-
     n, height, width = windows.shape
     cells = windows.reshape(n, height // CELL, CELL, width // CELL, CELL).mean((2, 4))
-    return gaussian_filter(cells.astype(np.float64), (0, CONDITION_SIGMA_CELLS,
-                                                      CONDITION_SIGMA_CELLS),
-                           mode="reflect").astype(np.float32)
+    return smoothed_cells(cells).astype(np.float32)
+
+
+def smoothed_cells(cells: np.ndarray, periodic: bool = False) -> np.ndarray:
+    """The condition a map of phase fractions per cell (..., h, w) stands for: smoothed by the
+    Gaussian of :data:`CONDITION_SIGMA_CELLS` cells that made the training conditions
+    (reflected at the edges; wrapped around for a periodic map), in float64."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = (0,) * (np.ndim(cells) - 2) + (CONDITION_SIGMA_CELLS, CONDITION_SIGMA_CELLS)
+    return gaussian_filter(np.asarray(cells, np.float64), sigma,
+                           mode="wrap" if periodic else "reflect")
 
 
 def training_crop_cells(crop_cells: int | None, window_px: int) -> int:
@@ -279,20 +359,89 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
     if conditions.shape != (n, height, width):
         raise MicrovaeError(f"condition maps {tuple(conditions.shape)} do not match the grids "
                             f"{tuple(grids.shape)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # the denoiser's initial weights
-    active = torch.ones(channels, dtype=bool) if active is None else torch.as_tensor(active,
-                                                                                      dtype=bool)
-    if active.shape != (channels,) or not active.any():
-        raise MicrovaeError(f"active channels {active.tolist()}: need a flag for each of the "
-                            f"{channels} channels, at least one set")
+    active = _active_flags(active, channels)
     grids = grids.float()
     mean = grids.mean((0, 2, 3))
     std = grids.std((0, 2, 3)).clamp_min(1e-6)
     data = ((grids - mean[None, :, None, None]) / std[None, :, None, None])[:, active]
     conditions = conditions.float()
-    denoiser = Denoiser(int(active.sum()), cfg.width).to(device)
+
+    def batch():
+        index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+        ys = torch.randint(0, height - crop + 1, (cfg.batch_size,), generator=generator)
+        xs = torch.randint(0, width - crop + 1, (cfg.batch_size,), generator=generator)
+        x0 = torch.stack([data[i, :, y:y + crop, x:x + crop] for i, y, x in zip(index, ys, xs)])
+        cond = torch.stack([conditions[i, y:y + crop, x:x + crop]
+                            for i, y, x in zip(index, ys, xs)])[:, None]
+        return x0, cond
+
+    ema, history = _train_denoiser(Denoiser(int(active.sum()), cfg.width), batch, cfg,
+                                   generator, log_every, log, device)
+    low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
+    return DiffusionPrior(ema, mean, std, history, float(training_phase_fraction),
+                          (float(low), float(high)), active, crop)
+
+
+def fit_vector_diffusion(z_mean: torch.Tensor, z_log_var: torch.Tensor,
+                         phase_fractions: torch.Tensor, cfg: DiffusionConfig,
+                         training_phase_fraction: float, active: torch.Tensor | None = None,
+                         log_every: int = 200, log=None, device: str | None = None
+                         ) -> DiffusionPrior:
+    """Train a :class:`VectorDenoiser` on the latent vectors of a Table 1 VAE: a fresh posterior
+    draw (eq. 1) of the codes (N, L) of random training images in every batch, each with its
+    image's phase fraction (N,) as condition; otherwise as :func:`fit_diffusion` (the
+    normalisation is the aggregate posterior's per dimension; ``active``: the dimensions to
+    model)."""
+    cfg.check()
+    n, dims = z_mean.shape
+    if z_log_var.shape != z_mean.shape or phase_fractions.shape != (n,):
+        raise MicrovaeError(f"codes {tuple(z_mean.shape)}, {tuple(z_log_var.shape)} and phase "
+                            f"fractions {tuple(phase_fractions.shape)} do not match")
+    if n < 2:
+        raise MicrovaeError(f"the vector diffusion prior needs at least 2 training images, "
+                            f"got {n}")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    active = _active_flags(active, dims)
+    z_mean, z_log_var = z_mean.float(), z_log_var.float()
+    spread = z_log_var.mul(0.5).exp()
+    mean = z_mean.mean(0)
+    std = (z_mean.var(0, unbiased=False) + spread.pow(2).mean(0)).sqrt().clamp_min(1e-6)
+    conditions = phase_fractions.float()
+
+    def batch():
+        index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+        eps = torch.randn((cfg.batch_size, dims), generator=generator)
+        x0 = ((z_mean[index] + spread[index] * eps - mean) / std)[:, active]
+        return x0, conditions[index][:, None]
+
+    ema, history = _train_denoiser(VectorDenoiser(int(active.sum()), cfg.width), batch, cfg,
+                                   generator, log_every, log, device)
+    low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
+    return DiffusionPrior(ema, mean, std, history, float(training_phase_fraction),
+                          (float(low), float(high)), active, 0)
+
+
+def _active_flags(active, channels: int) -> torch.Tensor:
+    active = torch.ones(channels, dtype=bool) if active is None else torch.as_tensor(active,
+                                                                                      dtype=bool)
+    if active.shape != (channels,) or not active.any():
+        raise MicrovaeError(f"active channels {active.tolist()}: need a flag for each of the "
+                            f"{channels} channels, at least one set")
+    return active
+
+
+def _train_denoiser(denoiser: nn.Module, batch, cfg: DiffusionConfig,
+                    generator: torch.Generator, log_every: int, log, device: str | None
+                    ) -> tuple[nn.Module, list[dict[str, float]]]:
+    """The v-prediction loss on ``batch()`` -> (clean examples, conditions) at one random noise
+    level each, the condition dropped for a share ``cfg.condition_dropout`` of them; AdamW,
+    gradients clipped at 1, EMA of the weights; until ``cfg.max_steps`` or ``cfg.max_minutes``.
+    Returns the EMA denoiser (on the CPU, in eval mode) and the loss history."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    denoiser = denoiser.to(device)
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     alpha_bar = noise_levels().float()
@@ -300,17 +449,12 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
     started = time.perf_counter()
     step = 0
     while True:
-        index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
-        ys = torch.randint(0, height - crop + 1, (cfg.batch_size,), generator=generator)
-        xs = torch.randint(0, width - crop + 1, (cfg.batch_size,), generator=generator)
-        x0 = torch.stack([data[i, :, y:y + crop, x:x + crop] for i, y, x in zip(index, ys, xs)])
-        cond = torch.stack([conditions[i, y:y + crop, x:x + crop]
-                            for i, y, x in zip(index, ys, xs)])[:, None]
-        keep = (torch.rand((cfg.batch_size, 1, 1, 1), generator=generator)
+        x0, cond = batch()
+        keep = (torch.rand((len(x0),) + (1,) * (cond.dim() - 1), generator=generator)
                 >= cfg.condition_dropout).float().expand_as(cond)
-        t = torch.randint(0, TIMESTEPS, (cfg.batch_size,), generator=generator)
+        t = torch.randint(0, TIMESTEPS, (len(x0),), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
-        a = alpha_bar[t][:, None, None, None]
+        a = alpha_bar[t].view(-1, *([1] * (x0.dim() - 1)))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         velocity = a.sqrt() * noise - (1 - a).sqrt() * x0
         xt, t, cond, keep, velocity = (v.to(device) for v in (xt, t, cond, keep, velocity))
@@ -335,9 +479,7 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
         if step >= cfg.max_steps or (cfg.max_minutes is not None
                                      and seconds >= 60 * cfg.max_minutes):
             break
-    low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
-    return DiffusionPrior(ema.cpu().eval(), mean, std, history, float(training_phase_fraction),
-                          (float(low), float(high)), active, crop)
+    return ema.cpu().eval(), history
 
 
 def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | None:
@@ -368,6 +510,9 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
     ``phase_fraction``: None, a number or a map (see :func:`as_condition_map`; a map covers the
     output grid); ``guidance`` w: v = uncond + w (cond - uncond), w = 1 the conditional model
     alone."""
+    if prior.kind != "grid":
+        raise MicrovaeError("a prior of latent vectors (table1 models) samples vectors, not "
+                            "grids")
     if height < 1 or width < 1:
         raise MicrovaeError(f"latent grid of {height}x{width} cells")
     if steps < 1 or steps > TIMESTEPS:
@@ -417,6 +562,37 @@ def _windows_of_canvases(prior: DiffusionPrior, n: int, height: int, width: int,
     windows = torch.stack([canvases[:, :, y:y + height, x:x + width] for y in ys for x in xs],
                           1)
     return windows.reshape(-1, prior.channels, height, width)[:n]
+
+
+@torch.no_grad()
+def sample_vectors(prior: DiffusionPrior, n: int, generator: torch.Generator,
+                   phase_fraction: float | None = None,
+                   steps: int = DiffusionConfig.sampling_steps,
+                   guidance: float = DiffusionConfig.guidance, batch_size: int = 1024
+                   ) -> torch.Tensor:
+    """``n`` latent vectors (n, L) of a vector prior by DDIM, as :func:`sample_grids`;
+    ``phase_fraction``: None or a number (a Table 1 image has one phase fraction)."""
+    if prior.kind != "vector":
+        raise MicrovaeError("a prior of latent grids (conv models) samples grids, not vectors")
+    if steps < 1 or steps > TIMESTEPS:
+        raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
+    if np.ndim(phase_fraction) != 0:
+        raise MicrovaeError("a Table 1 model generates at one phase fraction per image, not at "
+                            "a map")
+    if phase_fraction is not None and not 0.0 < float(phase_fraction) < 1.0:
+        raise MicrovaeError(f"target phase fraction {phase_fraction} is not between 0 and 1")
+    active = prior.active_channels
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        x = torch.randn((m, prior.channels), generator=generator)
+        condition = torch.full((m, 1), float(phase_fraction or 0.0))
+        mask = torch.full((m, 1), float(phase_fraction is not None))
+        x[:, active] = ddim(prior.denoiser, x[:, active], condition, mask, steps,
+                            guidance if phase_fraction is not None else 1.0)
+        out.append(x)
+    vectors = torch.cat(out) if out else torch.zeros((0, prior.channels))
+    return vectors * prior.std + prior.mean
 
 
 @torch.no_grad()

@@ -42,8 +42,7 @@ REGISTRY: tuple[Mode, ...] = (
     Mode("prior", "z ~ N(0, I)", sizes=True),
     Mode("field", "a Gaussian random field fitted to the encoded training windows",
          models=("conv",), needs=("regions",), sizes=True),
-    Mode("diffusion", "the diffusion prior of --diffusion", models=("conv",),
-         trained_prior=True, sizes=True),
+    Mode("diffusion", "the diffusion prior of --diffusion", trained_prior=True, sizes=True),
     Mode("aggregate", "the Gaussian fitted to the encoded training images", models=("table1",),
          needs=("train",)),
     Mode("mixture", "a Gaussian mixture fitted to the encoded training images, chosen on val",
@@ -66,7 +65,7 @@ ENCODED_MODES = tuple(mode.name for mode in REGISTRY if mode.seeded)
 FITTED_MODES = tuple(mode.name for mode in REGISTRY if "train" in mode.needs)
 # Latent grids (conv models only).
 SPATIAL_ONLY = tuple(mode.name for mode in REGISTRY if mode.models == ("conv",))
-# Generated at every size of sample.sizes (conv models).
+# Generated at every size of sample.sizes (by conv models).
 SIZED_MODES = tuple(mode.name for mode in REGISTRY if mode.sizes)
 # Need a prior trained after the VAE (rule train_prior).
 TRAINED_PRIOR_MODES = tuple(mode.name for mode in REGISTRY if mode.trained_prior)

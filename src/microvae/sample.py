@@ -14,17 +14,19 @@ Modes:
   validation images are most likely.
 * ``field`` (``conv`` models): latent grids from the stationary Gaussian random field fitted to
   the encoded training windows (:mod:`microvae.field`), at the training size or any larger one.
-* ``diffusion`` (``conv`` models): latent grids from the denoising diffusion model trained on
-  the encoded training windows (:mod:`microvae.diffusion`), at any size; it also generates at a
-  target phase fraction (``phase_fractions``) and graded maps (``graded``).
+* ``diffusion``: for ``conv`` models latent grids from the denoising diffusion model trained on
+  the encoded training windows (:mod:`microvae.diffusion`), at any size; for Table 1 models
+  latent vectors from the one trained on the encoded training images. It also generates at a
+  target phase fraction (``phase_fractions``) and, for ``conv`` models, graded maps
+  (``graded``).
 * ``posterior``: for M test images, K draws of z = z_mean + exp(z_log_var / 2) * eps (eq. 1).
 * ``noise``: for the same images, z = z_mean + sigma * eps for each sigma (Figure 9).
 * ``interpolation``: for P pairs of test images, the midpoint (z1 + z2) / 2 (Figure 10) and a
   path of S evenly spaced points from z1 to z2 (z = z_mean of each image; endpoints included).
 Outputs are pixel probabilities of phase 1 in [0, 1]; all randomness comes from one seed.
-Table 1 models take ``prior``, ``aggregate`` and ``mixture`` as unseeded modes; ``conv`` models
-(latent grids) take ``prior`` (i.i.d. N(0, I) per cell) and ``field``, and generate these two
-also at larger sizes (``sizes``, optionally periodic).
+Table 1 models take ``prior``, ``aggregate``, ``mixture`` and ``diffusion`` as unseeded modes;
+``conv`` models (latent grids) take ``prior`` (i.i.d. N(0, I) per cell), ``field`` and
+``diffusion``, and generate them also at larger sizes (``sizes``, optionally periodic).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from .diffusion import (
     DiffusionPrior,
     linear_gradient,
     sample_grids,
+    sample_vectors,
+    smoothed_cells,
 )
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
@@ -244,7 +248,15 @@ def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Ge
               ) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
-    grids."""
+    grids; for a Table 1 model, from latent vectors (at its one size, a number as target)."""
+    kind = "grid" if model.spatial else "vector"
+    if prior_fit.kind != kind or prior_fit.channels != model.latent_size:
+        raise MicrovaeError(f"the diffusion prior models {prior_fit.kind}s of "
+                            f"{prior_fit.channels} channels, the model's latent is a {kind} of "
+                            f"{model.latent_size}: the prior of another model")
+    if not model.spatial:
+        z = sample_vectors(prior_fit, n, generator, phase_fraction, steps, guidance)
+        return decode(model, z), z
     _, height, width = model.latent_shape(size, size)
     z = sample_grids(prior_fit, n, height, width, generator, periodic=periodic,
                      phase_fraction=phase_fraction, steps=steps, guidance=guidance)
@@ -595,14 +607,14 @@ def _interpolation_sets(g: Generation, test: EncodedTest) -> None:
     g.out[INTERPOLATION_PAIRS] = pairs
 
 
-# A target phase fraction is met by feedback steps on this many images of their own each, the
-# error of a map smoothed over this many latent cells (sample.calibrate_targets). One step:
-# three undamped steps left the held-out targets 0.20 and 0.30 no closer (0.2044 / 0.3049
-# against 0.1986 / 0.3008) and made the graded map diverge (worst band 0.120 against 0.047):
-# benchmarks/results/target_calibration.json.
+# A target phase fraction is met by feedback steps on this many images of their own each
+# (sample.calibrate_targets). A map's error is measured where the prior reads its condition:
+# as the smoothed local fraction that made the training conditions (diffusion.smoothed_cells).
+# Measured per cell (smoothed over 2 cells, the first design) the error held detail finer than
+# any training condition, which the prior amplifies: one step left a graded map's worst band
+# 0.047-0.067 off, three steps 0.120 (benchmarks/results/target_calibration.json).
 TARGET_CALIBRATION_IMAGES = 32
 TARGET_CALIBRATION_STEPS = 1
-TARGET_CALIBRATION_SIGMA_CELLS = 2.0
 CONDITION_RANGE = (0.01, 0.99)
 
 
@@ -612,13 +624,12 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
     """The condition that meets ``target`` (a phase fraction, or a map of one per latent cell of
     8 px): ``n`` images drawn with ``draw`` (n, generator, size, periodic, condition) at the
     condition and finished with ``finish`` (probabilities -> phase maps) give the achieved
-    fraction; the condition, starting at the target, is moved by the error (a map: by the error
-    of each cell, smoothed over :data:`TARGET_CALIBRATION_SIGMA_CELLS`), ``steps`` times, kept
-    inside :data:`CONDITION_RANGE`. A conditional prior whose achieved fraction rises with the
-    condition at a slope b meets the target to (1 - b)^steps of its error (plus the noise of
-    the last ``n`` images)."""
-    from scipy.ndimage import gaussian_filter
-
+    fraction; the condition is moved by the error ``steps`` times, kept inside
+    :data:`CONDITION_RANGE`. A number starts at the target; a map starts at
+    :func:`condition_of_target` and its error is the difference of the smoothed achieved and
+    target maps (the training conditions' smoothing). A conditional prior whose achieved
+    fraction rises with the condition at a slope b meets the target to (1 - b)^steps of its
+    error (plus the noise of the last ``n`` images)."""
     if np.ndim(target) == 0:
         condition = float(target)
         for _ in range(steps):
@@ -628,7 +639,8 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
         return condition
     target = np.asarray(target, np.float64)
     cells_h, cells_w = target.shape
-    condition = target.copy()
+    wanted = smoothed_cells(target, periodic)
+    condition = wanted.copy()
     for _ in range(steps):
         images, _ = draw(n, generator, size, periodic, condition.astype(np.float32))
         achieved = np.asarray(finish(images), np.float64).mean(0)
@@ -636,10 +648,18 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
                             :cells_w * (achieved.shape[1] // cells_w)]
         achieved = achieved.reshape(cells_h, achieved.shape[0] // cells_h, cells_w,
                                     -1).mean((1, 3))
-        error = gaussian_filter(achieved - target, TARGET_CALIBRATION_SIGMA_CELLS,
-                                mode="wrap" if periodic else "nearest")
-        condition = np.clip(condition - error, *CONDITION_RANGE)
+        condition = np.clip(condition - (smoothed_cells(achieved, periodic) - wanted),
+                            *CONDITION_RANGE)
     return condition.astype(np.float32)
+
+
+def condition_of_target(target, periodic: bool = False):
+    """The condition that asks the prior for ``target`` with no calibration: a number as it is,
+    a map (per latent cell) smoothed as the training conditions were, which is what the
+    condition of an image that follows the map would be."""
+    if np.ndim(target) == 0:
+        return float(target)
+    return np.clip(smoothed_cells(target, periodic), *CONDITION_RANGE).astype(np.float32)
 
 
 def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
@@ -675,8 +695,10 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     check_modes(model, modes, ("diffusion",) if diffusion_prior is not None else ())
     if (cfg.phase_fractions or cfg.graded) and "diffusion" not in modes:
         raise MicrovaeError("sample.phase_fractions and sample.graded generate through the "
-                            "diffusion prior: they need mode diffusion (a conv model with "
-                            "diffusion.enabled)")
+                            "diffusion prior: they need mode diffusion (diffusion.enabled)")
+    if cfg.graded and not model.spatial:
+        raise MicrovaeError("sample.graded: a table1 model draws each image at one phase "
+                            "fraction; graded maps need a conv model (model.architecture: conv)")
     if cfg.sizes and not model.spatial:
         raise MicrovaeError("sample.sizes: a table1 model generates only its training size "
                             f"{model.config['image_size']}; larger images need a conv model "
@@ -732,14 +754,15 @@ def conditioned_sets(g: Generation, draw, finishing: Finishing | None, tile: int
         flat, _ = finishing.apply(probabilities.reshape(-1, *probabilities.shape[-2:]))
         return flat.reshape(probabilities.shape)
 
-    for size in cfg.sizes or [tile]:
+    for size in cfg.sizes or [tile or g.model.config["image_size"][-1]]:
         targets = {conditioned_key(t, size): t for t in cfg.phase_fractions}
         if cfg.graded:
             targets[graded_key(size)] = linear_gradient(*cfg.graded, size // 8, size // 8)
         for key, target in targets.items():
             condition = calibrated_condition(
                 draw, target, size, cfg.periodic, finish, calibration,
-                steps=TARGET_CALIBRATION_STEPS) if cfg.calibrate_targets else target
+                steps=TARGET_CALIBRATION_STEPS) if cfg.calibrate_targets else \
+                condition_of_target(target, cfg.periodic)
             g.out[key], _ = draw(cfg.n_large, g.generator, size, cfg.periodic, condition)
             g.out[target_key(key)] = np.asarray(target, np.float32 if np.ndim(target) else None)
             g.out[condition_key(key)] = np.asarray(condition, np.float32)
@@ -771,7 +794,7 @@ def calibrate_finishings(model: VAE, out: dict[str, np.ndarray], samplers: dict,
     generator = torch.Generator().manual_seed(seed + 7919)
     finishings: dict[str, Finishing] = {}
     for name, draw in samplers.items():
-        if name == "diffusion":  # as many pixels in canvases of 256 px (far cheaper to draw)
+        if name == "diffusion" and model.spatial:  # as many pixels in canvases of 256 px
             canvas = 8 * CANVAS_CELLS
             tile_pixels = int(np.prod(out["diffusion"].shape[-2:]))
             probabilities, _ = draw(-(-draws * tile_pixels // canvas**2), generator, canvas)

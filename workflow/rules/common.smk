@@ -30,7 +30,6 @@ from microvae.config import (  # noqa: E402
 from microvae import memory  # noqa: E402
 from microvae.errors import MicrovaeError  # noqa: E402
 from microvae.modes import DIFFUSION_SAMPLING_KEYS  # noqa: E402
-from microvae.modelfile import model_architecture  # noqa: E402
 from microvae.logs import warnings_of_logs  # noqa: E402
 from microvae.ingest import expand_paths  # noqa: E402
 
@@ -53,11 +52,10 @@ SOURCES = {s["name"]: s for s in config["sources"]}
 LATENTS = config["model"]["latent_sizes"]
 # conv models generate (and export) images larger than the tiles: sample.sizes
 LARGE_SIZES = config["sample"]["sizes"]
-# conv models get the learned spatial prior (mode diffusion), trained after the VAE. With
-# architecture auto the train job chooses the model from the data (rule train is a checkpoint)
-# and what follows it is known once it has run.
-ARCHITECTURE = config["model"]["architecture"]
-DIFFUSION = ARCHITECTURE in ("conv", "auto") and config["diffusion"]["enabled"]
+# Every model gets its learned prior (mode diffusion), trained after the VAE: over the latent
+# grids of a conv model, over the latent vectors of a Table 1 model (with architecture auto
+# the train job chooses which from the data; rule train_prior reads what it chose).
+DIFFUSION = config["diffusion"]["enabled"]
 
 
 wildcard_constraints:
@@ -175,28 +173,16 @@ def diffusion_options():
     return json.dumps(settings, sort_keys=True)
 
 
-def trained_architecture(latent):
-    """The architecture of the model of a latent size: the config's, or with auto what the
-    train job chose (read from its model file once the checkpoint has run)."""
-    if ARCHITECTURE != "auto":
-        return ARCHITECTURE
-    return model_architecture(checkpoints.train.get(latent=latent).output.model)
-
-
-def has_diffusion_prior(latent):
-    return DIFFUSION and trained_architecture(latent) == "conv"
-
-
 def diffusion_prior(wildcards):
     """The trained diffusion prior a sample job reads (none without it)."""
-    if not has_diffusion_prior(wildcards.latent):
+    if not DIFFUSION:
         return []
     return f"results/models/latent_{wildcards.latent}/diffusion.pt"
 
 
 def diffusion_prior_option(wildcards, input):
     """The sample rule's --diffusion FILE ("" without a diffusion prior)."""
-    if not has_diffusion_prior(wildcards.latent):
+    if not DIFFUSION:
         return ""
     return f"--diffusion {input.diffusion}"
 

@@ -1,10 +1,9 @@
 # One VAE per latent size. The resumable checkpoint lives outside the declared outputs
 # (results/checkpoints/), so a killed job continues where it stopped when it is re-run.
-# A Snakemake checkpoint: with model.architecture auto the job chooses the model, and whether a
-# diffusion prior follows it is decided once it has run (common.smk, trained_architecture).
+# With model.architecture auto the job chooses the model from the data (its log says which).
 
 
-checkpoint train:
+rule train:
     input:
         "results/dataset/dataset.h5",
     output:
@@ -38,7 +37,8 @@ checkpoint train:
         " --history {output.history:q} --loss-figure {output.loss:q} > {log:q} 2>&1"
 
 
-# conv models: the learned spatial prior (mode diffusion) over the encoded training windows.
+# The learned prior (mode diffusion): over the latent grids of encoded training windows (conv
+# models) or the latent vectors of the training images (Table 1 models).
 rule train_prior:
     input:
         model="results/models/latent_{latent}/model.pt",

@@ -30,6 +30,9 @@ EVALUATION_FIGURES = ("verdict", "curves", "distributions")
 # The formats of the export stage (the command line lists them without importing the stage).
 EXPORT_FORMATS = ("vti", "png", "tif", "npy")
 MORPHOLOGY_STEPS = ("opening_radius", "closing_radius", "fill_holes", "min_island")
+# The priors of a Table 1 model (aggregate, mixture, diffusion) are fitted to the codes of at
+# most this many evenly spaced training images.
+MAX_FIT_IMAGES = 5000
 
 
 def segmentation_morphology(dataset: str | os.PathLike) -> SegmentationParameters | None:

@@ -43,7 +43,7 @@ from ..samplesfile import (
     target_key,
     write_samples,
 )
-from . import describe_morphology, segmentation_morphology
+from . import MAX_FIT_IMAGES, describe_morphology, segmentation_morphology
 
 log = logging.getLogger("microvae.stages.sample")
 
@@ -130,7 +130,7 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
                  modes: tuple[str, ...] | None = None, split: str = "test",
                  figures: dict[str, str | os.PathLike] | None = None,
                  export_dir: str | os.PathLike | None = None, export_format: str = "png",
-                 max_fit_images: int = 5000, diffusion_path: str | os.PathLike | None = None,
+                 max_fit_images: int = MAX_FIT_IMAGES, diffusion_path: str | os.PathLike | None = None,
                  diffusion_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Load a model, generate the modes and write them to ``out``, then the figures asked
     for (name -> path) and, with ``export_dir``, the binarised prior/aggregate/posterior images.

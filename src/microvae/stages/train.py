@@ -27,6 +27,7 @@ from ..diffusion import (
     DiffusionConfig,
     condition_maps,
     fit_diffusion,
+    fit_vector_diffusion,
     training_crop_cells,
 )
 from ..errors import MicrovaeError
@@ -51,6 +52,7 @@ from ..train import (
     scale_advice,
 )
 from ..train import training_state as saved_state
+from . import MAX_FIT_IMAGES
 
 log = logging.getLogger("microvae.stages.train")
 # The feature size is measured on at most this many evenly spaced training tiles.
@@ -135,17 +137,36 @@ def train_model(dataset: str | os.PathLike, latent_size: int, cfg: TrainConfig,
 def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
                 cfg: DiffusionConfig, out: str | os.PathLike,
                 loss_figure: str | os.PathLike | None = None, threads: int | None = None):
-    """Train the diffusion prior of a conv model on one posterior draw of the latent grid of
-    each of ``cfg.windows`` random training windows (the largest that fit, up to 256 px), with
-    the windows' local phase fractions as conditions; write it and its loss figure."""
+    """Train the diffusion prior of a model: of a conv model on one posterior draw of the
+    latent grid of each of ``cfg.windows`` random training windows (the largest that fit, up to
+    256 px), with the windows' local phase fractions as conditions; of a Table 1 model on the
+    latent vectors of the training images, with their phase fractions. Write it and its loss
+    figure."""
     cfg.check()
     if threads:
         torch.set_num_threads(threads)
     model, payload = load_model(model_path)
-    if not model.spatial:
-        raise MicrovaeError(f"{model_path}: a table1 model (a latent vector); the diffusion "
-                            "prior models the latent grids of a conv model "
-                            "(model.architecture: conv)")
+    if model.spatial:
+        prior, trained_on = _grid_prior(model, model_path, dataset, cfg)
+    else:
+        prior, trained_on = _vector_prior(model, model_path, dataset, cfg)
+    summary = prior.describe()
+    save_prior(prior, out, extra={
+        "model": str(model_path), "dataset": str(dataset),
+        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
+        "diffusion": json.dumps(asdict(cfg), sort_keys=True), **trained_on})
+    if loss_figure is not None:
+        save_figure(plots.diffusion_loss(prior.history, title=f"diffusion prior, latent "
+                                         f"{model.latent_size}"), loss_figure)
+    log.info("diffusion prior: %d steps in %.1f min, final loss %.4f, written to %s",
+             summary["steps"], summary["minutes"], summary["final_loss"], out)
+    return prior
+
+
+def _grid_prior(model, model_path, dataset, cfg: DiffusionConfig):
+    """A conv model's prior: the U-Net denoiser of one posterior draw of the latent grid of
+    each of ``cfg.windows`` random training windows, their local phase fractions as
+    conditions."""
     regions = load_training_regions(dataset)
     if regions is None:
         raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
@@ -170,28 +191,44 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
     log.info("diffusion prior of %s: %d windows of %d px (latent grids %s), local phase "
              "fraction %.3f-%.3f (1st-99th percentile)", model_path, len(windows),
              windows.shape[-1], tuple(grids.shape[1:]), *np.quantile(conditions, [0.01, 0.99]))
-    active = z_mean.var((0, 2, 3)) > USED_VARIANCE
+    active = _active_channels(z_mean, model_path, (0, 2, 3))
+    prior = fit_diffusion(grids, conditions, cfg, float(windows.mean()), active, log=log.info)
+    return prior, {"windows": len(windows), "window_px": int(windows.shape[-1])}
+
+
+def _vector_prior(model, model_path, dataset, cfg: DiffusionConfig):
+    """A Table 1 model's prior: the MLP denoiser of the codes of the training images (at most
+    MAX_FIT_IMAGES, evenly spaced, as for the aggregate and mixture priors), each image's phase
+    fraction its condition."""
+    tiles = evenly_spaced(load_split(dataset, "train"), MAX_FIT_IMAGES)
+    if len(tiles) < 2:
+        raise MicrovaeError(f"{dataset}: the train split holds {len(tiles)} image; the "
+                            "diffusion prior needs at least 2")
+    z_mean, z_log_var = encode(model, tiles)
+    fractions = torch.from_numpy(tiles.reshape(len(tiles), -1).mean(1, dtype=np.float64))
+    log.info("diffusion prior of %s: the latent vectors of %d training images of %s px, "
+             "phase fraction %.3f-%.3f (1st-99th percentile)", model_path, len(tiles),
+             "x".join(map(str, tiles.shape[1:])), *np.quantile(fractions.numpy(), [0.01, 0.99]))
+    active = _active_channels(z_mean, model_path, (0,))
+    prior = fit_vector_diffusion(z_mean, z_log_var, fractions, cfg, float(tiles.mean()),
+                                 active, log=log.info)
+    return prior, {"images": len(tiles)}
+
+
+def _active_channels(z_mean: torch.Tensor, model_path, dims: tuple[int, ...]) -> torch.Tensor:
+    """The latent channels the encoder uses (the prior models them; all, with a warning, where
+    it uses none), logged."""
+    variances = z_mean.var(dims)
+    active = variances > USED_VARIANCE
     if not active.any():
         log.warning("%s: the encoder uses none of its latent channels (every code is "
                     "the prior's): the diffusion prior models all of them and has little to "
                     "learn; train the VAE longer or lower model.kl_weight", model_path)
-        active = torch.ones_like(active)
+        return torch.ones_like(active)
     log.info("the encoder uses %d of %d latent channels (z_mean variance above %g: %s); the "
              "others are drawn i.i.d. from their own mean and spread, as the decoder saw them",
              int(active.sum()), len(active), USED_VARIANCE,
-             ", ".join(f"{v:.3f}" for v in z_mean.var((0, 2, 3)).tolist()))
-    prior = fit_diffusion(grids, conditions, cfg, float(windows.mean()), active, log=log.info)
-    summary = prior.describe()
-    save_prior(prior, out, extra={
-        "model": str(model_path), "dataset": str(dataset),
-        "model_fingerprint": payload.get("extra", {}).get("data_fingerprint", ""),
-        "diffusion": json.dumps(asdict(cfg), sort_keys=True), "windows": len(windows),
-        "window_px": int(windows.shape[-1])})
-    if loss_figure is not None:
-        save_figure(plots.diffusion_loss(prior.history, title=f"diffusion prior, latent "
-                                         f"{model.latent_size}"), loss_figure)
-    log.info("diffusion prior: %d steps in %.1f min, final loss %.4f, written to %s",
-             summary["steps"], summary["minutes"], summary["final_loss"], out)
-    return prior
+             ", ".join(f"{v:.3f}" for v in variances.tolist()))
+    return active
 
 
