@@ -424,13 +424,25 @@ def test_model_of_other_size(tmp_path, tiny_dataset):
     assert result.returncode == 1 and "32x32" in result.stderr and not out.exists()
 
 
-def test_diffusion_prior_of_a_table1_model_is_refused(tmp_path, tiny_dataset):
+def test_diffusion_prior_of_a_table1_model_does_not_serve_a_conv_model(tmp_path, tiny_dataset):
+    """A Table 1 model gets a prior of latent vectors; handed to a conv model of as many
+    latent channels, it is refused by name and nothing is written."""
+    from microvae.model import ConvVAE
+
     save_model(VAE(16, 2), tmp_path / "m.pt")
-    out = tmp_path / "p.pt"
+    prior = tmp_path / "p.pt"
     result = microvae("train-prior", "--model", str(tmp_path / "m.pt"), "--dataset",
-                      str(tiny_dataset), "--out", str(out))
+                      str(tiny_dataset), "--params", '{"max_steps": 2, "width": 8}', "--out",
+                      str(prior))
+    assert result.returncode == 0 and prior.exists(), result.stderr
+    assert "the latent vectors of" in result.stderr
+    save_model(ConvVAE(16, 2), tmp_path / "conv.pt")
+    out = tmp_path / "s.h5"
+    result = microvae("sample", "--model", str(tmp_path / "conv.pt"), "--diffusion", str(prior),
+                      "--mode", "diffusion", "--dataset", str(tiny_dataset), "--out", str(out))
     assert result.returncode == 1 and not out.exists()
-    assert f"{tmp_path / 'm.pt'}: a table1 model" in result.stderr, result.stderr
+    assert "models vectors of 2 channels, the model's latent is a grid of 2: the prior of " \
+           "another model" in result.stderr, result.stderr
 
 
 def test_diffusion_mode_without_its_prior_is_refused(tmp_path, tiny_dataset):

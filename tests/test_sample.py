@@ -506,3 +506,10 @@ def test_calibrated_condition_meets_a_target_that_the_prior_overshoots():
     assert np.abs(calibrated - wanted).max() < 0.01
     assert np.abs(as_it_is - wanted).max() > 0.02
     assert np.abs(smoothed - wanted).max() > 0.01
+
+
+def test_the_calibration_of_a_target_measures_as_many_pixels_at_every_size():
+    from microvae.sample import calibration_images
+
+    assert calibration_images(256) == 32 and calibration_images(512) == 32
+    assert calibration_images(32) == 2048 and calibration_images(16) == 8192

@@ -614,22 +614,26 @@ def _interpolation_sets(g: Generation, test: EncodedTest) -> None:
 # any training condition, which the prior amplifies: one step left a graded map's worst band
 # 0.047-0.067 off, three steps 0.120 (benchmarks/results/target_calibration.json).
 TARGET_CALIBRATION_IMAGES = 32
+# ... and at least as many pixels as 32 images of 256 px: 32 tiles of 32 px measure a fraction
+# to +-0.02 only (500 tiles of a Table 1 model's prior missed targets by up to 0.016).
+TARGET_CALIBRATION_PIXELS = 32 * 256**2
 TARGET_CALIBRATION_STEPS = 1
 CONDITION_RANGE = (0.01, 0.99)
 
 
 def calibrated_condition(draw, target, size: int, periodic: bool, finish,
-                         generator: torch.Generator, n: int = TARGET_CALIBRATION_IMAGES,
+                         generator: torch.Generator, n: int | None = None,
                          steps: int = TARGET_CALIBRATION_STEPS):
     """The condition that meets ``target`` (a phase fraction, or a map of one per latent cell of
-    8 px): ``n`` images drawn with ``draw`` (n, generator, size, periodic, condition) at the
-    condition and finished with ``finish`` (probabilities -> phase maps) give the achieved
-    fraction; the condition is moved by the error ``steps`` times, kept inside
+    8 px): ``n`` images (None: :func:`calibration_images`) drawn with ``draw`` (n, generator,
+    size, periodic, condition) at the condition and finished with ``finish`` (probabilities ->
+    phase maps) give the achieved fraction; the condition is moved by the error ``steps`` times, kept inside
     :data:`CONDITION_RANGE`. A number starts at the target; a map starts at
     :func:`condition_of_target` and its error is the difference of the smoothed achieved and
     target maps (the training conditions' smoothing). A conditional prior whose achieved
     fraction rises with the condition at a slope b meets the target to (1 - b)^steps of its
     error (plus the noise of the last ``n`` images)."""
+    n = calibration_images(size) if n is None else n
     if np.ndim(target) == 0:
         condition = float(target)
         for _ in range(steps):
@@ -651,6 +655,12 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
         condition = np.clip(condition - (smoothed_cells(achieved, periodic) - wanted),
                             *CONDITION_RANGE)
     return condition.astype(np.float32)
+
+
+def calibration_images(size: int) -> int:
+    """Images of ``size`` px per feedback step of the calibration of a target: at least
+    :data:`TARGET_CALIBRATION_IMAGES`, and :data:`TARGET_CALIBRATION_PIXELS` in all."""
+    return max(TARGET_CALIBRATION_IMAGES, -(-TARGET_CALIBRATION_PIXELS // size**2))
 
 
 def condition_of_target(target, periodic: bool = False):

@@ -147,7 +147,7 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
         torch.set_num_threads(threads)
     model, payload = load_model(model_path)
     if model.spatial:
-        prior, trained_on = _grid_prior(model, model_path, dataset, cfg)
+        prior, cfg, trained_on = _grid_prior(model, model_path, dataset, cfg)
     else:
         prior, trained_on = _vector_prior(model, model_path, dataset, cfg)
     summary = prior.describe()
@@ -166,7 +166,7 @@ def train_prior(model_path: str | os.PathLike, dataset: str | os.PathLike,
 def _grid_prior(model, model_path, dataset, cfg: DiffusionConfig):
     """A conv model's prior: the U-Net denoiser of one posterior draw of the latent grid of
     each of ``cfg.windows`` random training windows, their local phase fractions as
-    conditions."""
+    conditions; with the settings it was trained with (the crop size chosen)."""
     regions = load_training_regions(dataset)
     if regions is None:
         raise MicrovaeError(f"{dataset}: holds no training regions (packed by an older "
@@ -193,7 +193,7 @@ def _grid_prior(model, model_path, dataset, cfg: DiffusionConfig):
              windows.shape[-1], tuple(grids.shape[1:]), *np.quantile(conditions, [0.01, 0.99]))
     active = _active_channels(z_mean, model_path, (0, 2, 3))
     prior = fit_diffusion(grids, conditions, cfg, float(windows.mean()), active, log=log.info)
-    return prior, {"windows": len(windows), "window_px": int(windows.shape[-1])}
+    return prior, cfg, {"windows": len(windows), "window_px": int(windows.shape[-1])}
 
 
 def _vector_prior(model, model_path, dataset, cfg: DiffusionConfig):
