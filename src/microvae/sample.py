@@ -627,10 +627,10 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
     """The condition that meets ``target`` (a phase fraction, or a map of one per latent cell of
     8 px): ``n`` images (None: :func:`calibration_images`) drawn with ``draw`` (n, generator,
     size, periodic, condition) at the condition and finished with ``finish`` (probabilities ->
-    phase maps) give the achieved fraction; the condition is moved by the error ``steps`` times, kept inside
-    :data:`CONDITION_RANGE`. A number starts at the target; a map starts at
-    :func:`condition_of_target` and its error is the difference of the smoothed achieved and
-    target maps (the training conditions' smoothing). A conditional prior whose achieved
+    phase maps) give the achieved fraction; the condition is moved by the error ``steps``
+    times, kept inside :data:`CONDITION_RANGE`. It starts at :func:`condition_of_target`; the
+    error of a map is the difference of the achieved and target maps, both smoothed as the
+    training conditions were. A conditional prior whose achieved
     fraction rises with the condition at a slope b meets the target to (1 - b)^steps of its
     error (plus the noise of the last ``n`` images)."""
     n = calibration_images(size) if n is None else n
@@ -644,7 +644,7 @@ def calibrated_condition(draw, target, size: int, periodic: bool, finish,
     target = np.asarray(target, np.float64)
     cells_h, cells_w = target.shape
     wanted = smoothed_cells(target, periodic)
-    condition = wanted.copy()
+    condition = condition_of_target(target, periodic).astype(np.float64)
     for _ in range(steps):
         images, _ = draw(n, generator, size, periodic, condition.astype(np.float32))
         achieved = np.asarray(finish(images), np.float64).mean(0)
