@@ -457,14 +457,3 @@ def test_auto_architecture_trains_the_chosen_model_and_records_it(tiny_dataset, 
     payload = torch.load(tmp_path / "t1" / "model.pt", weights_only=True)
     assert payload["config"].get("architecture", "table1") == "table1"
     assert payload["config"]["image_size"] == [16, 16]
-
-
-def test_model_architecture_reads_a_model_file(tiny_dataset, tmp_path):
-    from microvae.modelfile import model_architecture
-
-    run_training(tiny_dataset, tmp_path, architecture="conv", crop_size=32, epochs=1,
-                 steps_per_epoch=1, batch_size=4)
-    assert model_architecture(tmp_path / "model.pt") == "conv"
-    (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(MicrovaeError, match="bad.pt: not a valid microvae model file"):
-        model_architecture(tmp_path / "bad.pt")

@@ -104,16 +104,11 @@ def merged_with_earlier_seeds(runs: dict, args: argparse.Namespace) -> dict:
               "config": mix_config(args.seeds[0], args.avx2),
               "runs": {**earlier.get("runs", {}), **runs},
               "machines": {**earlier.get("machines", {}), **{s: machine() for s in runs}},
-              "commands": {**_as_dict(earlier.get("commands")), **{s: command for s in runs}},
-              "avx2_only_emulated": {**_as_dict(earlier.get("avx2_only_emulated")),
+              "commands": {**earlier.get("commands", {}), **{s: command for s in runs}},
+              "avx2_only_emulated": {**earlier.get("avx2_only_emulated", {}),
                                      **{s: args.avx2 for s in runs}}}
     result["seeds"] = sorted(int(seed) for seed in result["runs"])
     return result
-
-
-def _as_dict(value) -> dict:
-    """A per-seed record of an older result file, where it held one value for all its seeds."""
-    return value if isinstance(value, dict) else {}
 
 
 def main() -> None:

@@ -82,14 +82,11 @@ def main() -> None:
     args = parser.parse_args()
     path = REPO / "benchmarks" / "results" / "target_calibration.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    per_cell = earlier.get("per_cell_error") or (
-        {k: earlier[k] for k in ("machine", "run", "n", "results")} if "results" in earlier
-        else None)
     runs = {**earlier.get("runs", {}),
             **{run.name: calibrated_variants(run, args.n) for run in args.runs}}
     save("target_calibration", {"n": args.n, "command": "python benchmarks/studies/"
                                 "target_calibration.py " + " ".join(sys.argv[1:]),
-                                "runs": runs, "per_cell_error": per_cell})
+                                "runs": runs, "per_cell_error": earlier.get("per_cell_error")})
 
 
 if __name__ == "__main__":

@@ -211,14 +211,14 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         errors.append("config key sample.sizes: images larger than the training tiles need "
                       "model.architecture: conv (Table 1's Dense layers fix the output size)")
     sample = config.get("sample", {})
-    diffusion = config.get("model", {}).get("architecture") == "conv" and \
-        config.get("diffusion", {}).get("enabled", True)
+    prior_enabled = config.get("diffusion", {}).get("enabled", True)
+    diffusion = config.get("model", {}).get("architecture") == "conv" and prior_enabled
     odd = [size for size in sample.get("sizes", []) if size % 32]
     if diffusion and sample.get("periodic") and odd:
         errors.append(f"config key sample.sizes: {odd} px are not multiples of 32, which a "
                       "periodic diffusion sample needs (its grid of 8 px cells is halved "
                       "twice); use multiples of 32 or diffusion.enabled: false")
-    if sample.get("phase_fractions") and not config.get("diffusion", {}).get("enabled", True):
+    if sample.get("phase_fractions") and not prior_enabled:
         errors.append("config key sample.phase_fractions: generation at a target phase "
                       "fraction goes through the diffusion prior: it needs diffusion.enabled: "
                       "true")

@@ -515,8 +515,6 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
                             "grids")
     if height < 1 or width < 1:
         raise MicrovaeError(f"latent grid of {height}x{width} cells")
-    if steps < 1 or steps > TIMESTEPS:
-        raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
     if periodic and (height % GRID_MULTIPLE or width % GRID_MULTIPLE):
         raise MicrovaeError(f"a periodic diffusion sample needs a size that is a multiple of "
                             f"{CELL * GRID_MULTIPLE} px, got {CELL * height}x{CELL * width} px")
@@ -574,8 +572,6 @@ def sample_vectors(prior: DiffusionPrior, n: int, generator: torch.Generator,
     ``phase_fraction``: None or a number (a Table 1 image has one phase fraction)."""
     if prior.kind != "vector":
         raise MicrovaeError("a prior of latent grids (conv models) samples grids, not vectors")
-    if steps < 1 or steps > TIMESTEPS:
-        raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
     if np.ndim(phase_fraction) != 0:
         raise MicrovaeError("a Table 1 model generates at one phase fraction per image, not at "
                             "a map")
@@ -604,6 +600,8 @@ def ddim(denoiser: Denoiser, noise: torch.Tensor, condition: torch.Tensor, mask:
     step as ancestral DDPM sampling does (from ``generator``). Every update is per cell, so with
     ``periodic`` the whole map from noise to grid commutes with circular shifts (of multiples
     of :data:`GRID_MULTIPLE` cells)."""
+    if steps < 1 or steps > TIMESTEPS:
+        raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
     alpha_bar = noise_levels()
     levels = torch.linspace(TIMESTEPS - 1, 0, steps).round().long()
     denoiser = denoiser.eval().set_periodic(periodic)

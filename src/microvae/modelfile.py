@@ -64,15 +64,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model, payload
 
 
-def model_architecture(path: str | os.PathLike) -> str:
-    """The architecture (``table1`` or ``conv``) of a model file, without building the model."""
-    config = _read_payload(path)["config"]
-    try:
-        return str(config.get("architecture", "table1"))
-    except Exception as exc:
-        raise _invalid(path, exc) from exc
-
-
 def save_prior(prior, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     """Save a trained :class:`~microvae.diffusion.DiffusionPrior` (atomic; tensors and plain
     values only, loadable with ``weights_only=True``)."""
