@@ -100,6 +100,30 @@ def test_condition_targets_number_map_and_bad_values():
         linear_gradient(0.0, 0.5, 4, 4)
 
 
+def test_one_condition_map_per_grid():
+    """A stack of maps conditions each grid on its own map: the same maps for every grid give
+    the grids of the one map, and a grid's draw depends on its own map only."""
+    grids, conditions = _conditional_data(n=16)
+    prior = fit_diffusion(grids, conditions, DiffusionConfig(width=8, max_steps=2,
+                                                             max_minutes=None, crop_cells=8), 0.5)
+    low, high = np.full((8, 8), 0.3, np.float32), np.full((8, 8), 0.7, np.float32)
+
+    def draw(condition):
+        return sample_grids(prior, 2, 8, 8, torch.Generator().manual_seed(3),
+                            phase_fraction=condition, steps=3, batch_size=2)
+
+    torch.testing.assert_close(draw(np.stack([low, low])), draw(low))
+    mixed = draw(np.stack([low, high]))
+    torch.testing.assert_close(mixed[0], draw(low)[0])
+    torch.testing.assert_close(mixed[1], draw(high)[1])
+    assert not torch.allclose(mixed[0], mixed[1])
+    assert as_condition_map(np.stack([low, high]), 4, 4).shape == (2, 4, 4)
+    with pytest.raises(MicrovaeError, match="3 phase-fraction maps for 2 grids"):
+        draw(np.stack([low, low, high]))
+    with pytest.raises(MicrovaeError, match="one per image"):
+        as_condition_map(np.full((1, 2, 8, 8), 0.3), 8, 8)
+
+
 def _conditional_data(n=256, cells=8, seed=0):
     """Grids whose value is set by their condition: channel 0 = 4 c - 2, channel 1 = -(4 c - 2),
     plus noise of 0.1; the conditions c are constant per grid, uniform on (0.2, 0.8)."""
@@ -232,6 +256,48 @@ def test_generate_draws_diffusion_sets_and_finishes_targets_with_the_uncondition
     with pytest.raises(MicrovaeError, match="need mode diffusion"):
         generate(model, images, cfg, ("prior",), training_phase_fraction=0.25,
                  diffusion_prior=prior)
+
+
+def test_a_uniform_target_is_asked_for_with_the_texture_of_free_draws():
+    """diffusion.target_texture: each image's condition is the local phase fraction of its own
+    unconditional draw (cut at 0.5, smoothed as the training conditions), moved to the target;
+    without it, the constant map. Small grids cut from canvases keep the constant."""
+    from microvae.sample import decode, diffusion, textured_conditions
+
+    class PixelDecoder:
+        """A stand-in conv VAE whose image is its first latent channel, 8 x 8 px per cell."""
+
+        spatial, latent_size, config = True, 3, {"image_size": [32, 32]}
+
+        def latent_shape(self, height, width):
+            return 3, height // 8, width // 8
+
+        def decode(self, z, periodic=False):
+            return torch.sigmoid(4 * z[:, :1].repeat_interleave(8, 2).repeat_interleave(8, 3))
+
+    torch.manual_seed(0)
+    model = PixelDecoder()
+    grids = torch.randn(8, 3, 8, 8)
+    prior = fit_diffusion(grids, torch.full((8, 8, 8), 0.25),
+                          DiffusionConfig(width=8, max_steps=2, crop_cells=8), 0.25)
+    maps = textured_conditions(model, prior, 0.3, 3, torch.Generator().manual_seed(1), 64,
+                               steps=10)
+    free = sample_grids(prior, 3, 8, 8, torch.Generator().manual_seed(1), steps=10)
+    local = condition_maps((decode(model, free) > 0.5).astype(np.float32))
+    inside = (maps > 0.01) & (maps < 0.99)
+    np.testing.assert_allclose(maps[inside], (0.3 + local - local.mean((1, 2), keepdims=True))[
+        inside], atol=1e-6)
+    assert maps.shape == (3, 8, 8) and local.std() > 0.01
+    periodic = textured_conditions(model, prior, 0.3, 2, torch.Generator().manual_seed(1), 64,
+                                   periodic=True, steps=10)
+    assert periodic.shape == (2, 8, 8)
+
+    def images(texture, size=64):
+        return diffusion(model, prior, 2, torch.Generator().manual_seed(4), size,
+                         phase_fraction=0.3, steps=10, texture=texture)[0]
+
+    assert not np.allclose(images(True), images(False))
+    np.testing.assert_array_equal(images(True, 32), images(False, 32))  # from canvases
 
 
 def test_generate_draws_a_table1_models_diffusion_sets(quick_vector_prior):

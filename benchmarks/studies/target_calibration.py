@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
-from conditioning import TARGETS, judged_against
+from conditioning import TARGETS, judged_against, reference_path
 
 from machine import REPO, save
 from microvae import cli
@@ -54,9 +54,7 @@ def calibrated_variants(run: Path, n: int) -> dict:
         if code:
             raise SystemExit(code)
         seconds = time.perf_counter() - started
-        against = {f"{t:g}": judged_against(samples, t, REPO / "runs" /
-                                            f"conditioning_reference_{t:g}" / "results" /
-                                            "dataset" / "dataset.h5",
+        against = {f"{t:g}": judged_against(samples, t, reference_path(t),
                                             run / f"against_{t:g}_{variant}.h5")
                    for t in TARGETS}
         out[variant] = {"calibrate_targets": calibrate, "feedback_steps": steps,

@@ -69,6 +69,7 @@ class DiffusionConfig:
     condition_dropout: float = 0.2
     sampling_steps: int = 25
     guidance: float = 0.75
+    target_texture: bool = True
     seed: int = 0
 
     @classmethod
@@ -301,12 +302,13 @@ class DiffusionPrior:
                    state["active"].bool(), int(state["crop_cells"]))
 
 
-def condition_maps(windows: np.ndarray) -> np.ndarray:
+def condition_maps(windows: np.ndarray, periodic: bool = False) -> np.ndarray:
     """Local phase fraction (N, S/8, S/8) float32 of binary windows (N, S, S): the fraction of
-    phase 1 in each cell, smoothed by a Gaussian of :data:`CONDITION_SIGMA_CELLS` cells."""
+    phase 1 in each cell, smoothed by a Gaussian of :data:`CONDITION_SIGMA_CELLS` cells
+    (wrapped around the edges of ``periodic`` windows)."""
     n, height, width = windows.shape
     cells = windows.reshape(n, height // CELL, CELL, width // CELL, CELL).mean((2, 4))
-    return smoothed_cells(cells).astype(np.float32)
+    return smoothed_cells(cells, periodic).astype(np.float32)
 
 
 def smoothed_cells(cells: np.ndarray, periodic: bool = False) -> np.ndarray:
@@ -483,8 +485,9 @@ def _train_denoiser(denoiser: nn.Module, batch, cfg: DiffusionConfig,
 
 
 def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | None:
-    """The condition (height, width) cells for a target: None, a number (constant), or a map
-    (any 2-D array, resampled bilinearly onto the grid)."""
+    """The condition (height, width) cells for a target: None, a number (constant), a map
+    (any 2-D array, resampled bilinearly onto the grid), or one map per image (N, h, w) ->
+    (N, height, width)."""
     if phase_fraction is None:
         return None
     target = torch.as_tensor(np.asarray(phase_fraction, np.float32))
@@ -493,12 +496,20 @@ def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | 
         if not 0.0 < value < 1.0:
             raise MicrovaeError(f"target phase fraction {value} is not between 0 and 1")
         return torch.full((height, width), value)
-    if target.dim() != 2:
-        raise MicrovaeError(f"a phase-fraction map is 2-D, got shape {tuple(target.shape)}")
+    if target.dim() not in (2, 3):
+        raise MicrovaeError(f"a phase-fraction map is 2-D (or one per image, 3-D), got shape "
+                            f"{tuple(target.shape)}")
     if not ((target > 0) & (target < 1)).all():
         raise MicrovaeError("a phase-fraction map holds values outside (0, 1)")
-    return F.interpolate(target[None, None], size=(height, width), mode="bilinear",
-                         align_corners=False)[0, 0]
+    stack = target[:, None] if target.dim() == 3 else target[None, None]
+    resampled = F.interpolate(stack, size=(height, width), mode="bilinear", align_corners=False)
+    return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
+
+
+def drawn_whole(prior: DiffusionPrior, height: int, width: int, periodic: bool) -> bool:
+    """Whether a grid of ``height`` x ``width`` cells is drawn whole (periodic, or large enough)
+    rather than cut from a canvas of the training crops' size (:func:`sample_grids`)."""
+    return periodic or 2 * max(height, width) > round_up(prior.crop_cells)
 
 
 @torch.no_grad()
@@ -507,9 +518,9 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
                  steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance,
                  batch_size: int = 64, eta: float = 0.0) -> torch.Tensor:
     """``n`` latent grids (n, C, height, width) by DDIM (eta = 0) over ``steps`` noise levels;
-    ``phase_fraction``: None, a number or a map (see :func:`as_condition_map`; a map covers the
-    output grid); ``guidance`` w: v = uncond + w (cond - uncond), w = 1 the conditional model
-    alone."""
+    ``phase_fraction``: None, a number, a map or one map per grid (see
+    :func:`as_condition_map`; a map covers the output grid); ``guidance`` w: v = uncond + w
+    (cond - uncond), w = 1 the conditional model alone."""
     if prior.kind != "grid":
         raise MicrovaeError("a prior of latent vectors (table1 models) samples vectors, not "
                             "grids")
@@ -519,23 +530,28 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
         raise MicrovaeError(f"a periodic diffusion sample needs a size that is a multiple of "
                             f"{CELL * GRID_MULTIPLE} px, got {CELL * height}x{CELL * width} px")
     if not periodic and np.ndim(phase_fraction) == 0 and \
-            2 * max(height, width) <= round_up(prior.crop_cells):
+            not drawn_whole(prior, height, width, periodic):
         return _windows_of_canvases(prior, n, height, width, generator, phase_fraction, steps,
                                     guidance, batch_size, eta)
     big_h, big_w = (height, width) if periodic else (round_up(height), round_up(width))
     condition = as_condition_map(phase_fraction, height, width)
-    cond = torch.zeros((1, 1, big_h, big_w))
+    per_grid = condition is not None and condition.dim() == 3
+    if per_grid and len(condition) != n:
+        raise MicrovaeError(f"{len(condition)} phase-fraction maps for {n} grids")
+    cond = torch.zeros((n if per_grid else 1, 1, big_h, big_w))
     mask = torch.zeros((1, 1, big_h, big_w))
     if condition is not None:  # rounding up: the cells cut away continue the map's edges
-        cond[0, 0] = F.pad(condition[None, None], (0, big_w - width, 0, big_h - height),
-                           mode="replicate")[0, 0]
+        maps = condition if per_grid else condition[None]
+        cond[:, 0] = F.pad(maps[:, None], (0, big_w - width, 0, big_h - height),
+                           mode="replicate")[:, 0]
         mask[:] = 1.0
     active = prior.active_channels
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x = torch.randn((m, prior.channels, big_h, big_w), generator=generator)
-        x[:, active] = ddim(prior.denoiser, x[:, active], cond.expand(m, -1, -1, -1),
+        batch_cond = cond[start:start + m] if per_grid else cond.expand(m, -1, -1, -1)
+        x[:, active] = ddim(prior.denoiser, x[:, active], batch_cond,
                             mask.expand(m, -1, -1, -1), steps,
                             guidance if condition is not None else 1.0, periodic, eta,
                             generator)

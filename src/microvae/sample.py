@@ -45,6 +45,8 @@ from .diffusion import (
     CANVAS_CELLS,
     DiffusionConfig,
     DiffusionPrior,
+    condition_maps,
+    drawn_whole,
     linear_gradient,
     sample_grids,
     sample_vectors,
@@ -244,11 +246,12 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
 
 def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Generator,
               size: int | None = None, periodic: bool = False, phase_fraction=None,
-              steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance
-              ) -> tuple[np.ndarray, torch.Tensor]:
+              steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance,
+              texture: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
-    grids; for a Table 1 model, from latent vectors (at its one size, a number as target)."""
+    grids; for a Table 1 model, from latent vectors (at its one size, a number as target).
+    ``texture``: a number is asked for as :func:`textured_conditions` (grids drawn whole)."""
     kind = "grid" if model.spatial else "vector"
     if prior_fit.kind != kind or prior_fit.channels != model.latent_size:
         raise MicrovaeError(f"the diffusion prior models {prior_fit.kind}s of "
@@ -258,9 +261,31 @@ def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Ge
         z = sample_vectors(prior_fit, n, generator, phase_fraction, steps, guidance)
         return decode(model, z), z
     _, height, width = model.latent_shape(size, size)
+    if texture and phase_fraction is not None and np.ndim(phase_fraction) == 0 and \
+            drawn_whole(prior_fit, height, width, periodic):
+        phase_fraction = textured_conditions(model, prior_fit, float(phase_fraction), n,
+                                             generator, size, periodic, steps)
     z = sample_grids(prior_fit, n, height, width, generator, periodic=periodic,
                      phase_fraction=phase_fraction, steps=steps, guidance=guidance)
     return decode(model, z, periodic=periodic), z
+
+
+def textured_conditions(model: VAE, prior_fit: DiffusionPrior, target: float, n: int,
+                        generator: torch.Generator, size: int | None = None,
+                        periodic: bool = False,
+                        steps: int = DiffusionConfig.sampling_steps) -> np.ndarray:
+    """One condition map per image (n, cells, cells) for a uniform ``target``: the local phase
+    fraction of an unconditional draw of the prior (cut at 0.5, smoothed as the training
+    conditions), moved to mean ``target`` and kept inside :data:`CONDITION_RANGE`. The prior
+    was trained on the maps of real windows, whose local fraction varies about their mean; a
+    constant map is a condition no training window had, and the prior answered it with images
+    more uniform than real ones (docs/diffusion.md)."""
+    _, height, width = model.latent_shape(size, size)
+    free = sample_grids(prior_fit, n, height, width, generator, periodic=periodic, steps=steps)
+    maps = condition_maps((decode(model, free, periodic=periodic) > 0.5).astype(np.float32),
+                          periodic)
+    return np.clip(target + maps - maps.mean((1, 2), keepdims=True),
+                   *CONDITION_RANGE).astype(np.float32)
 
 
 def fit_aggregate_posterior(z_mean: torch.Tensor, z_log_var: torch.Tensor
@@ -483,6 +508,7 @@ class Generation:
     diffusion_prior: DiffusionPrior | None = None
     sampling_steps: int = DiffusionConfig.sampling_steps
     guidance: float = DiffusionConfig.guidance
+    target_texture: bool = DiffusionConfig.target_texture
     _codes: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def codes(self, needed_by: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -551,7 +577,7 @@ def _diffusion_sampler(g: Generation):
         g.out[fit_key("diffusion", key)] = np.array(value)
     return lambda n, generator, size=g.tile, periodic=False, target=None: diffusion(
         g.model, g.diffusion_prior, n, generator, size, periodic, target, g.sampling_steps,
-        g.guidance)
+        g.guidance, g.target_texture)
 
 
 @unseeded_sampler("aggregate")
@@ -680,7 +706,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              morphology: SegmentationParameters | None = None,
              diffusion_prior: DiffusionPrior | None = None,
              sampling_steps: int = DiffusionConfig.sampling_steps,
-             guidance: float = DiffusionConfig.guidance) -> dict[str, np.ndarray]:
+             guidance: float = DiffusionConfig.guidance,
+             target_texture: bool = DiffusionConfig.target_texture) -> dict[str, np.ndarray]:
     """All requested modes, each by its registered sampler, in the registry's order; arrays
     keyed by their HDF5 names (probabilities in float32).
 
@@ -698,8 +725,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     ``cfg.phase_fractions`` and ``cfg.graded`` add its conditioned sets
     (``conditioned/diffusion_{target}_{size}``, ``graded/diffusion_{size}``, with their
     targets under ``targets/`` and the conditions they were drawn with under ``conditions/``:
-    the targets calibrated with ``cfg.calibrate_targets``), finished by the unconditional
-    prior's threshold.
+    the targets calibrated with ``cfg.calibrate_targets``; with ``target_texture`` a number is
+    asked for as :func:`textured_conditions`), finished by the unconditional prior's threshold.
     """
     cfg.check()
     check_modes(model, modes, ("diffusion",) if diffusion_prior is not None else ())
@@ -719,7 +746,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     # (its training crops may be larger).
     tile = test_images.shape[-1] if model.spatial and test_images is not None else None
     g = Generation(model, cfg, torch.Generator().manual_seed(cfg.seed), out, tile, fit_images,
-                   val_images, regions, diffusion_prior, sampling_steps, guidance)
+                   val_images, regions, diffusion_prior, sampling_steps, guidance,
+                   target_texture)
     samplers = {name: UNSEEDED_SAMPLERS[name](g) for name in MODES
                 if name in modes and name not in ENCODED_MODES}
     if cfg.match_training and encoded:  # their finishing is calibrated on the train codes

@@ -118,9 +118,11 @@ def block_labels(features: Features, placement: dict[str, np.ndarray | None], si
             "n_groups": int(len(np.unique(groups if groups is not None else origin[:, :2],
                                           axis=0)))}
     if n_blocks < MIN_BLOCKS:
-        log.warning("%s: the floor rests on %d independent blocks of real images (%d wanted): "
-                    "its spread is known only roughly; more files or volumes, or a larger test "
-                    "region, make it firmer", what, n_blocks, MIN_BLOCKS)
+        log.warning("%s: the floor rests on %d independent blocks of real images (%d wanted; "
+                    "%d of the %d images lie in them): it is wide and known only roughly, so "
+                    "sets pass it more easily than a floor between independent volumes; more "
+                    "files or volumes in the split, or a larger test region, make it firmer",
+                    what, n_blocks, MIN_BLOCKS, info["n_in_blocks"], info["n_images"])
     return blocks, info
 
 

@@ -191,7 +191,8 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
                                 f"{' '.join(m for m in modes if 'regions' in needs_of([m]))}")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
-                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance)
+                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance,
+                      diffusion_cfg.target_texture)
     for key, condition in conditions_of(arrays).items():
         target = arrays[target_key(key)]
         log.info("%s drawn with the condition %s for the target %s%s", key,
@@ -215,6 +216,7 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
         "n_steps": cfg.n_steps, "sizes": list(cfg.sizes), "periodic": cfg.periodic,
         "diffusion": str(diffusion_path or ""), "diffusion_sampling_steps":
             diffusion_cfg.sampling_steps, "diffusion_guidance": diffusion_cfg.guidance,
+        "diffusion_target_texture": diffusion_cfg.target_texture,
         "phase_fractions": list(cfg.phase_fractions), "graded": list(cfg.graded or []),
         "calibrate_targets": cfg.calibrate_targets,
         "match_training": cfg.match_training,

@@ -1,0 +1,272 @@
+"""The sets generated at a target phase fraction judged against a floor that spans independent
+volumes: the conditioning study's first reference put one synthetic volume in its test split,
+so its floor (4 blocks cut from that one volume) held none of the differences between volumes
+made with the same recipe, and its real windows held that one volume's fraction (0.271 at the
+recipe's 0.30, where the recipe's volumes average 0.29). The reference of
+``conditioning.reference_dataset`` holds 20 volumes made at the target, 8 of them in the test
+split: each is a block of the floor, and 8 others are the real held-out set.
+
+Re-judges, without sampling again, every set a run already holds (``against_{target}*.h5`` of
+runs of conditioning.py and target_calibration.py), beside the verdict of the one-volume
+reference stored next to it. Two controls: the same model asked for 0.25, a fraction of its
+training mix (sampled here, 64 images of 256 px, calibration of targets on), against 20 fresh
+volumes made at 0.25: whether a failure comes from the unseen fraction or from the generator;
+and a real set of the generated sets' size (64 val windows of 256 px, 8 per val volume, evenly
+spaced from its first section to its last, where the synthetic volumes thin out: the control's
+phase fraction lies below the volumes'), judged like a generator: whether 64 images can pass
+this floor at all.
+
+    python benchmarks/studies/conditioning_floor.py --runs runs/conditioning_1 runs/conditioning_2
+    python benchmarks/studies/conditioning_floor.py --default-runs runs/large512_0 \
+        runs/large_firmfloor_1 runs/large_firmfloor_2
+    python benchmarks/studies/conditioning_floor.py --texture-runs runs/conditioning_1 \
+        runs/conditioning_2
+
+The second judges the default model's (config/conv.yaml) unconditional sets at 256 and 512 px
+against the 20 fresh volumes of its own recipe (0.25) in the same way (large512_0: seed 0 of
+large_sizes.py; the others: ``large.py --seeds 1 2 --sizes 256 --tag firmfloor``). The third
+chooses ``diffusion.target_texture`` (a constant condition map, or the local pattern of free
+draws moved to the target) at the trained fraction 0.25 on this floor, the most descriptors
+within it, and reports the held-out targets with the choice once.
+
+Writes benchmarks/results/conditioning_floor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
+from conditioning import TARGETS, judged_against, reference_dataset
+
+from machine import REPO, judged, save
+from microvae import cli
+from microvae.diffusion import DiffusionConfig
+from microvae.modelfile import load_model
+from microvae.sample import encode, reconstruct
+from microvae.stages import real_test_windows
+from microvae.stages.evaluate import evaluate_large
+
+TRAINED_CONTROL = 0.25
+N_IMAGES = 64
+# the sets of the workflow run (calibration of the first design) and of target_calibration.py's
+# default (one feedback step)
+VARIANTS = ("", "_one_step")
+
+
+def volume_fractions(dataset: Path) -> dict:
+    """Per split: the martensite fraction of each volume (mean over its tiles)."""
+    out = {}
+    with h5py.File(dataset) as h5:
+        for split in ("train", "val", "test"):
+            tiles, origin = h5[split][()], h5[f"{split}_origin"][()]
+            volumes = np.unique(origin[:, 1])
+            out[split] = [round(float(tiles[origin[:, 1] == v].mean()), 4) for v in volumes]
+    return out
+
+
+def sampled_at(run: Path, target: float) -> Path:
+    """The run's model and prior asked for ``target`` (with the unconditional sets beside)."""
+    samples = run / f"sampled_{target:g}.h5"
+    if not samples.exists():
+        results = run / "results"
+        model = model_of(run)
+        code = cli.main(["sample", "--model", str(model), "--diffusion",
+                         str(model.with_name("diffusion.pt")), "--dataset",
+                         str(results / "dataset" / "dataset.h5"), "--mode", "diffusion", "field",
+                         "--sizes", "256", "--n-large", str(N_IMAGES), "--phase-fractions",
+                         f"{target:g}", "--out", str(samples)])
+        if code:
+            raise SystemExit(code)
+    judged_against(samples, target, reference_dataset(target, {}),
+                   run / f"against_{target:g}.h5")
+    return samples
+
+
+def with_real_control(samples: Path, reference: Path, model_path: Path | None = None) -> Path:
+    """A copy of a judged file with 64 real val windows added as one more large set, and (given
+    the model) their reconstructions from the posterior mean, cut at 0.5: what the decoder
+    makes of real images, a ceiling for any prior of its latent grid."""
+    _, windows, placement = real_test_windows(reference, 256, "val")
+    groups = placement["group"]
+    picked = np.concatenate([np.flatnonzero(groups == g)[np.linspace(
+        0, np.count_nonzero(groups == g) - 1, N_IMAGES // len(np.unique(groups))).astype(int)]
+        for g in np.unique(groups)])
+    out = samples.with_name(f"{samples.stem}_with_real.h5")
+    shutil.copy(samples, out)
+    with h5py.File(out, "a") as h5:
+        h5["large/real_val_64_256"] = windows[picked]
+        if model_path is not None:
+            model, _ = load_model(model_path)
+            images = windows[picked].astype(np.float32)
+            with torch.no_grad():
+                z_mean, _ = encode(model, images)
+                h5["large/reconstructed_val_64_256"] = reconstruct(model, images, z_mean)[0]
+    return out
+
+
+def rejudged(run: Path, target: float, reference: Path) -> dict:
+    out = {}
+    for suffix in VARIANTS:
+        samples = run / f"against_{target:g}{suffix}.h5"
+        if not samples.exists():
+            continue
+        variant = samples.stem.removeprefix(f"against_{target:g}").lstrip("_") or "workflow"
+        metrics = evaluate_large(with_real_control(samples, reference, model_of(run)),
+                                 reference, run / f"{samples.stem}_volumes.json")
+        earlier = samples.with_suffix(".json")
+        one_volume = (json.loads(earlier.read_text())["sets"]
+                      if target != TRAINED_CONTROL and earlier.exists() else {})
+        out[variant] = {
+            name: {**judged(values), "n_real_windows": values["n_real_windows"],
+                   "real_phase_fraction": values["real_phase_fraction"],
+                   **({"one_volume_reference": judged(one_volume[name])}
+                      if name in one_volume else {})}
+            for name, values in metrics["sets"].items()}
+        out[variant]["reference"] = metrics["reference"]
+        for name in (f"conditioned_{target:g}_256", "real_val_64_256",
+                     "reconstructed_val_64_256"):
+            values = out[variant][name]
+            print(f"{run.name} {variant} at {target:g}: {name}: {values['verdict']}"
+                  + (f" (one volume: {values['one_volume_reference']['verdict']})"
+                     if "one_volume_reference" in values else "")
+                  + f"; failed {values['failed']}", flush=True)
+    return out
+
+
+def guided(run: Path, target: float, weight: float, reference: Path,
+           texture: bool = False) -> dict:
+    """The run's prior asked for ``target`` at guidance ``weight`` (64 images of 256 px, the
+    calibration of targets on), with or without ``diffusion.target_texture``, against the fresh
+    volumes made at ``target``, with the real and reconstructed controls."""
+    tag = f"{target:g}_w{weight:g}" + ("_texture" if texture else "")
+    samples = run / f"guided_{tag}.h5"
+    if not samples.exists():
+        code = cli.main(["sample", "--model", str(model_of(run)), "--diffusion",
+                         str(model_of(run).with_name("diffusion.pt")), "--dataset",
+                         str(run / "results" / "dataset" / "dataset.h5"), "--mode",
+                         "diffusion", "--sizes", "256", "--n-large", str(N_IMAGES),
+                         "--phase-fractions", f"{target:g}", "--guidance", f"{weight:g}",
+                         "--target-texture" if texture else "--no-target-texture",
+                         "--out", str(samples)])
+        if code:
+            raise SystemExit(code)
+    judged_file = run / f"guided_{tag}_judged.h5"
+    with h5py.File(samples) as h5, h5py.File(judged_file, "w") as dst:
+        dst.attrs.update({"split": "test", "periodic": False, "latent_size": 8})
+        name = f"conditioned_{target:g}_256"
+        dst[f"large/{name}"] = h5[f"conditioned/diffusion_{target:g}_256"][()]
+        dst[f"finished/large/{name}"] = h5[f"finished/conditioned/diffusion_{target:g}_256"][()]
+    metrics = evaluate_large(with_real_control(judged_file, reference, model_of(run)), reference,
+                             judged_file.with_suffix(".json"))
+    out = {name: {**judged(values), "real_phase_fraction": values["real_phase_fraction"]}
+           for name, values in metrics["sets"].items()}
+    print(f"{run.name} w {weight:g} at {target:g}: "
+          f"{out[f'conditioned_{target:g}_256']['verdict']}; failed "
+          f"{out[f'conditioned_{target:g}_256']['failed']}; phase fraction "
+          f"{out[f'conditioned_{target:g}_256']['phase_fraction']:.4f}", flush=True)
+    return out
+
+
+def chosen_variant(by_weight: dict, target: float) -> str:
+    """The weight (or variant) whose set at ``target`` passes most descriptors, ties broken by
+    the smallest median multiple of the floor over the judged descriptors."""
+    def score(item):
+        values = item[1][f"conditioned_{target:g}_256"]
+        judged_multiples = [m for k, m in values["floor_multiple"].items()
+                            if k != "phase_fraction"]
+        return (-values["n_within"], float(np.median(judged_multiples)))
+    return min(by_weight.items(), key=score)[0]
+
+
+def model_of(run: Path) -> Path:
+    return run / "results" / "models" / "latent_8" / "model.pt"
+
+
+def default_judged(run: Path, reference: Path) -> dict:
+    """A run of config/conv.yaml's model (whose synthetic steel is made at 0.25): its large
+    sets (``large/{mode}_{size}``; of large_sizes.py's file where the run has one, else of the
+    workflow's samples) against the 20 fresh volumes of that recipe."""
+    samples = run / "sizes_256_512.h5"
+    if not samples.exists():
+        samples = run / "results" / "samples" / "latent_8" / "samples.h5"
+    metrics = evaluate_large(with_real_control(samples, reference, model_of(run)), reference,
+                             run / f"{samples.stem}_volumes.json")
+    out = {name: {**judged(values), "n_real_windows": values["n_real_windows"],
+                  "real_phase_fraction": values["real_phase_fraction"]}
+           for name, values in metrics["sets"].items()}
+    for name, values in out.items():
+        print(f"{run.name}: {name}: {values['verdict']}; failed {values['failed']}", flush=True)
+    return {**out, "samples": str(samples.relative_to(run)), "reference": metrics["reference"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, nargs="*", default=[],
+                        help="runs of conditioning.py (with target_calibration.py's sets)")
+    parser.add_argument("--texture-runs", type=Path, nargs="*", default=[],
+                        help="runs of conditioning.py on which diffusion.target_texture is "
+                             "chosen at the trained fraction 0.25 (then reported at the "
+                             "held-out targets)")
+    parser.add_argument("--default-runs", type=Path, nargs="*", default=[],
+                        help="runs of config/conv.yaml's model with large sets")
+    args = parser.parse_args()
+    references = {target: reference_dataset(target, {})
+                  for target in (*TARGETS, TRAINED_CONTROL)}
+    for run in args.runs:
+        sampled_at(run, TRAINED_CONTROL)
+    command = "python benchmarks/studies/conditioning_floor.py " + " ".join(sys.argv[1:])
+    fractions = {f"{t:g}": {"volume_fractions": volume_fractions(path)}
+                 for t, path in references.items()}
+    runs = {run.name: {f"{t:g}": rejudged(run, t, path) for t, path in references.items()}
+            for run in args.runs}
+    saved(command, fractions, runs=runs)
+    default = {run.name: default_judged(run, references[TRAINED_CONTROL])
+               for run in args.default_runs}
+    saved(command, fractions, default=default)
+    if args.texture_runs:
+        variants = {"constant": False, "texture": True}
+        weight = float(DiffusionConfig.guidance)
+        texture = {"guidance": weight, "at_trained": {
+            run.name: {name: guided(run, TRAINED_CONTROL, weight, references[TRAINED_CONTROL],
+                                    textured) for name, textured in variants.items()}
+            for run in args.texture_runs}}
+        texture["chosen_per_run"] = {run: chosen_variant(sets, TRAINED_CONTROL)
+                                     for run, sets in texture["at_trained"].items()}
+        # one choice for all runs: the variant chosen on most of them (the first on a tie)
+        votes = list(texture["chosen_per_run"].values())
+        texture["chosen"] = max(variants, key=votes.count)
+        texture["held_out"] = {}
+        saved(command, fractions, texture=texture)
+        for run in args.texture_runs:  # saved after each run: the held-out sets are slow
+            texture["held_out"][run.name] = {
+                f"{t:g}": guided(run, t, weight, references[t], variants[texture["chosen"]])
+                for t in TARGETS}
+            saved(command, fractions, texture=texture)
+
+
+def saved(command: str, fractions: dict, **sections: dict) -> None:
+    """The result file with these sections' entries added (read afresh: runs of the study
+    with other options may write it meanwhile)."""
+    path = REPO / "benchmarks" / "results" / "conditioning_floor.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.pop("machine", None)
+    if command not in result.setdefault("commands", []):
+        result["commands"].append(command)
+    result["references"] = fractions
+    for key, entries in sections.items():
+        if entries:
+            result.setdefault(key, {}).update(entries)
+    save("conditioning_floor", result)
+
+if __name__ == "__main__":
+    main()
