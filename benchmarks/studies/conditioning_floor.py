@@ -73,21 +73,25 @@ def volume_fractions(dataset: Path) -> dict:
     return out
 
 
-def sampled_at(run: Path, target: float) -> Path:
+def sample_run(run: Path, out: Path, target: float, *options: str) -> None:
+    """The run's model and prior asked for ``target``: 64 images of 256 px into ``out`` (kept:
+    a later call reuses it), with ``options`` of ``microvae sample``."""
+    if out.exists():
+        return
+    code = cli.main(["sample", "--model", str(model_of(run)), "--diffusion",
+                     str(model_of(run).with_name("diffusion.pt")), "--dataset",
+                     str(run / "results" / "dataset" / "dataset.h5"), "--sizes", "256",
+                     "--n-large", str(N_IMAGES), "--phase-fractions", f"{target:g}", *options,
+                     "--out", str(out)])
+    if code:
+        raise SystemExit(code)
+
+
+def sampled_at(run: Path, target: float, reference: Path) -> Path:
     """The run's model and prior asked for ``target`` (with the unconditional sets beside)."""
     samples = run / f"sampled_{target:g}.h5"
-    if not samples.exists():
-        results = run / "results"
-        model = model_of(run)
-        code = cli.main(["sample", "--model", str(model), "--diffusion",
-                         str(model.with_name("diffusion.pt")), "--dataset",
-                         str(results / "dataset" / "dataset.h5"), "--mode", "diffusion", "field",
-                         "--sizes", "256", "--n-large", str(N_IMAGES), "--phase-fractions",
-                         f"{target:g}", "--out", str(samples)])
-        if code:
-            raise SystemExit(code)
-    judged_against(samples, target, reference_dataset(target, {}),
-                   run / f"against_{target:g}.h5")
+    sample_run(run, samples, target, "--mode", "diffusion", "field")
+    judged_against(samples, target, reference, run / f"against_{target:g}.h5")
     return samples
 
 
@@ -149,16 +153,8 @@ def guided(run: Path, target: float, weight: float, reference: Path,
     volumes made at ``target``, with the real and reconstructed controls."""
     tag = f"{target:g}_w{weight:g}" + ("_texture" if texture else "")
     samples = run / f"guided_{tag}.h5"
-    if not samples.exists():
-        code = cli.main(["sample", "--model", str(model_of(run)), "--diffusion",
-                         str(model_of(run).with_name("diffusion.pt")), "--dataset",
-                         str(run / "results" / "dataset" / "dataset.h5"), "--mode",
-                         "diffusion", "--sizes", "256", "--n-large", str(N_IMAGES),
-                         "--phase-fractions", f"{target:g}", "--guidance", f"{weight:g}",
-                         "--target-texture" if texture else "--no-target-texture",
-                         "--out", str(samples)])
-        if code:
-            raise SystemExit(code)
+    sample_run(run, samples, target, "--mode", "diffusion", "--guidance", f"{weight:g}",
+               "--target-texture" if texture else "--no-target-texture")
     judged_file = run / f"guided_{tag}_judged.h5"
     with h5py.File(samples) as h5, h5py.File(judged_file, "w") as dst:
         dst.attrs.update({"split": "test", "periodic": False, "latent_size": 8})
@@ -223,7 +219,7 @@ def main() -> None:
     references = {target: reference_dataset(target, {})
                   for target in (*TARGETS, TRAINED_CONTROL)}
     for run in args.runs:
-        sampled_at(run, TRAINED_CONTROL)
+        sampled_at(run, TRAINED_CONTROL, references[TRAINED_CONTROL])
     command = "python benchmarks/studies/conditioning_floor.py " + " ".join(sys.argv[1:])
     fractions = {f"{t:g}": {"volume_fractions": volume_fractions(path)}
                  for t, path in references.items()}
