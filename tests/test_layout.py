@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
 SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
-           "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines", "volumes")
+           "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines", "volumes",
+           "reconstruct3d")
 FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs", "modes",
               "memory", "samplesfile")
 UPPER = ("stages", "plots", "cli")

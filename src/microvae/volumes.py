@@ -100,3 +100,50 @@ def volume_descriptors(volume: np.ndarray, connectivity: int = 6) -> dict[str, A
         else float("nan"),
         "connectivity": connectivity,
     }
+
+
+def sections(volume: np.ndarray, axis: int, spacing: int = 1) -> np.ndarray:
+    """The sections normal to ``axis``, every ``spacing`` voxels from the first: images whose
+    rows and columns run along the two other axes in their order (normal to z: rows y,
+    columns x)."""
+    return np.moveaxis(np.asarray(volume), axis, 0)[::spacing]
+
+
+def section_windows(volumes: list[np.ndarray], axis: int, window: int, spacing: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping ``window`` x ``window`` windows of the sections normal to ``axis`` of
+    each volume, sections ``spacing`` voxels apart; returns ``(windows, block)``, block the index
+    of the volume each window was cut from (the independent blocks of a floor)."""
+    images, blocks = [], []
+    for index, volume in enumerate(volumes):
+        stack = sections(volume, axis, spacing)
+        rows, columns = stack.shape[1] // window, stack.shape[2] // window
+        if not rows or not columns:
+            raise ValueError(f"sections of {stack.shape[1]}x{stack.shape[2]} voxels hold no "
+                             f"window of {window}")
+        cut = stack[:, :rows * window, :columns * window].reshape(
+            len(stack), rows, window, columns, window).transpose(0, 1, 3, 2, 4)
+        images.append(cut.reshape(-1, window, window))
+        blocks.append(np.full(len(images[-1]), index))
+    return np.concatenate(images), np.concatenate(blocks)
+
+
+def judge_sections(real: list[np.ndarray], generated: dict[str, tuple[list[np.ndarray], str]],
+                   window: int, spacing: int, rng: np.random.Generator,
+                   axes: tuple[int, ...] = (0, 1, 2)) -> dict[int, dict[str, Any]]:
+    """Sections of generated volumes against sections of independent real volumes, per axis:
+    for each axis normal to a section plane, the windows of the real volumes' sections are the
+    reference (each volume a block of the floor) and each set of volumes (``generated``: name ->
+    (volumes, role of :data:`microvae.evaluate.ROLES`)) is judged by
+    :func:`microvae.evaluate.judge` on the windows of its own sections along that axis."""
+    from .evaluate import Features, ScoredSet, judge
+
+    if len(real) < 2:
+        raise ValueError(f"the floor needs at least 2 independent real volumes, got {len(real)}")
+    out = {}
+    for axis in axes:
+        images, blocks = section_windows(real, axis, window, spacing)
+        sets = {name: ScoredSet(Features.of(section_windows(volumes, axis, window, spacing)[0]),
+                                role) for name, (volumes, role) in generated.items()}
+        out[axis] = judge(Features.of(images), blocks, sets, rng)
+    return out

@@ -60,6 +60,31 @@ def describe_morphology(morphology: SegmentationParameters | None) -> str:
 # The real windows that generated images larger than the tiles are compared with (the
 # evaluation of large images and the export of real windows beside generated ones).
 # The real windows a size is compared with must number at least this many (two halves of 4).
+def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
+               threshold: float | None = None) -> np.ndarray:
+    """A file's array as phase maps {0, 1}: two distinct values are a phase map (the higher is
+    phase 1, or the lower with ``phase`` dark); more values need a ``threshold`` (on the values
+    scaled to [0, 1] as the ingest stage scales them)."""
+    import numpy as np
+
+    from ..errors import MicrovaeError
+
+    values = np.unique(array)
+    if len(values) == 1:
+        binary = np.zeros(array.shape, np.uint8) if phase == "dark" else \
+            np.full(array.shape, int(values[0] > 0), np.uint8)
+    elif len(values) == 2:
+        binary = (array == values[1]).astype(np.uint8)
+    elif threshold is None:
+        raise MicrovaeError(f"{label}: {len(values)} distinct values, not a phase map of two; "
+                            "give --threshold (on values scaled to [0, 1]) to cut it")
+    else:
+        from ..ingest import scale_to_unit
+
+        binary = (scale_to_unit(array) > threshold).astype(np.uint8)
+    return 1 - binary if phase == "dark" else binary
+
+
 MIN_REAL_WINDOWS = 8
 
 

@@ -65,6 +65,7 @@ from ..volumes import volume_descriptors
 from . import (
     EVALUATION_FIGURES,
     describe_morphology,
+    phase_maps,
     real_test_windows,
     segmentation_morphology,
 )
@@ -664,27 +665,6 @@ def summarize(metrics_files: list[str | os.PathLike], history_files: dict[int, s
 
 
 # --- score: any generator's files ------------------------------------------------------------
-
-def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
-               threshold: float | None = None) -> np.ndarray:
-    """A generated file's array as phase maps {0, 1}: two distinct values are a phase map (the
-    higher is phase 1, or the lower with ``phase`` dark); more values need a ``threshold`` (on
-    the values scaled to [0, 1] as the ingest stage scales them)."""
-    values = np.unique(array)
-    if len(values) == 1:
-        binary = np.zeros(array.shape, np.uint8) if phase == "dark" else \
-            np.full(array.shape, int(values[0] > 0), np.uint8)
-    elif len(values) == 2:
-        binary = (array == values[1]).astype(np.uint8)
-    elif threshold is None:
-        raise MicrovaeError(f"{label}: {len(values)} distinct values, not a phase map of two; "
-                            "give --threshold (on values scaled to [0, 1]) to cut it")
-    else:
-        from ..ingest import scale_to_unit
-
-        binary = (scale_to_unit(array) > threshold).astype(np.uint8)
-    return 1 - binary if phase == "dark" else binary
-
 
 def generated_files(paths: list[str], size: int, phase: str = "auto",
                     threshold: float | None = None,

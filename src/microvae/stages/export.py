@@ -6,12 +6,17 @@ pixel size as spacing and two cell arrays: ``material`` (int32, the name DAMASK 
 ``phase`` (uint8), both 0 for the matrix and 1 for the second phase. Cell (x, y, z) is pixel
 [z, y, x] of the array (row y = 0 first, as in the image file). The ``pixel_unit`` is kept as
 field data. Written with VTK's own XML writer (zlib-compressed), read back with its reader.
+
+``microvae volume``: a periodic 3-D volume from 2-D micrographs (their statistics read from
+files or a packed data set, matched by :mod:`microvae.reconstruct3d`), written as ``.vti`` or
+``.npy`` with a report of what was asked for and what was reached.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from ..h5io import dataset_info, open_h5
 from ..modes import UNSEEDED_MODES, in_mode_order
 from ..samplesfile import conditioned_keys, large_keys, stack_maps
 from ..vti import write_vti
-from . import EXPORT_FORMATS, real_test_windows
+from . import EXPORT_FORMATS, phase_maps, real_test_windows
 
 log = logging.getLogger("microvae.stages.export")
 
@@ -109,3 +114,123 @@ def export(samples_path: str | os.PathLike, out_dir: str | os.PathLike,
     write_json(out / "manifest.json", manifest)
     log.info("exported %d file(s) to %s", len(files), out)
     return manifest
+
+
+# --- volumes from 2-D micrographs (microvae volume) -------------------------------------
+
+
+# the section planes a user names, by the axis normal to them (volumes are (z, y, x))
+PLANE_NAMES = {"xy": 0, "xz": 1, "yz": 2}
+OUTPUT_SUFFIXES = (".vti", ".npy")
+
+
+def read_micrographs(paths: list[str], key: str, phase: str = "auto",
+                     threshold: float | None = None) -> np.ndarray:
+    """The 2-D binary phase maps of image files (a volume contributes its z sections), cut to
+    the smallest shape among them (from the top left)."""
+    from ..ingest import expand_paths, read_entries
+
+    maps = []
+    for path in expand_paths(paths, key):
+        for entry in read_entries(path):
+            binary = phase_maps(np.asarray(entry.array), entry.label, phase, threshold)
+            maps.extend(binary if binary.ndim == 3 else [binary])
+    height = min(m.shape[0] for m in maps)
+    width = min(m.shape[1] for m in maps)
+    return np.stack([m[:height, :width] for m in maps])
+
+
+def statistics_of(images: np.ndarray, label: str, isotropic: bool, volume_side: int):
+    """:func:`microvae.reconstruct3d.plane_statistics` at the default lags that fit the images
+    and the volume (lags up to half the shorter side of either; fewer where they are small, said
+    in the log)."""
+    from ..reconstruct3d import LINEAL_LAGS, plane_statistics
+
+    half = min(min(images.shape[1:]) // 2, (volume_side - 1) // 2)
+    lags = tuple(lag for lag in LINEAL_LAGS if lag <= half)
+    if len(lags) < 3:
+        raise MicrovaeError(f"{label}: images of {images.shape[1]}x{images.shape[2]} px and a "
+                            f"volume side of {volume_side} voxels are too small for a "
+                            f"reconstruction (both at least {2 * LINEAL_LAGS[2] + 1})")
+    r_max = min(24, half)
+    if lags != LINEAL_LAGS or r_max < 24:
+        log.info("%s: images of %dx%d px: statistics at lags up to %d px (S2) and %d px "
+                 "(lineal path)", label, images.shape[1], images.shape[2], r_max, max(lags))
+    return plane_statistics(images, r_max, lags, isotropic)
+
+
+def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int],
+                              images: list[str] | None = None,
+                              planes: dict[str, list[str]] | None = None,
+                              dataset: str | os.PathLike | None = None, split: str = "train",
+                              steps: int = 300, seed: int = 0, pixel_size: float = 1.0,
+                              pixel_unit: str = "px", phase: str = "auto",
+                              threshold: float | None = None,
+                              report: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Reconstruct one periodic volume of ``shape`` (z, y, x) from micrographs: ``images`` (or
+    the ``split`` of a packed ``dataset``) of a statistically isotropic structure, every section
+    plane alike; or ``planes`` (``xy``, ``xz``, ``yz`` -> files) for one whose sections differ
+    by orientation (planes without images are free). Writes ``out`` (.vti or .npy) and, given
+    ``report``, a JSON report; returns the report."""
+    import torch
+
+    from ..h5io import load_split
+    from ..reconstruct3d import ReconstructionSettings, reconstruct_volume, section_s2
+
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise MicrovaeError(f"--out {out}: write a .vti (DAMASK, ParaView) or .npy file")
+    sources = [images is not None, bool(planes), dataset is not None]
+    if sum(sources) != 1:
+        raise MicrovaeError("give exactly one of --images, --xy/--xz/--yz, --dataset")
+    if len(shape) != 3 or min(shape) < 1:
+        raise MicrovaeError(f"--shape: three positive sizes (z y x), got {list(shape)}")
+    if images is not None:
+        targets = statistics_of(read_micrographs(images, "--images", phase, threshold),
+                                "--images", True, min(shape))
+        inputs: dict[str, Any] = {"images": list(images)}
+    elif dataset is not None:
+        targets = statistics_of(load_split(dataset, split), f"{dataset} ({split})", True,
+                                min(shape))
+        inputs = {"dataset": str(dataset), "split": split}
+    else:
+        unknown = set(planes) - set(PLANE_NAMES)
+        if unknown:
+            raise MicrovaeError(f"unknown section planes {sorted(unknown)}; use {list(PLANE_NAMES)}")
+        stacks = {name: read_micrographs(paths, f"--{name}", phase, threshold)
+                  for name, paths in planes.items()}
+        side = min(min(s.shape[1:]) for s in stacks.values())
+        targets = {PLANE_NAMES[name]: statistics_of(stack[:, :side, :side], f"--{name}", False,
+                                                    min(shape))
+                   for name, stack in stacks.items()}
+        inputs = {"planes": {name: list(paths) for name, paths in planes.items()}}
+    settings = ReconstructionSettings(steps=steps)
+    start = time.perf_counter()
+    volume, losses = reconstruct_volume(targets, tuple(shape), torch.Generator().manual_seed(seed),
+                                        settings)
+    seconds = time.perf_counter() - start
+    by_plane = targets if isinstance(targets, dict) else {a: targets for a in PLANE_NAMES.values()}
+    reached = {}
+    for name, axis in PLANE_NAMES.items():
+        if axis in by_plane:
+            target = by_plane[axis]
+            s2 = section_s2(torch.from_numpy(volume).double(), axis, target.r_max).numpy()
+            reached[name] = {"s2_rms_difference": float(np.sqrt(np.mean((s2 - target.s2) ** 2))),
+                             "target_phase_fraction": target.phase_fraction}
+    result = {"out": str(out), "shape": list(shape), "seed": seed, "inputs": inputs,
+              "settings": settings.__dict__, "phase_fraction": float(volume.mean()),
+              "sections": reached, "loss_first": losses[0], "loss_last": losses[-1],
+              "seconds": round(seconds, 1), "periodic": True,
+              "pixel_size": pixel_size, "pixel_unit": pixel_unit}
+    if out.suffix.lower() == ".vti":
+        write_vti(out, volume, pixel_size, pixel_unit)
+    else:
+        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, volume)
+    if report is not None:
+        write_json(report, result)
+    log.info("%s: volume %s, phase fraction %.4f (asked %s), loss %.4g -> %.4g, %.0f s", out,
+             "x".join(map(str, shape)), result["phase_fraction"],
+             ", ".join(f"{r['target_phase_fraction']:.4f}" for r in reached.values()),
+             losses[0], losses[-1], seconds)
+    return result
