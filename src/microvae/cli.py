@@ -459,17 +459,20 @@ def volume_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument("--images", nargs="+", default=None,
                         help="binary phase maps (PNG, TIFF, NPY; a volume gives its z sections) "
                              "of a statistically isotropic structure: every section plane alike")
-    for name, normal in (("xy", "z"), ("xz", "y"), ("yz", "x")):
+    for name, normal, rows, columns in (("xy", "z", "y", "x"), ("xz", "y", "z", "x"),
+                                        ("yz", "x", "z", "y")):
         source.add_argument(f"--{name}", nargs="+", default=None,
-                            help=f"phase maps of the {name} plane (normal to {normal}), for a "
-                                 "structure whose sections differ by orientation; planes "
-                                 "without maps are left free")
+                            help=f"phase maps of the {name} plane (normal to {normal}; image "
+                                 f"rows along {rows}, columns along {columns}), for a structure "
+                                 "whose sections differ by orientation; planes without maps "
+                                 "are left free")
     source.add_argument("--dataset", default=None,
                         help="packed data set: its --split tiles stand for isotropic micrographs")
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.add_argument("--shape", type=_count, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"),
                    help="voxels of the volume (default 64 64 64)")
-    p.add_argument("--steps", type=_count, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--steps", type=_count, default=None,
+                   help="optimisation steps (default: ReconstructionSettings.steps, 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start (default 0)")
     p.add_argument("--phase", default="auto", choices=["auto", "bright", "dark"],
                    help="which value of a two-valued map is phase 1 (auto, bright: the higher)")

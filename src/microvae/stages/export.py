@@ -163,7 +163,7 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
                               images: list[str] | None = None,
                               planes: dict[str, list[str]] | None = None,
                               dataset: str | os.PathLike | None = None, split: str = "train",
-                              steps: int = 300, seed: int = 0, pixel_size: float = 1.0,
+                              steps: int | None = None, seed: int = 0, pixel_size: float = 1.0,
                               pixel_unit: str = "px", phase: str = "auto",
                               threshold: float | None = None,
                               report: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
                                                     min(shape))
                    for name, stack in stacks.items()}
         inputs = {"planes": {name: list(paths) for name, paths in planes.items()}}
-    settings = ReconstructionSettings(steps=steps)
+    settings = ReconstructionSettings() if steps is None else ReconstructionSettings(steps=steps)
     start = time.perf_counter()
     volume, losses = reconstruct_volume(targets, tuple(shape), torch.Generator().manual_seed(seed),
                                         settings)
