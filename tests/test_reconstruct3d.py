@@ -185,6 +185,8 @@ def test_volume_command_writes_a_grid_that_damask_reads(steel, tmp_path):
     written = json.loads(report.read_text())
     assert written["phase_fraction"] == pytest.approx(volume.mean())
     assert written["shape"] == [16, 20, 24] and written["periodic"]
+    spanning = written["volume"]["spanning_fraction"]  # what sections do not show
+    assert set(spanning) == {"phase_0", "phase_1"} and spanning["phase_0"]["axis_2"] > 0
 
 
 @pytest.mark.parametrize("arguments, message", [

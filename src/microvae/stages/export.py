@@ -9,7 +9,8 @@ field data. Written with VTK's own XML writer (zlib-compressed), read back with 
 
 ``microvae volume``: a periodic 3-D volume from 2-D micrographs (their statistics read from
 files or a packed data set, matched by :mod:`microvae.reconstruct3d`), written as ``.vti`` or
-``.npy`` with a report of what was asked for and what was reached.
+``.npy`` with a report of what was asked for and what was reached, and of what sections do not
+show (the connectivity of each phase through the volume, its Euler characteristic).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
 
     from ..h5io import load_split
     from ..reconstruct3d import ReconstructionSettings, reconstruct_volume, section_s2
+    from ..volumes import volume_descriptors
 
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -221,7 +223,8 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
               "settings": settings.__dict__, "phase_fraction": float(volume.mean()),
               "sections": reached, "loss_first": losses[0], "loss_last": losses[-1],
               "seconds": round(seconds, 1), "periodic": True,
-              "pixel_size": pixel_size, "pixel_unit": pixel_unit}
+              "pixel_size": pixel_size, "pixel_unit": pixel_unit,
+              "volume": volume_descriptors(volume)}
     if out.suffix.lower() == ".vti":
         write_vti(out, volume, pixel_size, pixel_unit)
     else:
