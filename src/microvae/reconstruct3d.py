@@ -196,6 +196,16 @@ def check_targets(targets: dict[int, PlaneStatistics]) -> None:
         raise MicrovaeError("the micrographs' statistics must be taken at the same lags")
 
 
+def plane_targets(targets: PlaneStatistics | dict[int, PlaneStatistics]
+                  ) -> dict[int, PlaneStatistics]:
+    """The targets by the axis normal to each section plane (one statistics for every plane
+    where one is given), checked."""
+    if isinstance(targets, PlaneStatistics):
+        targets = {axis: targets for axis in PLANES}
+    check_targets(targets)
+    return targets
+
+
 def reconstruct_volume(targets: PlaneStatistics | dict[int, PlaneStatistics],
                        shape: tuple[int, int, int], generator, settings: ReconstructionSettings
                        = ReconstructionSettings()) -> tuple[np.ndarray, list[float]]:
@@ -206,9 +216,7 @@ def reconstruct_volume(targets: PlaneStatistics | dict[int, PlaneStatistics],
     volume (uint8) and the loss at every step (of the volume cut at 0.5 before that step)."""
     import torch
 
-    if isinstance(targets, PlaneStatistics):
-        targets = {axis: targets for axis in PLANES}
-    check_targets(targets)
+    targets = plane_targets(targets)
     r_max = next(iter(targets.values())).r_max
     longest = max(next(iter(targets.values())).lags)
     if min(shape) <= 2 * max(r_max, longest):

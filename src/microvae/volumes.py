@@ -114,16 +114,15 @@ def section_windows(volumes: list[np.ndarray], axis: int, window: int, spacing: 
     """Non-overlapping ``window`` x ``window`` windows of the sections normal to ``axis`` of
     each volume, sections ``spacing`` voxels apart; returns ``(windows, block)``, block the index
     of the volume each window was cut from (the independent blocks of a floor)."""
+    from .crops import split_into_windows  # PyTorch: not at import
+
     images, blocks = [], []
     for index, volume in enumerate(volumes):
         stack = sections(volume, axis, spacing)
-        rows, columns = stack.shape[1] // window, stack.shape[2] // window
-        if not rows or not columns:
+        if min(stack.shape[1:]) < window:
             raise ValueError(f"sections of {stack.shape[1]}x{stack.shape[2]} voxels hold no "
                              f"window of {window}")
-        cut = stack[:, :rows * window, :columns * window].reshape(
-            len(stack), rows, window, columns, window).transpose(0, 1, 3, 2, 4)
-        images.append(cut.reshape(-1, window, window))
+        images.append(split_into_windows(stack, window))
         blocks.append(np.full(len(images[-1]), index))
     return np.concatenate(images), np.concatenate(blocks)
 

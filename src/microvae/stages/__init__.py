@@ -57,9 +57,6 @@ def describe_morphology(morphology: SegmentationParameters | None) -> str:
     return ", ".join(f"{key} {getattr(morphology, key)}" for key in MORPHOLOGY_STEPS)
 
 
-# The real windows that generated images larger than the tiles are compared with (the
-# evaluation of large images and the export of real windows beside generated ones).
-# The real windows a size is compared with must number at least this many (two halves of 4).
 def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
                threshold: float | None = None) -> np.ndarray:
     """A file's array as phase maps {0, 1}: two distinct values are a phase map (the higher is
@@ -85,6 +82,9 @@ def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
     return 1 - binary if phase == "dark" else binary
 
 
+# The real windows that generated images larger than the tiles are compared with (the
+# evaluation of large images and the export of real windows beside generated ones).
+# The real windows a size is compared with must number at least this many (two halves of 4).
 MIN_REAL_WINDOWS = 8
 
 

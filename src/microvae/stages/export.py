@@ -176,7 +176,12 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
     import torch
 
     from ..h5io import load_split
-    from ..reconstruct3d import ReconstructionSettings, reconstruct_volume, section_s2
+    from ..reconstruct3d import (
+        ReconstructionSettings,
+        plane_targets,
+        reconstruct_volume,
+        section_s2,
+    )
     from ..volumes import volume_descriptors
 
     out = Path(out)
@@ -211,7 +216,7 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
     volume, losses = reconstruct_volume(targets, tuple(shape), torch.Generator().manual_seed(seed),
                                         settings)
     seconds = time.perf_counter() - start
-    by_plane = targets if isinstance(targets, dict) else {a: targets for a in PLANE_NAMES.values()}
+    by_plane = plane_targets(targets)
     reached = {}
     for name, axis in PLANE_NAMES.items():
         if axis in by_plane:
