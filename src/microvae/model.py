@@ -14,6 +14,12 @@ ReLU -> the same transposed convolutions. It encodes and decodes images of any s
 multiple of 8, so a latent grid larger than the training one decodes to a larger image
 (SliceGAN's route to large outputs), and :meth:`ConvVAE.decode_logits` with ``periodic=True``
 pads every transposed convolution circularly, so that opposite edges of the output join.
+
+``conv3d`` (:class:`ConvVAE3d`): the conv model in three dimensions for volumes (N, 1, D, H, W)
+(Conv3d and ConvTranspose3d, a latent grid at 1/8 of each side), with half the channels of
+the 2-D stacks (:data:`CHANNELS_3D`): a 3x3x3 kernel holds 3x the weights of a 3x3 one, and the
+full channels made a training step 2.9x and the decoding of a 256^3 volume 3x slower
+(benchmarks/speed/volume_throughput.py), past the budgets of a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ DENSE = 256
 USED_VARIANCE = 0.01
 
 
-ARCHITECTURES = ("table1", "conv")
+CHANNELS_3D = (32, 64, 128)
+DENSE_3D = 128
+
+ARCHITECTURES = ("table1", "conv", "conv3d")
 
 
 def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int,
@@ -44,16 +53,18 @@ def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int
     if architecture not in ARCHITECTURES:
         raise MicrovaeError(f"model.architecture: unknown architecture {architecture!r}; use one "
                             f"of {list(ARCHITECTURES)}")
+    dims = 3 if architecture == "conv3d" else 2
     if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    height, width = (int(s) for s in image_size)
-    if height % 8 or width % 8 or height < 8 or width < 8:
-        raise MicrovaeError(f"image_size: {height}x{width} px is not a multiple of 8 "
-                            "(the network halves the size three times)")
+        image_size = (image_size,) * dims
+    sides = [int(s) for s in image_size]
+    if len(sides) != dims or any(s % 8 or s < 8 for s in sides):
+        raise MicrovaeError(f"image_size: {'x'.join(map(str, sides))} px is not {dims} sides "
+                            "that are multiples of 8 (the network halves the size three times)")
     if int(latent_size) < 1:
         raise MicrovaeError(f"model.latent_sizes: latent size must be >= 1, got {latent_size}")
-    config = {"image_size": [height, width], "latent_size": int(latent_size),
-              "channels": list(CHANNELS), "dense": DENSE}
+    channels, dense = (CHANNELS_3D, DENSE_3D) if dims == 3 else (CHANNELS, DENSE)
+    config = {"image_size": sides, "latent_size": int(latent_size),
+              "channels": list(channels), "dense": dense}
     if architecture != "table1":  # Table 1 files keep the keys they always had
         config["architecture"] = architecture
     return config
@@ -64,6 +75,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     architecture = config.get("architecture", "table1")
     if architecture == "conv":
         return ConvVAE(config["image_size"], config["latent_size"])
+    if architecture == "conv3d":
+        return ConvVAE3d(config["image_size"], config["latent_size"])
     if architecture == "table1":
         return VAE(config["image_size"], config["latent_size"])
     raise MicrovaeError(f"unknown model architecture {architecture!r}; use one of "
@@ -235,19 +248,91 @@ class ConvVAE(_Encoded):
         return torch.sigmoid(self.decode_logits(z, periodic))
 
 
-def _periodic_transpose(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """``layer`` applied to ``x`` as if ``x`` repeated periodically: pad one cell circularly on
-    each side, transpose-convolve without padding, keep the window the padded layer gives.
-    Output index o of the layer is o + stride + padding of the unpadded transposed convolution
-    of the wrapped input (kernel 3, one cell of wrap covers every contribution)."""
-    stride, padding = layer.stride[0], layer.padding[0]
-    height, width = x.shape[-2:]
-    wrapped = F.pad(x, (1, 1, 1, 1), mode="circular")
-    y = F.conv_transpose2d(wrapped, layer.weight, layer.bias, stride=layer.stride)
-    start = stride + padding
-    out_h = (height - 1) * stride - 2 * padding + layer.kernel_size[0] + layer.output_padding[0]
-    out_w = (width - 1) * stride - 2 * padding + layer.kernel_size[1] + layer.output_padding[1]
-    return y[..., start:start + out_h, start:start + out_w]
+def _periodic_transpose(layer: nn.Module, x: torch.Tensor,
+                        wrapped_axes: tuple[bool, ...] | None = None) -> torch.Tensor:
+    """``layer`` (a 2-D or 3-D transposed convolution) applied to ``x`` as if ``x`` repeated
+    periodically along the spatial axes flagged in ``wrapped_axes`` (default: all; the others
+    are zero-padded as the layer itself does): pad one cell circularly on each side of a
+    wrapped axis, transpose-convolve it without padding, keep the window the padded layer
+    gives. Output index o of the layer is o + stride + padding of the unpadded transposed
+    convolution of the wrapped input (kernel 3, one cell of wrap covers every contribution)."""
+    dims = x.dim() - 2
+    wrapped_axes = (True,) * dims if wrapped_axes is None else tuple(wrapped_axes)
+    pads: list[int] = []
+    for wrap in reversed(wrapped_axes):  # F.pad takes the last axis first
+        pads += [1, 1] if wrap else [0, 0]
+    if any(wrapped_axes):
+        x = F.pad(x, tuple(pads), mode="circular")
+    padding = tuple(0 if wrap else p for wrap, p in zip(wrapped_axes, layer.padding))
+    output_padding = tuple(0 if wrap else p
+                           for wrap, p in zip(wrapped_axes, layer.output_padding))
+    transpose = F.conv_transpose3d if dims == 3 else F.conv_transpose2d
+    y = transpose(x, layer.weight, layer.bias, stride=layer.stride, padding=padding,
+                  output_padding=output_padding)
+    window = [slice(None), slice(None)]
+    for axis, wrap in enumerate(wrapped_axes):
+        if not wrap:
+            window.append(slice(None))
+            continue
+        stride, pad = layer.stride[axis], layer.padding[axis]
+        side = x.shape[2 + axis] - 2
+        out = (side - 1) * stride - 2 * pad + layer.kernel_size[axis] + layer.output_padding[axis]
+        window.append(slice(stride + pad, stride + pad + out))
+    return y[tuple(window)]
+
+
+class ConvVAE3d(_Encoded):
+    """The conv model for volumes (see the module docstring): images (N, 1, D, H, W), latent
+    grids (N, C, D/8, H/8, W/8)."""
+
+    spatial = True
+
+    def __init__(self, image_size: tuple[int, int, int] | list[int] | int, latent_channels: int):
+        super().__init__()
+        self.config = model_config(image_size, latent_channels, "conv3d")
+        c1, c2, c3 = self.config["channels"]
+        dense = self.config["dense"]
+        self.encoder = nn.Sequential(
+            nn.Conv3d(1, c1, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv3d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv3d(c2, c3, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv3d(c3, dense, 1), nn.ReLU(),
+        )
+        self.z_mean = nn.Conv3d(dense, latent_channels, 1)
+        self.z_log_var = nn.Conv3d(dense, latent_channels, 1)
+        self.decoder_dense = nn.Sequential(nn.Conv3d(latent_channels, c3, 1), nn.ReLU())
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose3d(c3, c3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose3d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose3d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose3d(c1, 1, 3, stride=1, padding=1),
+        )
+
+    def latent_shape(self, *sides: int) -> tuple[int, ...]:
+        """Shape (C, D/8, H/8, W/8) of the latent grid of a volume (default: the training
+        size)."""
+        sides = tuple(sides) or tuple(self.config["image_size"])
+        if len(sides) != 3 or any(s % 8 or s < 8 for s in sides):
+            raise MicrovaeError(f"a conv3d model needs 3 sides that are multiples of 8, got "
+                                f"{'x'.join(map(str, sides))}")
+        return (self.latent_size, *(s // 8 for s in sides))
+
+    def decode_logits(self, z: torch.Tensor, periodic: bool | tuple[bool, bool, bool] = False
+                      ) -> torch.Tensor:
+        """Logits (N, 1, 8d, 8h, 8w) for latent grids ``z`` (N, C, d, h, w); ``periodic``:
+        True, or one flag per axis, wraps the transposed convolutions' input around."""
+        wrapped = (bool(periodic),) * 3 if isinstance(periodic, bool) else tuple(periodic)
+        h = self.decoder_dense(z)
+        if not any(wrapped):
+            return self.decoder(h)
+        for layer in self.decoder:
+            h = _periodic_transpose(layer, h, wrapped) if isinstance(layer, nn.ConvTranspose3d) \
+                else layer(h)
+        return h
+
+    def decode(self, z: torch.Tensor, periodic: bool | tuple[bool, bool, bool] = False
+               ) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(z, periodic))
 
 
 INIT_SCHEMES = ("keras", "torch")
@@ -263,7 +348,8 @@ def initialize(model: nn.Module, scheme: str = "keras") -> nn.Module:
         raise MicrovaeError(f"model.init: unknown scheme {scheme!r}; use one of {INIT_SCHEMES}")
     if scheme == "keras":
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d,
+                                   nn.ConvTranspose3d)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
     return model

@@ -59,7 +59,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except Exception as exc:
         raise _invalid(path, exc) from exc
     model = model.to(device).eval()
-    if torch.device(device).type == "cpu":  # NHWC is 1.4-2x faster for these convolutions on CPU
+    if torch.device(device).type == "cpu" and getattr(model, "config", {}).get(
+            "architecture") != "conv3d":  # NHWC is 1.4-2x faster for these convolutions on CPU
         model = model.to(memory_format=torch.channels_last)
     return model, payload
 

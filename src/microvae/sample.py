@@ -240,7 +240,7 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
     """``n`` images decoded from latent grids of the field (``size`` px; default the training
     size) and their grids."""
     _, height, width = model.latent_shape(size, size)
-    z = sample_field(prior_fit, n, height, width, generator, periodic=periodic)
+    z = sample_field(prior_fit, n, height, width, generator=generator, periodic=periodic)
     return decode(model, z, periodic=periodic), z
 
 

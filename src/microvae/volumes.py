@@ -146,3 +146,40 @@ def judge_sections(real: list[np.ndarray], generated: dict[str, tuple[list[np.nd
                                 role) for name, (volumes, role) in generated.items()}
         out[axis] = judge(Features.of(images), blocks, sets, rng)
     return out
+
+
+def blurred_noise(shape: tuple[int, int, int], blur: float, phase_fraction: float,
+                  rng: np.random.Generator, periodic: bool = True) -> np.ndarray:
+    """The trivial baseline of a volume generator: white noise blurred by a Gaussian of
+    ``blur`` voxels (wrapped around where ``periodic``), cut at the quantile that gives
+    ``phase_fraction``."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), blur,
+                                    mode="wrap" if periodic else "reflect")
+    return (field > np.quantile(field, 1 - phase_fraction)).astype(np.uint8)
+
+
+BLURS = tuple(np.arange(1.0, 8.01, 0.5))
+
+
+def fitted_blur(volumes: list[np.ndarray], rng: np.random.Generator, r_max: int = 16,
+                side: int = 64) -> float:
+    """The blur of :func:`blurred_noise` (of :data:`BLURS`) whose S2 along the three axes (mean
+    over the axes, lags up to ``r_max``) is nearest the mean of ``volumes``' own: the baseline
+    gets the real two-point statistics as far as a blurred field can have them."""
+    phase_fraction = float(np.mean([v.mean() for v in volumes]))
+    target = np.mean([s2_along_axes(v, r_max).mean(0) for v in volumes], axis=0)
+
+    def error(blur: float) -> float:
+        noise = blurred_noise((side,) * 3, blur, phase_fraction, rng)
+        return float(np.mean((s2_along_axes(noise, r_max).mean(0) - target) ** 2))
+
+    return min(BLURS, key=error)
+
+
+def halves(volume: np.ndarray) -> list[np.ndarray]:
+    """A volume cut in two along its longest axis (two blocks of a floor where a split holds
+    one volume only)."""
+    axis = int(np.argmax(volume.shape))
+    middle = volume.shape[axis] // 2
+    return [np.take(volume, np.arange(0, middle), axis=axis),
+            np.take(volume, np.arange(middle, volume.shape[axis]), axis=axis)]

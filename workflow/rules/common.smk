@@ -56,6 +56,10 @@ LARGE_SIZES = config["sample"]["sizes"]
 # grids of a conv model, over the latent vectors of a Table 1 model (with architecture auto
 # the train job chooses which from the data; rule train_prior reads what it chose).
 DIFFUSION = config["diffusion"]["enabled"]
+# 3-D: a conv3d model on the data set's volumes, generated volumes judged against real ones.
+VOLUME = config["volume"]["enabled"]
+# The volume section's keys that only the generation reads (a change re-generates, no retraining).
+VOLUME_GENERATION_KEYS = ("shape", "modes", "n", "periodic", "threads")
 
 
 wildcard_constraints:
@@ -187,6 +191,35 @@ def diffusion_prior_option(wildcards, input):
     return f"--diffusion {input.diffusion}"
 
 
+def volume_training_options():
+    """The conv3d model's training settings as JSON (a change re-trains it and what follows)."""
+    settings = {
+        k: v
+        for k, v in config["volume"].items()
+        if k not in ("enabled", *VOLUME_GENERATION_KEYS)
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+def volume_pixel_options():
+    """--pixel-size/--pixel-unit of the generated volumes: the first source with a
+    pixel_size (none: voxels)."""
+    for source in config["sources"]:
+        if source.get("pixel_size"):
+            return (
+                f"--pixel-size {source['pixel_size']} --pixel-unit {source['pixel_unit']}"
+            )
+    return ""
+
+
+def generated_volumes():
+    return expand(
+        "results/volumes/{mode}_{index}.vti",
+        mode=config["volume"]["modes"],
+        index=range(config["volume"]["n"]),
+    )
+
+
 def large_metrics():
     return (
         expand("results/evaluation/latent_{latent}/large.json", latent=LATENTS)
@@ -213,6 +246,7 @@ def all_targets():
             if LARGE_SIZES
             else []
         ),
+        *(["results/evaluation/volumes.json"] if VOLUME else []),
     ]
 
 

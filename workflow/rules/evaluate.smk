@@ -151,3 +151,34 @@ rule summarize:
         " --latents {params.latents} --table {output.table:q}"
         " --comparison-figure {output.comparison:q} --loss-figure {output.loss:q}"
         " --large-metrics {input.large:q} > {log:q} 2>&1"
+
+
+# 3-D (volume.enabled): generated volumes judged section by section along each axis against
+# the test split's volumes, beside blurred noise and the val volumes.
+rule evaluate_volumes:
+    input:
+        volumes=generated_volumes(),
+        dataset="results/dataset/dataset.h5",
+    output:
+        metrics="results/evaluation/volumes.json",
+        figure=report(
+            "results/evaluation/volumes.png",
+            caption="../report/volumes.rst",
+            category="4. Evaluation",
+            labels={"figure": "volumes, section by section"},
+        ),
+    log:
+        "results/logs/evaluate_volumes.log",
+    benchmark:
+        "results/benchmarks/evaluate_volumes.tsv"
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        seed=config["evaluate"]["seed"],
+    shell:
+        "python -m microvae evaluate-volumes --volumes {input.volumes:q}"
+        " --dataset {input.dataset:q} --seed {params.seed} --out {output.metrics:q}"
+        " --figure {output.figure:q} > {log:q} 2>&1"

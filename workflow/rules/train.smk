@@ -68,3 +68,29 @@ rule train_prior:
         "python -m microvae train-prior --model {input.model:q} --dataset {input.dataset:q}"
         " --params {params.settings:q} --threads {threads} --out {output.prior:q}"
         " --loss-figure {output.loss:q} > {log:q} 2>&1"
+
+
+# 3-D (volume.enabled): a conv3d VAE on the train split's volumes, with its field and
+# diffusion priors over 3-D latent grids, in one model file.
+rule train_volume:
+    input:
+        "results/dataset/dataset.h5",
+    output:
+        model="results/models/volume/model.pt",
+        report="results/models/volume/training.json",
+    log:
+        "results/logs/train_volume.log",
+    benchmark:
+        "results/benchmarks/train_volume.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: config["volume"]["threads"] or config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=lambda wildcards, attempt: config["train"]["runtime"] * attempt,
+        gpu=config["train"]["gpus"],
+    params:
+        settings=volume_training_options(),
+    shell:
+        "python -m microvae train-volume --dataset {input:q} --params {params.settings:q}"
+        " --threads {threads} --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

@@ -82,6 +82,51 @@ def phase_maps(array: np.ndarray, label: str, phase: str = "auto",
     return 1 - binary if phase == "dark" else binary
 
 
+def read_volumes(paths: list[str], key: str, phase: str = "auto",
+                 threshold: float | None = None) -> list[np.ndarray]:
+    """The binary phase volumes (uint8, z y x) of files (TIFF stacks, NPY, VTI, HDF5 datasets;
+    each 3-D array a volume); a 2-D image is refused by name."""
+    import numpy as np
+
+    from ..errors import MicrovaeError
+    from ..ingest import expand_paths, read_entries
+
+    volumes = []
+    for path in expand_paths(paths, key):
+        for entry in read_entries(path):
+            array = np.asarray(entry.array)
+            if array.ndim != 3:
+                raise MicrovaeError(f"{entry.label}: a {array.ndim}-D image, not a volume; "
+                                    f"{key} takes volumes (microvae volume --images takes 2-D "
+                                    "micrographs)")
+            volumes.append(phase_maps(array, entry.label, phase, threshold))
+    return volumes
+
+
+def dataset_volumes(dataset_path: str | os.PathLike, split: str, min_depth: int = 8
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """The volumes of one split of a packed data set: its tiles put back in place and the
+    sections of each file stacked along the axis they were cut across (runs of at least
+    ``min_depth`` consecutive sections). Returns ``(volumes, masks, sections left out)``."""
+    from ..dataset import stacked_volumes, training_regions
+    from ..errors import MicrovaeError
+    from ..h5io import load_placement, load_split
+
+    tiles = load_split(dataset_path, split)
+    origin = load_placement(dataset_path, split)["origin"]
+    if origin is None:
+        raise MicrovaeError(f"{dataset_path}: its {split} tiles carry no origin (packed by an "
+                            "older version): re-run pack")
+    canvases, mask, sections = training_regions(tiles, origin)
+    runs = stacked_volumes(canvases, mask, sections, min_depth)
+    left_out = len(canvases) - sum(len(volume) for volume, _, _ in runs)
+    if not runs:
+        raise MicrovaeError(f"{dataset_path}: the {split} split holds no volume (no run of "
+                            f"{min_depth} consecutive sections of one file): its sources are "
+                            "2-D images")
+    return [v for v, _, _ in runs], [m for _, m, _ in runs], left_out
+
+
 # The real windows that generated images larger than the tiles are compared with (the
 # evaluation of large images and the export of real windows beside generated ones).
 # The real windows a size is compared with must number at least this many (two halves of 4).

@@ -774,3 +774,107 @@ def score(generated_paths: list[str], dataset_path: str | os.PathLike,
                  "its images closer to a training window than 95% of real test images"
                  if "novelty" in values else "")
     return metrics
+
+
+def volume_set_name(path: str | os.PathLike) -> str:
+    """The set a generated volume file belongs to: its name without suffix and without a
+    trailing ``_<number>`` (``diffusion_0.vti`` and ``diffusion_1.vti`` are set ``diffusion``)."""
+    import re
+
+    return re.sub(r"_\d+$", "", os.path.splitext(os.path.basename(path))[0])
+
+
+def evaluate_volumes(generated_paths: list[str], dataset: str | os.PathLike,
+                     out: str | os.PathLike, figure: str | os.PathLike | None = None,
+                     window: int | None = None, spacing: int | None = None,
+                     seed: int = 0) -> dict[str, Any]:
+    """Generated volumes (``.vti`` or ``.npy``; grouped into sets by :func:`volume_set_name`)
+    judged section by section along each axis against the test split's volumes (each volume a
+    block of the floor; a split of one volume gives two halves, and the result says so), beside
+    blurred noise (its blur fitted on the train volumes' S2, one volume per generated one) and
+    the val split's volumes (the real held-out ceiling, where there are any). Windows of
+    ``window`` px (default the tile size), sections ``spacing`` voxels apart (default half a
+    window); the 3-D descriptors of every volume (percolation, Euler characteristic,
+    correlation length per axis) beside them."""
+    from ..vti import read_vti
+    from ..volumes import blurred_noise, fitted_blur, halves, judge_sections, volume_descriptors
+    from . import dataset_volumes
+
+    if not generated_paths:
+        raise MicrovaeError("--volumes: no generated volumes given")
+    sets: dict[str, tuple[list[np.ndarray], str]] = {}
+    for path in generated_paths:
+        if str(path).lower().endswith(".vti"):
+            volume = read_vti(path)[0]
+        elif str(path).lower().endswith(".npy"):
+            volume = np.load(path)
+        else:
+            raise MicrovaeError(f"{path}: a generated volume is a .vti or .npy file")
+        if volume.ndim != 3:
+            raise MicrovaeError(f"{path}: a {volume.ndim}-D array, not a volume")
+        sets.setdefault(volume_set_name(path), ([], "generator"))[0].append(
+            (np.asarray(volume) > 0).astype(np.uint8))
+    test = [v for v, m in zip(*dataset_volumes(dataset, "test")[:2]) if m.all()]
+    if not test:
+        raise MicrovaeError(f"{dataset}: the test split holds no whole volume to judge against")
+    floor_note = f"{len(test)} test volumes, each a block"
+    if len(test) == 1:
+        test = halves(test[0])
+        floor_note = "one test volume, cut in two halves along its longest axis: the floor " \
+                     "lies inside one volume"
+        log.warning("%s: the test split holds one volume: the floor's blocks are its halves "
+                    "(add volumes or raise split.test for a floor between volumes)", dataset)
+    size = int(dataset_info(dataset)["image_size"][0])
+    window = window or size
+    smallest = min(min(v.shape) for group, _ in sets.values() for v in group)
+    smallest = min(smallest, *(min(v.shape) for v in test))
+    if window > smallest:
+        window = smallest // 8 * 8
+        log.info("windows of %d px (the smallest volume side)", window)
+    spacing = spacing or max(1, window // 2)
+    rng = np.random.default_rng(seed)
+    train = [v for v, m in zip(*dataset_volumes(dataset, "train")[:2]) if m.all()] or test
+    blur = fitted_blur(train, rng)
+    fraction = float(np.mean([v.mean() for v in train]))
+    shapes = [v.shape for group, _ in sets.values() for v in group[:1]]
+    sets["blurred_noise"] = ([blurred_noise(shapes[0], blur, fraction, rng)
+                              for _ in range(max(len(g) for g, _ in sets.values()))], "baseline")
+    try:
+        val = [v for v, m in zip(*dataset_volumes(dataset, "val")[:2]) if m.all()]
+    except MicrovaeError:
+        val = []
+    if val:
+        sets["real_val"] = (val, "ceiling")
+    verdicts = judge_sections(test, sets, window, spacing, rng)
+    result = {"dataset": str(dataset), "window": window, "section_spacing": spacing,
+              "floor": floor_note, "n_blocks": {str(a): v["n_blocks"] for a, v in verdicts.items()},
+              "blurred_noise_blur": blur, "descriptors": DESCRIPTORS,
+              "by_axis": {str(axis): {name: compact(values)
+                                      for name, values in verdict["sets"].items()}
+                          for axis, verdict in verdicts.items()},
+              "volumes": {name: [volume_descriptors(v) for v in group]
+                          for name, (group, _) in sets.items()},
+              "real_test_volumes": [volume_descriptors(v) for v in test]}
+    for axis, verdict in verdicts.items():
+        for name, values in verdict["sets"].items():
+            log.info("axis %d, %s: %s", axis, name, values["verdict"])
+    write_json(out, result)
+    if figure is not None:
+        import matplotlib.pyplot as plt
+
+        axes_figures = []
+        for axis, verdict in verdicts.items():
+            fig = plots.verdict_figure({**verdict, "descriptors": DESCRIPTORS},
+                                       f"sections normal to axis {axis} ({'zyx'[axis]})")
+            fig.canvas.draw()
+            axes_figures.append(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+            plt.close(fig)
+        width = max(a.shape[1] for a in axes_figures)
+        stacked = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)),
+                                         constant_values=255) for a in axes_figures])
+        fig, ax = plt.subplots(figsize=(stacked.shape[1] / 100, stacked.shape[0] / 100))
+        ax.imshow(stacked)
+        ax.axis("off")
+        fig.subplots_adjust(0, 0, 1, 1)
+        save_figure(fig, figure)
+    return result

@@ -230,15 +230,83 @@ def reconstruct_from_sections(out: str | os.PathLike, shape: tuple[int, int, int
               "seconds": round(seconds, 1), "periodic": True,
               "pixel_size": pixel_size, "pixel_unit": pixel_unit,
               "volume": volume_descriptors(volume)}
-    if out.suffix.lower() == ".vti":
-        write_vti(out, volume, pixel_size, pixel_unit)
-    else:
-        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, volume)
+    write_volume(out, volume, pixel_size, pixel_unit)
     if report is not None:
         write_json(report, result)
     log.info("%s: volume %s, phase fraction %.4f (asked %s), loss %.4g -> %.4g, %.0f s", out,
              "x".join(map(str, shape)), result["phase_fraction"],
              ", ".join(f"{r['target_phase_fraction']:.4f}" for r in reached.values()),
              losses[0], losses[-1], seconds)
+    return result
+
+
+VOLUME_MODES = ("diffusion", "field", "prior")
+
+
+def write_volume(out: Path, volume: np.ndarray, pixel_size: float, pixel_unit: str) -> None:
+    if out.suffix.lower() == ".vti":
+        write_vti(out, volume, pixel_size, pixel_unit)
+    else:
+        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, volume)
+
+
+def generate_volume(out: str | os.PathLike, model_path: str | os.PathLike,
+                    shape: tuple[int, int, int], mode: str = "diffusion", seed: int = 0,
+                    periodic: bool = True, phase_fraction: float | None = None,
+                    pixel_size: float = 1.0, pixel_unit: str = "px", slab_cells: int = 4,
+                    report: str | os.PathLike | None = None) -> dict[str, Any]:
+    """One volume of ``shape`` (multiples of 8) from a conv3d model (``microvae train-volume``)
+    and one of its priors (``mode``), periodic unless asked otherwise, decoded in slabs of
+    ``slab_cells`` latent cells, cut at 0.5; written as ``.vti`` or ``.npy`` with a report."""
+    import torch
+
+    from ..field import FieldPrior
+    from ..diffusion import DiffusionPrior
+    from ..modelfile import load_model
+    from ..volumes import volume_descriptors
+    from ..volume_vae import generate_volumes
+
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise MicrovaeError(f"--out {out}: write a .vti (DAMASK, ParaView) or .npy file")
+    if mode not in VOLUME_MODES:
+        raise MicrovaeError(f"--mode: unknown mode {mode!r}; use one of {list(VOLUME_MODES)}")
+    if len(shape) != 3 or any(s < 8 or s % 8 for s in shape):
+        raise MicrovaeError(f"--shape: a conv3d model makes volumes whose sides are multiples "
+                            f"of 8, got {list(shape)}")
+    model, payload = load_model(model_path)
+    if model.config.get("architecture") != "conv3d":
+        raise MicrovaeError(f"{model_path}: a {model.config.get('architecture', 'table1')} "
+                            "model makes 2-D images; --model takes a conv3d model (microvae "
+                            "train-volume)")
+    extra = payload["extra"]
+    if mode == "diffusion" and "diffusion" not in extra:
+        raise MicrovaeError(f"{model_path}: the model was trained without its diffusion "
+                            "prior; use --mode field or prior, or train it with one")
+    if phase_fraction is not None and mode != "diffusion":
+        raise MicrovaeError("--phase-fraction needs --mode diffusion")
+    if periodic and mode == "diffusion" and any(s % 32 or s < 64 for s in shape):
+        raise MicrovaeError(f"--shape: a periodic diffusion volume needs sides that are "
+                            f"multiples of 32 and at least 64, got {list(shape)}")
+    prior = {"diffusion": lambda: DiffusionPrior.from_state(extra["diffusion"]),
+             "field": lambda: FieldPrior.from_state(extra["field"]),
+             "prior": lambda: None}[mode]()
+    start = time.perf_counter()
+    volume = generate_volumes(model.float(), prior, 1, tuple(shape),
+                              torch.Generator().manual_seed(seed), periodic, slab_cells,
+                              phase_fraction)[0]
+    seconds = time.perf_counter() - start
+    result = {"out": str(out), "model": str(model_path), "mode": mode, "shape": list(shape),
+              "seed": seed, "periodic": periodic, "phase_fraction_asked": phase_fraction,
+              "training_phase_fraction": extra.get("phase_fraction"),
+              "phase_fraction": float(volume.mean()), "seconds": round(seconds, 1),
+              "pixel_size": pixel_size, "pixel_unit": pixel_unit,
+              "volume": volume_descriptors(volume)}
+    write_volume(out, volume, pixel_size, pixel_unit)
+    if report is not None:
+        write_json(report, result)
+    log.info("%s: %s volume %s from %s, phase fraction %.4f (training %.4f), %.1f s", out, mode,
+             "x".join(map(str, shape)), model_path, result["phase_fraction"],
+             extra.get("phase_fraction", float("nan")), seconds)
     return result

@@ -40,6 +40,7 @@ from ..sample import (
     field_windows,
 )
 from ..tables import write_csv
+from ..volume_vae import VolumeTrainSettings
 from ..train import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -232,3 +233,94 @@ def _active_channels(z_mean: torch.Tensor, model_path, dims: tuple[int, ...]) ->
     return active
 
 
+
+
+def train_volume_model(out: str | os.PathLike, volumes: list[str] | None = None,
+                       dataset: str | os.PathLike | None = None,
+                       settings: VolumeTrainSettings | None = None,
+                       diffusion: DiffusionConfig | None = None, seed: int = 0,
+                       phase: str = "auto", threshold: float | None = None,
+                       device: str = "auto", precision: str = "auto",
+                       threads: int | None = None,
+                       report: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train a conv3d VAE on volumes (``volumes``: files; or the train split of a packed
+    ``dataset``, its sections stacked back into volumes, crops kept inside the split), then its
+    ``field`` prior and (unless ``diffusion`` is None) its ``diffusion`` prior; write one model
+    file holding both priors, and a JSON report (with the reconstruction IoU of the val split's
+    volumes where the data set has any)."""
+    from ..volume_vae import (
+        covered_pieces,
+        decode_volume,
+        fit_volume_diffusion,
+        fit_volume_field,
+        train_volume_vae,
+    )
+    from . import dataset_volumes, read_volumes
+
+    settings = settings or VolumeTrainSettings()
+    settings.check()
+    if (volumes is None) == (dataset is None):
+        raise MicrovaeError("give exactly one of --volumes, --dataset")
+    masks = None
+    val: list[np.ndarray] = []
+    if dataset is not None:
+        train, masks, left_out = dataset_volumes(dataset, "train", settings.crop_size)
+        inputs: dict[str, Any] = {"dataset": str(dataset), "split": "train"}
+        if left_out:
+            log.info("%s: %d train sections belong to no run of %d consecutive sections and "
+                     "are not used", dataset, left_out, settings.crop_size)
+        try:
+            val = [piece for v, m in zip(*dataset_volumes(dataset, "val", 8)[:2])
+                   for piece in covered_pieces(v, m)]
+        except MicrovaeError as exc:
+            log.info("no val volumes to measure the reconstruction on (%s)", exc)
+    else:
+        train = read_volumes(volumes, "--volumes", phase, threshold)
+        inputs = {"volumes": list(volumes)}
+    runtime = select_runtime(device, precision, True, threads)
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [list(v.shape) for v in train]
+    log.info("conv3d: %d training volumes %s, crops of %d^3, %d steps (%s)", len(train), shapes,
+             settings.crop_size, settings.steps, "bf16" if runtime.bf16 else "fp32")
+    training = train_volume_vae(train, settings, generator, runtime, log_every=100,
+                                on_log=lambda row: log.info("step %d: loss %.1f (bce %.1f, kl "
+                                                            "%.1f), %.0f s", row["step"],
+                                                            row["loss"], row["bce"], row["kl"],
+                                                            row["seconds"]), masks=masks)
+    model = training.model.cpu().float().eval()
+    if masks is not None:  # the field and diffusion priors see the split's voxels only
+        train = [piece for v, m in zip(train, masks) for piece in covered_pieces(v, m)]
+    field = fit_volume_field(model, train, generator)
+    extra: dict[str, Any] = {"field": field.state(), "seed": seed, "inputs": json.dumps(inputs),
+                             "train": json.dumps(asdict(settings), sort_keys=True),
+                             "phase_fraction": float(np.mean([v.mean() for v in train]))}
+    result: dict[str, Any] = {
+        "out": str(out), "inputs": inputs, "seed": seed, "settings": asdict(settings),
+        "training_volumes": shapes, "precision": "bf16" if runtime.bf16 else "fp32",
+        "steps": training.steps, "stop_reason": training.stop_reason,
+        "seconds": round(training.seconds, 1), "history": training.history,
+        "field": field.describe()}
+    if diffusion is not None:
+        prior = fit_volume_diffusion(model, train, generator, diffusion, log=log.info)
+        extra["diffusion"] = prior.state()
+        result["diffusion"] = {**prior.describe(), "settings": asdict(diffusion)}
+    if val:
+        ious = []
+        with torch.no_grad():
+            for volume in val:
+                side = [n // 8 * 8 for n in volume.shape]
+                piece = volume[:side[0], :side[1], :side[2]]
+                z_mean, _ = model.encode(torch.from_numpy(piece[None, None].astype(np.float32)))
+                decoded = decode_volume(model, z_mean[0]) > 0.5
+                truth = piece > 0
+                ious.append(float((decoded & truth).sum() / max((decoded | truth).sum(), 1)))
+        result["val_iou"] = ious
+        log.info("val volumes: reconstruction IoU %s", ", ".join(f"{v:.3f}" for v in ious))
+    save_model(model, out, extra=extra)
+    if report is not None:
+        from ..atomic import write_json
+
+        write_json(report, result)
+    log.info("conv3d model saved to %s (%d steps, %.0f s)", out, training.steps,
+             training.seconds)
+    return result

@@ -1,0 +1,159 @@
+"""A learned 3-D generator trained on volumes (``conv3d``, issue 24's "from volumes" route),
+judged section by section along each axis against the floor of independent real volumes,
+beside the descriptor-based reconstruction, blurred noise and real held-out volumes.
+
+Same data and judge as ``volumes_from_sections.py`` (the default recipe as cubes of 128^3: 4
+train, 8 test = the blocks of the floor, 4 held out; sections every 16 voxels, windows of 64
+px). Per training seed: a conv3d VAE (``VolumeTrainSettings()``) trained on random 32^3 crops
+of the 4 train volumes under the 48 symmetries of the cube, its ``diffusion`` prior
+(``volume_diffusion_config()``, on the codes of the train volumes under 12 symmetries each) and
+its ``field`` prior, then one periodic 128^3 volume from each prior and from N(0, I)
+(``prior``), each decoded in slabs and cut at 0.5.
+The reconstruction route's volumes are read from runs/volumes_from_sections/ where that study
+left them, so that both routes are judged in one run. The reconstruction IoU of the test
+volumes (encoded and decoded whole) says how well each model learned real volumes it never saw.
+
+    python benchmarks/studies/volumes_learned.py --seeds 0 1 2
+
+Writes benchmarks/results/volumes_learned.json; keeps the models (.pt) and volumes (.npy)
+under runs/volumes_learned/ (a run reuses what it finds there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import REPO, save
+from volumes_from_sections import (SEEDS, SPACING, WINDOW, blurred_noise, fitted_blur,
+                                   judged_by_axis, real_volumes)
+from microvae.device import select_runtime
+from microvae.model import ConvVAE3d
+from microvae.reconstruct3d import plane_statistics
+from microvae.modelfile import load_prior, save_prior
+from microvae.volume_vae import (VolumeTrainSettings, decode_volume, fit_volume_diffusion,
+                                 fit_volume_field, generate_volumes, train_volume_vae,
+                                 volume_diffusion_config)
+from microvae.volumes import sections, volume_descriptors
+
+SIDE = 128
+SETTINGS = VolumeTrainSettings()
+OUT = REPO / "runs" / "volumes_learned"
+
+
+def trained(train: list[np.ndarray], seed: int) -> tuple[ConvVAE3d, dict]:
+    path = OUT / f"conv3d_seed{seed}.pt"
+    record_path = path.with_suffix(".json")
+    if path.exists() and record_path.exists():
+        model = ConvVAE3d(SETTINGS.crop_size, SETTINGS.latent_channels)
+        model.load_state_dict(torch.load(path))
+        return model.eval(), json.loads(record_path.read_text())
+    runtime = select_runtime()
+    training = train_volume_vae(train, SETTINGS, torch.Generator().manual_seed(seed), runtime,
+                                log_every=250, on_log=lambda row: print(seed, row, flush=True))
+    record = {"seconds": round(training.seconds, 1), "steps": training.steps,
+              "stop_reason": training.stop_reason, "bf16": runtime.bf16,
+              "threads": torch.get_num_threads(), "history": training.history}
+    torch.save(training.model.state_dict(), path)
+    record_path.write_text(json.dumps(record) + "\n")
+    return training.model, record
+
+
+def test_iou(model: ConvVAE3d, volumes: list[np.ndarray]) -> list[float]:
+    out = []
+    with torch.no_grad():
+        for volume in volumes:
+            z_mean, _ = model.encode(torch.from_numpy(volume[None, None].astype(np.float32)))
+            decoded = decode_volume(model, z_mean[0]) > 0.5
+            real = volume > 0
+            out.append(round(float((decoded & real).sum() / (decoded | real).sum()), 4))
+    return out
+
+
+def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict):
+    path = OUT / f"conv3d_seed{seed}_diffusion.pt"
+    if path.exists():
+        prior, payload = load_prior(path)
+        record["diffusion"] = payload["extra"]
+        return prior
+    start = time.perf_counter()
+    prior = fit_volume_diffusion(model, train, torch.Generator().manual_seed(2000 + seed),
+                                 volume_diffusion_config(seed=seed), log=print)
+    record["diffusion"] = {"seconds": round(time.perf_counter() - start, 1), **prior.describe()}
+    save_prior(prior, path, record["diffusion"])
+    return prior
+
+
+def generated(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict
+              ) -> dict[str, np.ndarray]:
+    out = {}
+    for mode in ("diffusion", "field", "prior"):
+        path = OUT / f"conv3d_{mode}_seed{seed}.npy"
+        if path.exists():
+            out[mode] = np.load(path)
+            continue
+        generator = torch.Generator().manual_seed(1000 + seed)
+        prior = {"diffusion": lambda: diffusion_prior(model, train, seed, record),
+                 "field": lambda: fit_volume_field(model, train, generator),
+                 "prior": lambda: None}[mode]()
+        start = time.perf_counter()
+        out[mode] = generate_volumes(model, prior, 1, (SIDE,) * 3, generator, periodic=True)[0]
+        print(f"seed {seed} {mode}: {time.perf_counter() - start:.1f} s, phase fraction "
+              f"{out[mode].mean():.3f}", flush=True)
+        np.save(path, out[mode])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    real = real_volumes()
+    sets: dict[str, tuple[list[np.ndarray], str]] = {}
+    records, ious = {}, {}
+    reconstructions = REPO / "runs" / "volumes_from_sections"
+    seen = np.concatenate([sections(v, 0, 4) for v in real["train"]])
+    blur = fitted_blur(plane_statistics(seen, isotropic=True), SIDE, np.random.default_rng(0))
+    for seed in args.seeds:
+        model, records[seed] = trained(real["train"], seed)
+        ious[seed] = test_iou(model, real["test"])
+        print(f"seed {seed}: test IoU {ious[seed]}", flush=True)
+        for mode, volume in generated(model, real["train"], seed, records[seed]).items():
+            sets[f"conv3d_{mode}_seed{seed}"] = ([volume], "generator")
+        path = reconstructions / f"synthetic_sections_seed{seed}.npy"
+        if path.exists():
+            sets[f"reconstruction_sections_seed{seed}"] = ([np.load(path)], "generator")
+        sets[f"blurred_noise_seed{seed}"] = ([blurred_noise(
+            (SIDE,) * 3, blur, float(seen.mean()), np.random.default_rng(seed))], "baseline")
+    for index, volume in enumerate(real["heldout"]):
+        sets[f"real_heldout_{index}"] = ([volume], "ceiling")
+    result = {
+        "command": "python benchmarks/studies/volumes_learned.py --seeds "
+                   + " ".join(map(str, args.seeds)),
+        "side": SIDE, "window": WINDOW, "section_spacing": SPACING,
+        "volume_seeds": {k: list(v) for k, v in SEEDS.items()},
+        "settings": asdict(SETTINGS), "diffusion_settings": asdict(volume_diffusion_config()),
+        "blurred_noise_blur": blur,
+        "training": records, "test_iou": ious,
+        "by_axis": judged_by_axis(real["test"], sets, WINDOW, SPACING),
+        "volume_descriptors": {**{name: [volume_descriptors(v) for v in volumes]
+                                  for name, (volumes, _) in sets.items()},
+                               "real_test": [volume_descriptors(v) for v in real["test"]]},
+    }
+    save("volumes_learned", result)
+
+
+if __name__ == "__main__":
+    main()
