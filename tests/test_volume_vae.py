@@ -235,3 +235,20 @@ def test_train_volume_on_a_packed_data_set_keeps_to_the_train_split(tmp_path):
         precision="fp32")
     assert report["training_volumes"] == [[16, 32, 32]] and len(report["val_iou"]) == 1
     assert "diffusion" not in load_model(tmp_path / "model.pt")[1]["extra"]
+
+
+def test_3d_descriptors_judged_against_the_spread_between_real_volumes():
+    """A fresh real volume of the same recipe lies within the floor on most size-independent
+    descriptors; blurred noise at the same phase fraction (blob-like, no grain-boundary
+    network) lies outside on the Euler characteristic."""
+    from microvae.volumes import blurred_noise, judge_volume_descriptors, volume_descriptors
+
+    real = [volume_descriptors(steel(seed, 40)) for seed in range(10, 16)]
+    held = [volume_descriptors(steel(30, 40))]
+    noise = [volume_descriptors(blurred_noise((40,) * 3, 1.0, 0.25, np.random.default_rng(0)))]
+    verdict = judge_volume_descriptors(real, {"held": held, "noise": noise})
+    assert verdict["n_real"] == 6 and verdict["sets"]["held"]["n_judged"] == 6
+    assert verdict["sets"]["held"]["n_within"] >= 4
+    assert verdict["sets"]["noise"]["floor_multiple"]["euler_phase_1"] > 1
+    with pytest.raises(ValueError, match="at least 2"):
+        judge_volume_descriptors(real[:1], {})

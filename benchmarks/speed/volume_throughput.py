@@ -1,9 +1,11 @@
-"""Speed and memory of the conv3d model (issue 24): a training step on 32^3 crops (batch 8) and
-the generation of one 256^3 volume (a field draw over a 32^3 latent grid, decoded in slabs, cut
-at 0.5), with the channels of ``CHANNELS_3D`` and, for the record, with the 2-D model's full
-channels; natively and with PyTorch held to AVX2 kernels (the slower CPU kind, emulated:
-``machine.AVX2_ONLY``). Every measurement runs in a fresh process (its own peak resident
-memory, its own instruction set); the rounds interleave the variants.
+"""Speed and memory of the conv3d model (issue 24): a training step on 32^3 crops (batch 8), a
+training step of the 3-D diffusion prior (crops of 8^3 cells, batch 16), and the generation of
+one periodic 256^3 volume (a draw of the diffusion prior, 25 DDIM steps, or of the field prior
+over a 32^3 latent grid, decoded in slabs, cut at 0.5), with the channels of ``CHANNELS_3D``
+and, for the record, with the 2-D model's full channels; natively and with PyTorch held to AVX2
+kernels (the slower CPU kind, emulated: ``machine.AVX2_ONLY``). Weights are untrained: the
+work does not depend on their values. Every measurement runs in a fresh process (its own peak
+resident memory, its own instruction set); the rounds interleave the variants.
 
     python benchmarks/speed/volume_throughput.py [--rounds 2] [--threads 2]
 """
@@ -45,7 +47,8 @@ def child(task: str, channels: str, precision: str, side: int, slab: int) -> dic
 
     from microvae.device import select_runtime
     from microvae.field import fit_field
-    from microvae.volume_vae import VolumeTrainSettings, generate_volumes, train_volume_vae
+    from microvae.volume_vae import (VolumeTrainSettings, generate_volumes, train_volume_vae,
+                                     volume_diffusion_config)
 
     model = build(channels)
     if task == "train":
@@ -60,7 +63,25 @@ def child(task: str, channels: str, precision: str, side: int, slab: int) -> dic
         per_step = (times[-1] - times[WARMUP_STEPS - 1]) / TRAIN_STEPS
         return {"seconds_per_step": round(per_step, 4), "crops_per_second": round(8 / per_step, 1)}
     generator = torch.Generator().manual_seed(0)
-    prior = fit_field(np.random.default_rng(0).standard_normal((2, 8, 16, 16, 16)))
+    if task == "diffusion_train":
+        from microvae.diffusion import fit_diffusion
+
+        grids = torch.randn((4, 8, 12, 12, 12), generator=generator)
+        conditions = torch.rand((4, 12, 12, 12), generator=generator)
+        cfg = volume_diffusion_config(max_steps=WARMUP_STEPS + 4 * TRAIN_STEPS,
+                                      max_minutes=None)
+        prior = fit_diffusion(grids, conditions, cfg, 0.25)
+        seconds = [row["seconds"] for row in prior.history]
+        per_step = (seconds[-1] - seconds[WARMUP_STEPS - 1]) / (4 * TRAIN_STEPS)
+        return {"seconds_per_step": round(per_step, 4)}
+    if task == "generate_diffusion":
+        from microvae.diffusion import Denoiser, DiffusionPrior
+
+        torch.manual_seed(0)
+        prior = DiffusionPrior(Denoiser(8, 32, dims=3).eval(), torch.zeros(8), torch.ones(8),
+                               [], 0.25, (0.0, 1.0), None, 8)
+    else:
+        prior = fit_field(np.random.default_rng(0).standard_normal((2, 8, 16, 16, 16)))
     start = time.perf_counter()
     volume = generate_volumes(model, prior, 1, (side,) * 3, generator, periodic=True,
                               slab_cells=slab)[0]
@@ -101,7 +122,9 @@ def main() -> None:
         for channels in ("half", "full"):
             for precision in precisions:
                 variants.append((isa, "train", channels, precision))
-            variants.append((isa, "generate", channels, "fp32"))
+            variants.append((isa, "generate_field", channels, "fp32"))
+        variants.append((isa, "generate_diffusion", "half", "fp32"))
+        variants.append((isa, "diffusion_train", "half", "fp32"))
     samples: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for isa, task, channels, precision in variants:

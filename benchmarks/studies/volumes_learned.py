@@ -15,8 +15,14 @@ volumes (encoded and decoded whole) says how well each model learned real volume
 
     python benchmarks/studies/volumes_learned.py --seeds 0 1 2
 
-Writes benchmarks/results/volumes_learned.json; keeps the models (.pt) and volumes (.npy)
-under runs/volumes_learned/ (a run reuses what it finds there).
+A real volume: ``--real-volume berea_100_to_300.npz`` (as in volumes_from_sections.py: the
+Berea micro-CT volume cut into octants of 100^3; octant 0 trains, 1-6 are the floor's blocks, 7
+is held out); generated volumes of 96^3 (a periodic diffusion draw needs multiples of 32),
+windows of 48 px.
+
+Writes benchmarks/results/volumes_learned.json (parts ``synthetic`` and ``berea``, each kept
+when the other is run); keeps the models (.pt) and volumes (.npy) under runs/volumes_learned/
+(a run reuses what it finds there).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import REPO, save
 from volumes_from_sections import (SEEDS, SPACING, WINDOW, blurred_noise, fitted_blur,
-                                   judged_by_axis, real_volumes)
+                                   judged_by_axis, octants, real_volumes)
 from microvae.device import select_runtime
 from microvae.model import ConvVAE3d
 from microvae.reconstruct3d import plane_statistics
@@ -43,15 +49,15 @@ from microvae.modelfile import load_prior, save_prior
 from microvae.volume_vae import (VolumeTrainSettings, decode_volume, fit_volume_diffusion,
                                  fit_volume_field, generate_volumes, train_volume_vae,
                                  volume_diffusion_config)
-from microvae.volumes import sections, volume_descriptors
+from microvae.volumes import judge_volume_descriptors, sections, volume_descriptors
 
 SIDE = 128
 SETTINGS = VolumeTrainSettings()
 OUT = REPO / "runs" / "volumes_learned"
 
 
-def trained(train: list[np.ndarray], seed: int) -> tuple[ConvVAE3d, dict]:
-    path = OUT / f"conv3d_seed{seed}.pt"
+def trained(train: list[np.ndarray], seed: int, prefix: str = "") -> tuple[ConvVAE3d, dict]:
+    path = OUT / f"{prefix}conv3d_seed{seed}.pt"
     record_path = path.with_suffix(".json")
     if path.exists() and record_path.exists():
         model = ConvVAE3d(SETTINGS.crop_size, SETTINGS.latent_channels)
@@ -72,6 +78,7 @@ def test_iou(model: ConvVAE3d, volumes: list[np.ndarray]) -> list[float]:
     out = []
     with torch.no_grad():
         for volume in volumes:
+            volume = volume[tuple(slice(0, n // 8 * 8) for n in volume.shape)]
             z_mean, _ = model.encode(torch.from_numpy(volume[None, None].astype(np.float32)))
             decoded = decode_volume(model, z_mean[0]) > 0.5
             real = volume > 0
@@ -79,8 +86,9 @@ def test_iou(model: ConvVAE3d, volumes: list[np.ndarray]) -> list[float]:
     return out
 
 
-def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict):
-    path = OUT / f"conv3d_seed{seed}_diffusion.pt"
+def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict,
+                    prefix: str = ""):
+    path = OUT / f"{prefix}conv3d_seed{seed}_diffusion.pt"
     if path.exists():
         prior, payload = load_prior(path)
         record["diffusion"] = payload["extra"]
@@ -93,65 +101,91 @@ def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record
     return prior
 
 
-def generated(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict
-              ) -> dict[str, np.ndarray]:
+def generated(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict, side: int,
+              prefix: str = "") -> dict[str, np.ndarray]:
     out = {}
     for mode in ("diffusion", "field", "prior"):
-        path = OUT / f"conv3d_{mode}_seed{seed}.npy"
+        path = OUT / f"{prefix}conv3d_{mode}_seed{seed}.npy"
         if path.exists():
             out[mode] = np.load(path)
             continue
         generator = torch.Generator().manual_seed(1000 + seed)
-        prior = {"diffusion": lambda: diffusion_prior(model, train, seed, record),
+        prior = {"diffusion": lambda: diffusion_prior(model, train, seed, record, prefix),
                  "field": lambda: fit_volume_field(model, train, generator),
                  "prior": lambda: None}[mode]()
         start = time.perf_counter()
-        out[mode] = generate_volumes(model, prior, 1, (SIDE,) * 3, generator, periodic=True)[0]
+        out[mode] = generate_volumes(model, prior, 1, (side,) * 3, generator, periodic=True)[0]
         print(f"seed {seed} {mode}: {time.perf_counter() - start:.1f} s, phase fraction "
               f"{out[mode].mean():.3f}", flush=True)
         np.save(path, out[mode])
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    OUT.mkdir(parents=True, exist_ok=True)
-    real = real_volumes()
+def study(real: dict[str, list[np.ndarray]], side: int, seeds: list[int], tag: str,
+          window: int, spacing: int) -> dict:
+    """The conv3d route per seed beside the reconstruction's volumes of the same tag (where
+    volumes_from_sections.py left them), blurred noise and the held-out volumes, judged per
+    axis against the test volumes."""
+    prefix = "" if tag == "synthetic" else f"{tag}_"
     sets: dict[str, tuple[list[np.ndarray], str]] = {}
     records, ious = {}, {}
     reconstructions = REPO / "runs" / "volumes_from_sections"
     seen = np.concatenate([sections(v, 0, 4) for v in real["train"]])
-    blur = fitted_blur(plane_statistics(seen, isotropic=True), SIDE, np.random.default_rng(0))
-    for seed in args.seeds:
-        model, records[seed] = trained(real["train"], seed)
+    blur = fitted_blur(plane_statistics(seen, isotropic=True), side, np.random.default_rng(0))
+    for seed in seeds:
+        model, records[seed] = trained(real["train"], seed, prefix)
         ious[seed] = test_iou(model, real["test"])
-        print(f"seed {seed}: test IoU {ious[seed]}", flush=True)
-        for mode, volume in generated(model, real["train"], seed, records[seed]).items():
+        print(f"{tag} seed {seed}: test IoU {ious[seed]}", flush=True)
+        for mode, volume in generated(model, real["train"], seed, records[seed], side,
+                                      prefix).items():
             sets[f"conv3d_{mode}_seed{seed}"] = ([volume], "generator")
-        path = reconstructions / f"synthetic_sections_seed{seed}.npy"
+        path = reconstructions / f"{tag}_sections_seed{seed}.npy"
         if path.exists():
             sets[f"reconstruction_sections_seed{seed}"] = ([np.load(path)], "generator")
         sets[f"blurred_noise_seed{seed}"] = ([blurred_noise(
-            (SIDE,) * 3, blur, float(seen.mean()), np.random.default_rng(seed))], "baseline")
+            (side,) * 3, blur, float(seen.mean()), np.random.default_rng(seed))], "baseline")
     for index, volume in enumerate(real["heldout"]):
         sets[f"real_heldout_{index}"] = ([volume], "ceiling")
-    result = {
-        "command": "python benchmarks/studies/volumes_learned.py --seeds "
-                   + " ".join(map(str, args.seeds)),
-        "side": SIDE, "window": WINDOW, "section_spacing": SPACING,
-        "volume_seeds": {k: list(v) for k, v in SEEDS.items()},
-        "settings": asdict(SETTINGS), "diffusion_settings": asdict(volume_diffusion_config()),
-        "blurred_noise_blur": blur,
+    descriptors = {name: [volume_descriptors(v) for v in volumes]
+                   for name, (volumes, _) in sets.items()}
+    real_test = [volume_descriptors(v) for v in real["test"]]
+    return {
+        "side": side, "window": window, "section_spacing": spacing, "blurred_noise_blur": blur,
+        "n_volumes": {k: len(v) for k, v in real.items()},
         "training": records, "test_iou": ious,
-        "by_axis": judged_by_axis(real["test"], sets, WINDOW, SPACING),
-        "volume_descriptors": {**{name: [volume_descriptors(v) for v in volumes]
-                                  for name, (volumes, _) in sets.items()},
-                               "real_test": [volume_descriptors(v) for v in real["test"]]},
+        "by_axis": judged_by_axis(real["test"], sets, window, spacing),
+        "descriptors_3d": judge_volume_descriptors(real_test, descriptors),
+        "volume_descriptors": {**descriptors, "real_test": real_test},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--real-volume", type=Path, default=None,
+                        help="the Berea npz (key im, 200^3, True = pore): judge on it instead")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = Path(__file__).parents[1] / "results" / "volumes_learned.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.pop("machine", None)
+    command = ("python benchmarks/studies/volumes_learned.py --seeds "
+               + " ".join(map(str, args.seeds)))
+    if args.real_volume is None:
+        result["synthetic"] = {"command": command, "volume_seeds": {
+            k: list(v) for k, v in SEEDS.items()}, **study(
+                real_volumes(), SIDE, args.seeds, "synthetic", WINDOW, SPACING)}
+    else:
+        pieces = octants(np.load(args.real_volume)["im"].astype(np.uint8))
+        real = {"train": pieces[:1], "test": pieces[1:7], "heldout": pieces[7:]}
+        result["berea"] = {"command": f"{command} --real-volume {args.real_volume.name}",
+                           "source": "openpnm 3.6.4 sdist, tests/fixtures/berea_100_to_300.npz "
+                                     "(MIT), octants of 100^3; generated volumes of 96^3",
+                           **study(real, 96, args.seeds, "berea", 48, 12)}
+    result["settings"] = asdict(SETTINGS)
+    result["diffusion_settings"] = asdict(volume_diffusion_config())
     save("volumes_learned", result)
 
 

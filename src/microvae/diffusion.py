@@ -49,7 +49,29 @@ GRID_MULTIPLE = 4
 PERIODIC_MIN_CELLS = GRID_MULTIPLE * max(DILATIONS)
 CONDITION_SIGMA_CELLS = 4.0
 CELL = 8  # px per latent cell of a conv VAE
-CONVOLUTIONS = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class _Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state dict) that draws one grid at a time on the CPU
+    through oneDNN's convolution: PyTorch's heuristic sends a batch of one with few cells to
+    its native im2col kernel, which was 4-9x slower than oneDNN on the 3-D denoiser's grids
+    (2-core AVX512-BF16 CPU; benchmarks/speed/volume_throughput.py)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        if (input.device.type != "cpu" or input.dtype != torch.float32 or len(input) != 1
+                or torch.is_grad_enabled() or not torch.backends.mkldnn.is_available()
+                or isinstance(self.padding, str)):
+            return super()._conv_forward(input, weight, bias)
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = (0, 0, 0)
+        return torch.ops.aten.mkldnn_convolution(input, weight, bias, padding, self.stride,
+                                                 self.dilation, self.groups)
+
+
+CONVOLUTIONS = {2: nn.Conv2d, 3: _Conv3d}
 # Side (cells) of the training crops where diffusion.crop_cells is null and the windows allow.
 DEFAULT_CROP_CELLS = 16
 # The finishing of mode diffusion is calibrated on images of this side (cells).

@@ -183,3 +183,45 @@ def halves(volume: np.ndarray) -> list[np.ndarray]:
     middle = volume.shape[axis] // 2
     return [np.take(volume, np.arange(0, middle), axis=axis),
             np.take(volume, np.arange(middle, volume.shape[axis]), axis=axis)]
+
+
+def intensive_descriptors(descriptors: dict[str, Any]) -> dict[str, float]:
+    """The descriptors of :func:`volume_descriptors` that do not depend on the volume's size
+    (so that volumes of other shapes compare): phase fraction, Euler characteristic of each
+    phase per 1 000 voxels, correlation length along each axis. (The spanning fraction grows
+    as a volume shrinks: compare it between volumes of one shape only.)"""
+    out = {"phase_fraction": descriptors["phase_fraction"]}
+    for phase, value in descriptors["euler_per_1000_voxels"].items():
+        out[f"euler_{phase}"] = value
+    for axis, value in descriptors["correlation_length"].items():
+        out[f"correlation_length_{axis}"] = value
+    return out
+
+
+def judge_volume_descriptors(real: list[dict[str, Any]],
+                             generated: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The 3-D descriptors of sets of volumes against independent real volumes (each a
+    :func:`volume_descriptors` dict). The floor of a descriptor: how far one real volume lies
+    from the mean of the others (leave one out; its 95th percentile over the real volumes). A
+    set's distance is that of its mean from the mean of all real volumes, stated as a multiple
+    of the floor (within: at most 1). A crude floor where the real volumes are few: it says
+    how many it rests on."""
+    if len(real) < 2:
+        raise ValueError(f"the floor needs at least 2 independent real volumes, got {len(real)}")
+    values = [intensive_descriptors(d) for d in real]
+    keys = list(values[0])
+    table = np.array([[v[k] for k in keys] for v in values], np.float64)
+    mean = np.nanmean(table, axis=0)
+    others = (np.nansum(table, axis=0)[None] - table) / (len(table) - 1)
+    floor = np.nanpercentile(np.abs(table - others), 95, axis=0)
+    out: dict[str, Any] = {"n_real": len(real), "real_mean": dict(zip(keys, mean.tolist())),
+                           "floor_p95": dict(zip(keys, floor.tolist())), "sets": {}}
+    for name, descriptors in generated.items():
+        own = np.nanmean([[intensive_descriptors(d)[k] for k in keys] for d in descriptors],
+                         axis=0)
+        multiple = np.abs(own - mean) / np.where(floor > 0, floor, np.nan)
+        out["sets"][name] = {"mean": dict(zip(keys, own.tolist())),
+                             "floor_multiple": dict(zip(keys, multiple.tolist())),
+                             "n_within": int(np.sum(multiple <= 1)),
+                             "n_judged": int(np.sum(np.isfinite(multiple)))}
+    return out

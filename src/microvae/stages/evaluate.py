@@ -795,9 +795,17 @@ def evaluate_volumes(generated_paths: list[str], dataset: str | os.PathLike,
     the val split's volumes (the real held-out ceiling, where there are any). Windows of
     ``window`` px (default the tile size), sections ``spacing`` voxels apart (default half a
     window); the 3-D descriptors of every volume (percolation, Euler characteristic,
-    correlation length per axis) beside them."""
+    correlation length per axis) beside them, the size-independent ones judged against the
+    spread between the real test volumes (:func:`microvae.volumes.judge_volume_descriptors`)."""
     from ..vti import read_vti
-    from ..volumes import blurred_noise, fitted_blur, halves, judge_sections, volume_descriptors
+    from ..volumes import (
+        blurred_noise,
+        fitted_blur,
+        halves,
+        judge_sections,
+        judge_volume_descriptors,
+        volume_descriptors,
+    )
     from . import dataset_volumes
 
     if not generated_paths:
@@ -855,6 +863,8 @@ def evaluate_volumes(generated_paths: list[str], dataset: str | os.PathLike,
               "volumes": {name: [volume_descriptors(v) for v in group]
                           for name, (group, _) in sets.items()},
               "real_test_volumes": [volume_descriptors(v) for v in test]}
+    result["descriptors_3d"] = judge_volume_descriptors(result["real_test_volumes"],
+                                                        result["volumes"])
     for axis, verdict in verdicts.items():
         for name, values in verdict["sets"].items():
             log.info("axis %d, %s: %s", axis, name, values["verdict"])
