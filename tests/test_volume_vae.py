@@ -252,3 +252,18 @@ def test_3d_descriptors_judged_against_the_spread_between_real_volumes():
     assert verdict["sets"]["noise"]["floor_multiple"]["euler_phase_1"] > 1
     with pytest.raises(ValueError, match="at least 2"):
         judge_volume_descriptors(real[:1], {})
+
+
+def test_a_volume_at_a_target_phase_fraction(trained_files):
+    """The 3-D diffusion prior is conditioned as the 2-D one: a target is taken (and recorded);
+    one outside (0, 1) is refused by name."""
+    directory, model, _ = trained_files
+    out, report = directory / "target.npy", directory / "target.json"
+    assert cli.main(["volume", "--model", str(model), "--phase-fraction", "0.3", "--shape", "64",
+                     "64", "64", "--out", str(out), "--report", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["phase_fraction_asked"] == 0.3
+    assert written["phase_fraction"] == pytest.approx(np.load(out).mean())
+    assert cli.main(["volume", "--model", str(model), "--phase-fraction", "1.5", "--shape", "64",
+                     "64", "64", "--out", str(directory / "bad.npy")]) == 1
+    assert not (directory / "bad.npy").exists()

@@ -2,7 +2,7 @@
 training step of the 3-D diffusion prior (crops of 8^3 cells, batch 16), and the generation of
 one periodic 256^3 volume (a draw of the diffusion prior, 25 DDIM steps, or of the field prior
 over a 32^3 latent grid, decoded in slabs, cut at 0.5), with the channels of ``CHANNELS_3D``
-and, for the record, with the 2-D model's full channels; natively and with PyTorch held to AVX2
+and, natively, with the 2-D model's full channels for the record; natively and held to AVX2
 kernels (the slower CPU kind, emulated: ``machine.AVX2_ONLY``). Weights are untrained: the
 work does not depend on their values. Every measurement runs in a fresh process (its own peak
 resident memory, its own instruction set); the rounds interleave the variants.
@@ -74,9 +74,14 @@ def child(task: str, channels: str, precision: str, side: int, slab: int) -> dic
         seconds = [row["seconds"] for row in prior.history]
         per_step = (seconds[-1] - seconds[WARMUP_STEPS - 1]) / (4 * TRAIN_STEPS)
         return {"seconds_per_step": round(per_step, 4)}
-    if task == "generate_diffusion":
+    if task.startswith("generate_diffusion"):
+        from torch import nn
+
+        import microvae.diffusion as diffusion_module
         from microvae.diffusion import Denoiser, DiffusionPrior
 
+        if task.endswith("_stock"):  # before: PyTorch's own choice of kernel for one grid
+            diffusion_module.CONVOLUTIONS[3] = nn.Conv3d
         torch.manual_seed(0)
         prior = DiffusionPrior(Denoiser(8, 32, dims=3).eval(), torch.zeros(8), torch.ones(8),
                                [], 0.25, (0.0, 1.0), None, 8)
@@ -104,6 +109,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--slab", type=int, default=4, help="latent cells per decoded slab")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only these variants (ISA/TASK/CHANNELS/PRECISION); the result "
+                             "goes to volume_throughput_only.json")
     parser.add_argument("--child", nargs=5, metavar=("TASK", "CHANNELS", "PRECISION", "SIDE",
                                                      "SLAB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,12 +127,15 @@ def main() -> None:
     variants = []
     for isa in ("native", "avx2_emulated"):
         precisions = ["fp32"] + (["bf16"] if isa == "native" and cpu_has_fast_bf16() else [])
-        for channels in ("half", "full"):
+        for channels in ("half", "full") if isa == "native" else ("half",):
             for precision in precisions:
                 variants.append((isa, "train", channels, precision))
             variants.append((isa, "generate_field", channels, "fp32"))
         variants.append((isa, "generate_diffusion", "half", "fp32"))
+        variants.append((isa, "generate_diffusion_stock", "half", "fp32"))
         variants.append((isa, "diffusion_train", "half", "fp32"))
+    if args.only:
+        variants = [v for v in variants if "/".join(v) in args.only]
     samples: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for isa, task, channels, precision in variants:
@@ -137,9 +148,10 @@ def main() -> None:
     for key, rows in samples.items():
         summary[key] = {name: statistics.median(row[name] for row in rows)
                         for name in rows[0] if isinstance(rows[0][name], (int, float))}
-    save("volume_throughput", {
+    only = f" --only {' '.join(args.only)}" if args.only else ""
+    save("volume_throughput_only" if args.only else "volume_throughput", {
         "command": f"python benchmarks/speed/volume_throughput.py --rounds {args.rounds} "
-                   f"--threads {args.threads}",
+                   f"--threads {args.threads}{only}",
         "side": args.side, "slab_cells": args.slab, "threads": args.threads,
         "median": summary, "samples": samples})
 

@@ -134,6 +134,9 @@ def study(real: dict[str, list[np.ndarray]], side: int, seeds: list[int], tag: s
     blur = fitted_blur(plane_statistics(seen, isotropic=True), side, np.random.default_rng(0))
     for seed in seeds:
         model, records[seed] = trained(real["train"], seed, prefix)
+        prior_path = OUT / f"{prefix}conv3d_seed{seed}_diffusion.pt"
+        if prior_path.exists():  # its training record, where the volumes are reused
+            records[seed]["diffusion"] = load_prior(prior_path)[1]["extra"]
         ious[seed] = test_iou(model, real["test"])
         print(f"{tag} seed {seed}: test IoU {ious[seed]}", flush=True)
         for mode, volume in generated(model, real["train"], seed, records[seed], side,

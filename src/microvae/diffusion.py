@@ -53,9 +53,10 @@ CELL = 8  # px per latent cell of a conv VAE
 
 class _Conv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters and state dict) that draws one grid at a time on the CPU
-    through oneDNN's convolution: PyTorch's heuristic sends a batch of one with few cells to
-    its native im2col kernel, which was 4-9x slower than oneDNN on the 3-D denoiser's grids
-    (2-core AVX512-BF16 CPU; benchmarks/speed/volume_throughput.py)."""
+    through oneDNN's convolution: PyTorch's heuristic sends a batch of one with few cells (the
+    denoiser's coarse levels) to its native im2col kernel. On a whole 256^3 volume the route
+    saved 7% with AVX2 kernels and nothing measurable with AVX-512, where the decoder's time
+    dominates (benchmarks/speed/volume_throughput.py --only ...)."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:

@@ -18,8 +18,9 @@ pads every transposed convolution circularly, so that opposite edges of the outp
 ``conv3d`` (:class:`ConvVAE3d`): the conv model in three dimensions for volumes (N, 1, D, H, W)
 (Conv3d and ConvTranspose3d, a latent grid at 1/8 of each side), with half the channels of
 the 2-D stacks (:data:`CHANNELS_3D`): a 3x3x3 kernel holds 3x the weights of a 3x3 one, and the
-full channels made a training step 2.9x and the decoding of a 256^3 volume 3x slower
-(benchmarks/speed/volume_throughput.py), past the budgets of a 2-core CPU.
+full channels made a training step 2.9x (fp32; 2.3x bf16) and the generation of a 256^3 volume
+2.2x slower with 1.7x the peak memory (benchmarks/speed/volume_throughput.py), past the budgets
+of a 2-core CPU.
 """
 
 from __future__ import annotations
