@@ -91,7 +91,7 @@ def test_model_configuration_of_a_volume_model():
     config = model_config(24, 4, "conv3d")
     assert config["image_size"] == [24, 24, 24] and config["channels"] == [32, 64, 128]
     assert isinstance(build_model(config), ConvVAE3d)
-    with pytest.raises(MicrovaeError, match="3 sides"):
+    with pytest.raises(MicrovaeError, match="takes 3 sides"):
         model_config([24, 24], 4, "conv3d")
     with pytest.raises(MicrovaeError, match="multiples of 8"):
         ConvVAE3d(16, 2).latent_shape(16, 12, 16)

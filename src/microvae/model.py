@@ -58,9 +58,12 @@ def model_config(image_size: tuple[int, int] | list[int] | int, latent_size: int
     if isinstance(image_size, int):
         image_size = (image_size,) * dims
     sides = [int(s) for s in image_size]
-    if len(sides) != dims or any(s % 8 or s < 8 for s in sides):
-        raise MicrovaeError(f"image_size: {'x'.join(map(str, sides))} px is not {dims} sides "
-                            "that are multiples of 8 (the network halves the size three times)")
+    if len(sides) != dims:
+        raise MicrovaeError(f"image_size: a {architecture} model takes {dims} sides, got "
+                            f"{'x'.join(map(str, sides))}")
+    if any(s % 8 or s < 8 for s in sides):
+        raise MicrovaeError(f"image_size: {'x'.join(map(str, sides))} px is not a multiple of 8 "
+                            "(the network halves the size three times)")
     if int(latent_size) < 1:
         raise MicrovaeError(f"model.latent_sizes: latent size must be >= 1, got {latent_size}")
     channels, dense = (CHANNELS_3D, DENSE_3D) if dims == 3 else (CHANNELS, DENSE)
