@@ -43,7 +43,7 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 25 | pack | split fractions that do not sum to 1 (CLI) | 'sum to 1' |
 | 26 | evaluate | samples file missing | 'file not found' |
 | 27 | config | volume.shape not a multiple of 32, volume.crop_size not of 8 | the key, 'multiple of' |
-| 28 | train-volume, volume | a 2-D image as a volume; two sources; a crop larger than the volumes; a shape not a multiple of 8 (32 for a periodic diffusion volume); --phase-fraction without diffusion; a 2-D model as --model | (tests/test_volume_vae.py) the file or option and what is wrong |
+| 28 | train-volume, volume | a 2-D image as a volume, two sources, ... (test_volume_vae.py) | the file |
 RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_tiff).
 """
 

@@ -106,6 +106,7 @@ def test_a_field_over_3d_grids_has_the_fitted_covariance_and_wraps_around():
         across = np.mean(np.take(z, -1, axis + 1) * np.take(z, 0, axis + 1))
         index = [4, 4, 4]
         index[axis] += 1
-        assert across == pytest.approx(fit.covariance[(0, 0, *index)], abs=0.15 * fit.covariance[0, 0, 4, 4, 4])
+        assert across == pytest.approx(fit.covariance[(0, 0, *index)],
+                                       abs=0.15 * fit.covariance[0, 0, 4, 4, 4])
     with pytest.raises(MicrovaeError, match="3-D grids"):
         sample_field(fit, 1, 8, 8, generator=generator)

@@ -47,8 +47,12 @@ def child(task: str, channels: str, precision: str, side: int, slab: int) -> dic
 
     from microvae.device import select_runtime
     from microvae.field import fit_field
-    from microvae.volume_vae import (VolumeTrainSettings, generate_volumes, train_volume_vae,
-                                     volume_diffusion_config)
+    from microvae.volume_vae import (
+        VolumeTrainSettings,
+        generate_volumes,
+        train_volume_vae,
+        volume_diffusion_config,
+    )
 
     model = build(channels)
     if task == "train":

@@ -153,19 +153,26 @@ def octants(volume: np.ndarray) -> list[np.ndarray]:
             for z in (0, half[0]) for y in (0, half[1]) for x in (0, half[2])]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_start(name: str, description: str) -> tuple[argparse.Namespace, dict, str]:
+    """The options of a volume study (seeds, threads, a real volume instead of the synthetic
+    one), the result file it adds its part to (benchmarks/results/NAME.json; the other part is
+    kept) and the command that ran it."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--real-volume", type=Path, default=None,
                         help="the Berea npz (key im, 200^3, True = pore): judge on it instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    path = Path(__file__).parents[1] / "results" / "volumes_from_sections.json"
+    path = Path(__file__).parents[1] / "results" / f"{name}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.pop("machine", None)
-    command = ("python benchmarks/studies/volumes_from_sections.py --seeds "
-               + " ".join(map(str, args.seeds)))
+    command = f"python benchmarks/studies/{name}.py --seeds " + " ".join(map(str, args.seeds))
+    return args, result, command
+
+
+def main() -> None:
+    args, result, command = study_start("volumes_from_sections", __doc__.splitlines()[0])
     if args.real_volume is None:
         result["synthetic"] = {"command": command, "volume_seeds": {
             k: list(v) for k, v in SEEDS.items()}, **study(

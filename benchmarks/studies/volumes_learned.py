@@ -27,7 +27,6 @@ when the other is run); keeps the models (.pt) and volumes (.npy) under runs/vol
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -39,16 +38,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from volumes_from_sections import (
+    SEEDS,
+    SPACING,
+    WINDOW,
+    blurred_noise,
+    fitted_blur,
+    judged_by_axis,
+    octants,
+    real_volumes,
+    study_start,
+)
+
 from machine import REPO, save
-from volumes_from_sections import (SEEDS, SPACING, WINDOW, blurred_noise, fitted_blur,
-                                   judged_by_axis, octants, real_volumes)
 from microvae.device import select_runtime
 from microvae.model import ConvVAE3d
-from microvae.reconstruct3d import plane_statistics
 from microvae.modelfile import load_prior, save_prior
-from microvae.volume_vae import (VolumeTrainSettings, decode_volume, fit_volume_diffusion,
-                                 fit_volume_field, generate_volumes, train_volume_vae,
-                                 volume_diffusion_config)
+from microvae.reconstruct3d import plane_statistics
+from microvae.volume_vae import (
+    VolumeTrainSettings,
+    decode_volume,
+    fit_volume_diffusion,
+    fit_volume_field,
+    generate_volumes,
+    train_volume_vae,
+    volume_diffusion_config,
+)
 from microvae.volumes import judge_volume_descriptors, sections, volume_descriptors
 
 SIDE = 128
@@ -110,9 +125,12 @@ def generated(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict
             out[mode] = np.load(path)
             continue
         generator = torch.Generator().manual_seed(1000 + seed)
-        prior = {"diffusion": lambda: diffusion_prior(model, train, seed, record, prefix),
-                 "field": lambda: fit_volume_field(model, train, generator),
-                 "prior": lambda: None}[mode]()
+        if mode == "diffusion":
+            prior = diffusion_prior(model, train, seed, record, prefix)
+        elif mode == "field":
+            prior = fit_volume_field(model, train, generator)
+        else:
+            prior = None
         start = time.perf_counter()
         out[mode] = generate_volumes(model, prior, 1, (side,) * 3, generator, periodic=True)[0]
         print(f"seed {seed} {mode}: {time.perf_counter() - start:.1f} s, phase fraction "
@@ -163,19 +181,8 @@ def study(real: dict[str, list[np.ndarray]], side: int, seeds: list[int], tag: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--real-volume", type=Path, default=None,
-                        help="the Berea npz (key im, 200^3, True = pore): judge on it instead")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args, result, command = study_start("volumes_learned", __doc__.splitlines()[0])
     OUT.mkdir(parents=True, exist_ok=True)
-    path = Path(__file__).parents[1] / "results" / "volumes_learned.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
-    result.pop("machine", None)
-    command = ("python benchmarks/studies/volumes_learned.py --seeds "
-               + " ".join(map(str, args.seeds)))
     if args.real_volume is None:
         result["synthetic"] = {"command": command, "volume_seeds": {
             k: list(v) for k, v in SEEDS.items()}, **study(

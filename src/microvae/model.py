@@ -242,14 +242,22 @@ class ConvVAE(_Encoded):
         h = self.decoder_dense(z)
         if self.decoder[0].weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
-        if not periodic:
-            return self.decoder(h)
-        for layer in self.decoder:
-            h = _periodic_transpose(layer, h) if isinstance(layer, nn.ConvTranspose2d) else layer(h)
-        return h
+        return _run_decoder(self.decoder, h, (periodic,) * 2)
 
     def decode(self, z: torch.Tensor, periodic: bool = False) -> torch.Tensor:
         return torch.sigmoid(self.decode_logits(z, periodic))
+
+
+def _run_decoder(decoder: nn.Sequential, h: torch.Tensor, wrapped: tuple[bool, ...]
+                 ) -> torch.Tensor:
+    """The decoder's layers on ``h``, each transposed convolution wrapping its input around
+    along the spatial axes flagged in ``wrapped`` (none flagged: the layers as they are)."""
+    if not any(wrapped):
+        return decoder(h)
+    for layer in decoder:
+        transposed = isinstance(layer, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+        h = _periodic_transpose(layer, h, wrapped) if transposed else layer(h)
+    return h
 
 
 def _periodic_transpose(layer: nn.Module, x: torch.Tensor,
@@ -326,13 +334,7 @@ class ConvVAE3d(_Encoded):
         """Logits (N, 1, 8d, 8h, 8w) for latent grids ``z`` (N, C, d, h, w); ``periodic``:
         True, or one flag per axis, wraps the transposed convolutions' input around."""
         wrapped = (bool(periodic),) * 3 if isinstance(periodic, bool) else tuple(periodic)
-        h = self.decoder_dense(z)
-        if not any(wrapped):
-            return self.decoder(h)
-        for layer in self.decoder:
-            h = _periodic_transpose(layer, h, wrapped) if isinstance(layer, nn.ConvTranspose3d) \
-                else layer(h)
-        return h
+        return _run_decoder(self.decoder, self.decoder_dense(z), wrapped)
 
     def decode(self, z: torch.Tensor, periodic: bool | tuple[bool, bool, bool] = False
                ) -> torch.Tensor:

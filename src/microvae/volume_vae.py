@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field as dataclass_field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch
 
 from .config import check_parameters, parse_options
 from .device import Runtime, select_runtime
-from .errors import MicrovaeError
 from .diffusion import (
     GRID_MULTIPLE,
     DiffusionConfig,
@@ -37,6 +37,7 @@ from .diffusion import (
     fit_diffusion,
     sample_volume_grids,
 )
+from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .model import ConvVAE3d, initialize, vae_loss
 

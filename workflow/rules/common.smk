@@ -206,9 +206,7 @@ def volume_pixel_options():
     pixel_size (none: voxels)."""
     for source in config["sources"]:
         if source.get("pixel_size"):
-            return (
-                f"--pixel-size {source['pixel_size']} --pixel-unit {source['pixel_unit']}"
-            )
+            return f"--pixel-size {source['pixel_size']} --pixel-unit {source['pixel_unit']}"
     return ""
 
 

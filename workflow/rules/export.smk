@@ -33,10 +33,10 @@ rule generate_volume:
         "results/logs/generate_volume/{mode}_{index}.log",
     benchmark:
         "results/benchmarks/generate_volume/{mode}_{index}.tsv"
-    conda:
-        "../envs/model.yaml"
     wildcard_constraints:
         mode="diffusion|field|prior",
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=4000,

@@ -797,7 +797,6 @@ def evaluate_volumes(generated_paths: list[str], dataset: str | os.PathLike,
     window); the 3-D descriptors of every volume (percolation, Euler characteristic,
     correlation length per axis) beside them, the size-independent ones judged against the
     spread between the real test volumes (:func:`microvae.volumes.judge_volume_descriptors`)."""
-    from ..vti import read_vti
     from ..volumes import (
         blurred_noise,
         fitted_blur,
@@ -806,6 +805,7 @@ def evaluate_volumes(generated_paths: list[str], dataset: str | os.PathLike,
         judge_volume_descriptors,
         volume_descriptors,
     )
+    from ..vti import read_vti
     from . import dataset_volumes
 
     if not generated_paths:

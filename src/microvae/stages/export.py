@@ -261,11 +261,11 @@ def generate_volume(out: str | os.PathLike, model_path: str | os.PathLike,
     ``slab_cells`` latent cells, cut at 0.5; written as ``.vti`` or ``.npy`` with a report."""
     import torch
 
-    from ..field import FieldPrior
     from ..diffusion import DiffusionPrior
+    from ..field import FieldPrior
     from ..modelfile import load_model
-    from ..volumes import volume_descriptors
     from ..volume_vae import generate_volumes
+    from ..volumes import volume_descriptors
 
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:

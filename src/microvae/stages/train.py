@@ -40,7 +40,6 @@ from ..sample import (
     field_windows,
 )
 from ..tables import write_csv
-from ..volume_vae import VolumeTrainSettings
 from ..train import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -53,6 +52,7 @@ from ..train import (
     scale_advice,
 )
 from ..train import training_state as saved_state
+from ..volume_vae import VolumeTrainSettings
 from . import MAX_FIT_IMAGES
 
 log = logging.getLogger("microvae.stages.train")
