@@ -49,13 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machi
 from machine import REPO, judged, save
 from microvae.reconstruct3d import ReconstructionSettings, plane_statistics, reconstruct_volume, section_s2
 from microvae.synthetic import SteelParameters, synthesize_volume
-from microvae.volumes import judge_sections, sections, volume_descriptors
+from microvae.volumes import BLURS, blurred_noise, judge_sections, sections, volume_descriptors
 
 SIDE = 128
 SEEDS = {"train": range(3000, 3004), "test": range(3100, 3108), "heldout": range(3200, 3204)}
 WINDOW, SPACING, TARGET_SPACING = 64, 16, 4
 SEEN_AXIS = 0  # the route "sections" sees the sections normal to z only
-BLURS = tuple(np.arange(1.0, 8.01, 0.5))
 SETTINGS = ReconstructionSettings()
 
 
@@ -63,14 +62,6 @@ def real_volumes() -> dict[str, list[np.ndarray]]:
     params = SteelParameters(shape=(SIDE, SIDE, SIDE))
     return {split: [synthesize_volume(params, seed)[1] for seed in seeds]
             for split, seeds in SEEDS.items()}
-
-
-def blurred_noise(shape, blur: float, phase_fraction: float, rng: np.random.Generator
-                  ) -> np.ndarray:
-    from scipy import ndimage
-
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), blur, mode="wrap")
-    return (field > np.quantile(field, 1 - phase_fraction)).astype(np.uint8)
 
 
 def fitted_blur(target, side: int, rng: np.random.Generator) -> float:

@@ -57,10 +57,10 @@ from microvae.modelfile import load_prior, save_prior
 from microvae.reconstruct3d import plane_statistics
 from microvae.volume_vae import (
     VolumeTrainSettings,
-    decode_volume,
     fit_volume_diffusion,
     fit_volume_field,
     generate_volumes,
+    reconstruction_iou,
     train_volume_vae,
     volume_diffusion_config,
 )
@@ -87,18 +87,6 @@ def trained(train: list[np.ndarray], seed: int, prefix: str = "") -> tuple[ConvV
     torch.save(training.model.state_dict(), path)
     record_path.write_text(json.dumps(record) + "\n")
     return training.model, record
-
-
-def test_iou(model: ConvVAE3d, volumes: list[np.ndarray]) -> list[float]:
-    out = []
-    with torch.no_grad():
-        for volume in volumes:
-            volume = volume[tuple(slice(0, n // 8 * 8) for n in volume.shape)]
-            z_mean, _ = model.encode(torch.from_numpy(volume[None, None].astype(np.float32)))
-            decoded = decode_volume(model, z_mean[0]) > 0.5
-            real = volume > 0
-            out.append(round(float((decoded & real).sum() / (decoded | real).sum()), 4))
-    return out
 
 
 def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict,
@@ -155,7 +143,7 @@ def study(real: dict[str, list[np.ndarray]], side: int, seeds: list[int], tag: s
         prior_path = OUT / f"{prefix}conv3d_seed{seed}_diffusion.pt"
         if prior_path.exists():  # its training record, where the volumes are reused
             records[seed]["diffusion"] = load_prior(prior_path)[1]["extra"]
-        ious[seed] = test_iou(model, real["test"])
+        ious[seed] = [round(reconstruction_iou(model, v), 4) for v in real["test"]]
         print(f"{tag} seed {seed}: test IoU {ious[seed]}", flush=True)
         for mode, volume in generated(model, real["train"], seed, records[seed], side,
                                       prefix).items():

@@ -260,16 +260,15 @@ def _run_decoder(decoder: nn.Sequential, h: torch.Tensor, wrapped: tuple[bool, .
     return h
 
 
-def _periodic_transpose(layer: nn.Module, x: torch.Tensor,
-                        wrapped_axes: tuple[bool, ...] | None = None) -> torch.Tensor:
+def _periodic_transpose(layer: nn.Module, x: torch.Tensor, wrapped_axes: tuple[bool, ...]
+                        ) -> torch.Tensor:
     """``layer`` (a 2-D or 3-D transposed convolution) applied to ``x`` as if ``x`` repeated
-    periodically along the spatial axes flagged in ``wrapped_axes`` (default: all; the others
-    are zero-padded as the layer itself does): pad one cell circularly on each side of a
+    periodically along the spatial axes flagged in ``wrapped_axes`` (the others are
+    zero-padded as the layer itself does): pad one cell circularly on each side of a
     wrapped axis, transpose-convolve it without padding, keep the window the padded layer
     gives. Output index o of the layer is o + stride + padding of the unpadded transposed
     convolution of the wrapped input (kernel 3, one cell of wrap covers every contribution)."""
     dims = x.dim() - 2
-    wrapped_axes = (True,) * dims if wrapped_axes is None else tuple(wrapped_axes)
     pads: list[int] = []
     for wrap in reversed(wrapped_axes):  # F.pad takes the last axis first
         pads += [1, 1] if wrap else [0, 0]

@@ -31,6 +31,7 @@ import torch
 from .config import check_parameters, parse_options
 from .device import Runtime, select_runtime
 from .diffusion import (
+    CELL,
     GRID_MULTIPLE,
     DiffusionConfig,
     DiffusionPrior,
@@ -42,7 +43,6 @@ from .field import FieldPrior, fit_field, sample_field
 from .model import ConvVAE3d, initialize, vae_loss
 
 CUBE_AUGMENTS = ("cube", "flips", "none")
-CELL = 8  # voxels per latent cell
 # Latent cells on each side of a decoded slab: the decoder's output depends on the latent
 # cells within about one cell of it (three stride-2 3x3x3 transposed convolutions and a
 # stride-1 one); two make the slabs' decoding equal to the whole grid's (tests).
@@ -94,19 +94,20 @@ class VolumeCrops:
             if volume.ndim != 3 or min(volume.shape) < size:
                 raise MicrovaeError(f"training volume {index}: shape {volume.shape} holds no "
                                     f"crop of {size}^3 voxels")
-            if mask is None:
-                corners = np.stack(np.meshgrid(*(np.arange(n - size + 1) for n in volume.shape),
-                                               indexing="ij"), -1).reshape(-1, 3)
-            else:
-                corners = crop_corners(mask, size)
+            # without a mask every position is a corner: kept as the grid of positions (the
+            # list of a 512^3 volume's corners alone would take 2.7 GB)
+            corners = tuple(n - size + 1 for n in volume.shape) if mask is None \
+                else crop_corners(mask, size)
             self.volumes.append(np.ascontiguousarray(volume, np.uint8))
             self.corners.append(corners)
-        counts = np.array([len(c) for c in self.corners], np.float64)
+        counts = np.array([np.prod(c) if isinstance(c, tuple) else len(c)
+                           for c in self.corners], np.float64)
         if counts.sum() == 0:
             raise MicrovaeError(f"no crop of {size}^3 voxels lies wholly inside the training "
                                 "volumes' masks")
         self.size = size
         self.symmetries = cube_symmetries(augment)
+        self.counts = counts.astype(np.int64)
         self.weights = torch.from_numpy(counts / counts.sum())
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -115,8 +116,11 @@ class VolumeCrops:
         position = torch.rand(n, generator=generator, dtype=torch.float64)
         out = np.empty((n, 1) + (self.size,) * 3, np.float32)
         for i in range(n):
-            volume, corners = self.volumes[int(which[i])], self.corners[int(which[i])]
-            start = corners[min(int(position[i] * len(corners)), len(corners) - 1)]
+            index = int(which[i])
+            volume, corners = self.volumes[index], self.corners[index]
+            chosen = min(int(position[i] * self.counts[index]), self.counts[index] - 1)
+            start = np.unravel_index(chosen, corners) if isinstance(corners, tuple) \
+                else corners[chosen]
             crop = volume[tuple(slice(int(c), int(c) + self.size) for c in start)]
             out[i, 0] = apply_symmetry(crop, self.symmetries[int(symmetry[i])])
         return torch.from_numpy(out)
@@ -340,6 +344,17 @@ def decode_volume(model: ConvVAE3d, z: torch.Tensor, periodic: bool = False,
         keep = slice(CELL * before, CELL * (before + end - begin))
         out[CELL * begin:CELL * end] = torch.sigmoid(logits[keep].float()).numpy()
     return out
+
+
+@torch.no_grad()
+def reconstruction_iou(model: ConvVAE3d, volume: np.ndarray) -> float:
+    """IoU of phase 1 between a volume (cut to sides that are multiples of :data:`CELL`) and
+    the decoding of its posterior mean cut at 0.5: how well the model learned real volumes."""
+    piece = volume[tuple(slice(0, n // CELL * CELL) for n in volume.shape)]
+    z_mean, _ = model.encode(torch.from_numpy(piece[None, None].astype(np.float32)))
+    decoded = decode_volume(model, z_mean[0]) > 0.5
+    truth = piece > 0
+    return float((decoded & truth).sum() / max((decoded | truth).sum(), 1))
 
 
 def generate_volumes(model: ConvVAE3d, prior: FieldPrior | DiffusionPrior | None, n: int,

@@ -250,9 +250,9 @@ def train_volume_model(out: str | os.PathLike, volumes: list[str] | None = None,
     volumes where the data set has any)."""
     from ..volume_vae import (
         covered_pieces,
-        decode_volume,
         fit_volume_diffusion,
         fit_volume_field,
+        reconstruction_iou,
         train_volume_vae,
     )
     from . import dataset_volumes, read_volumes
@@ -305,15 +305,7 @@ def train_volume_model(out: str | os.PathLike, volumes: list[str] | None = None,
         extra["diffusion"] = prior.state()
         result["diffusion"] = {**prior.describe(), "settings": asdict(diffusion)}
     if val:
-        ious = []
-        with torch.no_grad():
-            for volume in val:
-                side = [n // 8 * 8 for n in volume.shape]
-                piece = volume[:side[0], :side[1], :side[2]]
-                z_mean, _ = model.encode(torch.from_numpy(piece[None, None].astype(np.float32)))
-                decoded = decode_volume(model, z_mean[0]) > 0.5
-                truth = piece > 0
-                ious.append(float((decoded & truth).sum() / max((decoded | truth).sum(), 1)))
+        ious = [reconstruction_iou(model, volume) for volume in val]
         result["val_iou"] = ious
         log.info("val volumes: reconstruction IoU %s", ", ".join(f"{v:.3f}" for v in ious))
     save_model(model, out, extra=extra)
