@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG, build_tiny_dataset
-from microvae import cli
+from microvae import cli, volume_vae
 from microvae.device import select_runtime
+from microvae.diffusion import DiffusionPrior
 from microvae.errors import MicrovaeError
 from microvae.model import ConvVAE, ConvVAE3d, build_model, initialize, model_config
 from microvae.modelfile import load_model, save_model
@@ -18,10 +19,12 @@ from microvae.stages import dataset_volumes
 from microvae.stages.train import train_volume_model
 from microvae.synthetic import SteelParameters, synthesize_volume
 from microvae.volume_vae import (
+    TARGET_CALIBRATION_VOXELS,
     VolumeCrops,
     VolumeTrainSettings,
     apply_symmetry,
     block_shape,
+    calibration_shape,
     cube_symmetries,
     decode_volume,
     encode_volumes,
@@ -254,16 +257,43 @@ def test_3d_descriptors_judged_against_the_spread_between_real_volumes():
         judge_volume_descriptors(real[:1], {})
 
 
-def test_a_volume_at_a_target_phase_fraction(trained_files):
-    """The 3-D diffusion prior is conditioned as the 2-D one: a target is taken (and recorded);
-    one outside (0, 1) is refused by name."""
+def test_a_volume_at_a_target_phase_fraction(trained_files, monkeypatch):
+    """The 3-D diffusion prior is conditioned as the 2-D one: a target is met by one feedback
+    step (the condition moved by the error of volumes drawn first with a generator of their
+    own, seeded seed + 1: recomputed here; two of them, not the default's 8 of 128^3, to keep
+    the test short) or, with --no-calibrate, asked for as it is; one outside (0, 1) is refused
+    by name."""
+    assert TARGET_CALIBRATION_VOXELS == 8 * 128**3
+    monkeypatch.setattr(volume_vae, "TARGET_CALIBRATION_VOXELS", 2 * 64**3)
     directory, model, _ = trained_files
     out, report = directory / "target.npy", directory / "target.json"
     assert cli.main(["volume", "--model", str(model), "--phase-fraction", "0.3", "--shape", "64",
-                     "64", "64", "--out", str(out), "--report", str(report)]) == 0
+                     "64", "64", "--seed", "5", "--out", str(out), "--report",
+                     str(report)]) == 0
     written = json.loads(report.read_text())
-    assert written["phase_fraction_asked"] == 0.3
+    assert written["phase_fraction_asked"] == 0.3 and written["calibrated"]
     assert written["phase_fraction"] == pytest.approx(np.load(out).mean())
+    loaded, payload = load_model(model)
+    prior = DiffusionPrior.from_state(payload["extra"]["diffusion"])
+    count = 2
+    first = generate_volumes(loaded.float(), prior, count, (64, 64, 64),
+                             torch.Generator().manual_seed(6), True, 4, 0.3)
+    expected = float(np.clip(0.3 - (np.mean(first) - 0.3), 0.01, 0.99))
+    assert written["condition"] == pytest.approx(expected, abs=1e-9)
+    assert written["condition"] != 0.3
+    again = directory / "raw.json"
+    assert cli.main(["volume", "--model", str(model), "--phase-fraction", "0.3", "--shape", "64",
+                     "64", "64", "--seed", "5", "--no-calibrate", "--out",
+                     str(directory / "raw.npy"), "--report", str(again)]) == 0
+    raw = json.loads(again.read_text())
+    assert raw["condition"] == 0.3 and not raw["calibrated"]
     assert cli.main(["volume", "--model", str(model), "--phase-fraction", "1.5", "--shape", "64",
                      "64", "64", "--out", str(directory / "bad.npy")]) == 1
     assert not (directory / "bad.npy").exists()
+
+
+def test_calibration_volumes_are_capped_at_128_voxels_a_side():
+    """A 256^3 target is calibrated on 128^3 volumes, still a valid periodic draw; smaller
+    sides are kept."""
+    assert calibration_shape((256, 256, 256)) == (128, 128, 128)
+    assert calibration_shape((64, 512, 96)) == (64, 128, 96)

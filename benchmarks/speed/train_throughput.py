@@ -3,10 +3,13 @@ convolution, unfused Adam, glibc's default allocator) against the project's trai
 `microvae train` runs it: precision 'auto', channels_last, fused Adam, the transposed convolution
 of microvae.model, freed memory kept: microvae.device), at 32 (the default config), 64 and
 128 px, batch 32, in one run, timed in alternating windows. Prints images/s, GFLOP/s and the
-ratio. The peer, the same step in Keras 3 / TensorFlow fp32 (benchmarks/speed/keras_peer.py), runs in
+ratio. The peer, the same step in Keras 3 / TensorFlow in each configuration a Keras user can
+pick (fp32, mixed_bfloat16, each with and without XLA: benchmarks/speed/keras_peer.py), runs in
 the same run where a Python with TensorFlow is at hand (this one, or --peer-python; TensorFlow
-is the optional `bench` extra, never a dependency of microvae): a third column and the project's
-ratio to it.
+is the optional `bench` extra, never a dependency of microvae): a column per configuration and
+the project's ratio to the best of them. The roofline beside it: the machine's matrix-product
+peak in the project's precision (a 2048^3 product timed after each round of windows; the best)
+and the share of it that the project's step and the best Keras step reach.
 
 --ablation adds the project's step with each of its CPU changes undone (stock transposed
 convolution; default allocator); --layers times forward + backward of each layer alone (stock
@@ -103,7 +106,7 @@ def prepare(size: int, batch: int, runtime: Runtime, project: bool = False,
     images = (np.random.default_rng(0).random((batch, size, size)) > 0.75).astype(np.uint8)
     if project:
         cfg = TrainConfig(channels_last=runtime.channels_last, crops=False,
-                          precision="bf16" if runtime.bf16 else "fp32")
+                          precision="bf16" if runtime.bf16 else "fp32", architecture="table1")
         training = prepare_training(images, images, 12, cfg, runtime)
         model, optimizer, x = training.model, training.optimizer, training.x_train
         if stock_layers:
@@ -154,14 +157,22 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
         setups["project_stock_transposed_conv"] = torch_window(
             prepare(size, batch, project, project=True, stock_layers=True), True)
         setups["project_default_allocator"] = torch_window(project_step, False)
-    if peer is not None:
-        peer.ask(prepare=size)
-        setups["keras_tensorflow_fp32"] = (
-            lambda window_seconds: peer.ask(window=size, seconds=window_seconds)["images_per_s"])
+    unavailable = {}
+    for config in (peer.configs if peer is not None else []):
+        answer = peer.ask(prepare=size, config=config)
+        if "error" in answer:
+            unavailable[config] = answer["error"]
+            print(f"    Keras {config} does not run here: {answer['error']}", flush=True)
+            continue
+        setups[f"keras_tensorflow_{config}"] = (
+            lambda window_seconds, config=config: peer.ask(
+                window=size, config=config, seconds=window_seconds)["images_per_s"])
     rates: dict[str, list[float]] = {name: [] for name in setups}
+    peaks = []
     for _ in range(rounds):
         for name, timed in setups.items():
             rates[name].append(timed(seconds / rounds))
+        peaks.append(matmul_peak(torch.bfloat16 if project.bf16 else torch.float32))
     keep_freed_memory()
     train_flops = 3.0 * forward_flops(VAE(size, 12))  # counted on the CPU, whatever the device
     results = {}
@@ -171,6 +182,8 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
                          "rounds": [round(r, 2) for r in values],
                          "gflop_per_image": train_flops / 1e9,
                          "gflop_per_s": rate * train_flops / 1e9}
+    results["matmul_peak_gflop_per_s"] = max(peaks)
+    results["keras_unavailable"] = unavailable
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -180,6 +193,19 @@ def compare(size: int, batch: int, baseline: Runtime, project: Runtime, seconds:
                 project_step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     return results
+
+
+def matmul_peak(dtype: torch.dtype, side: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a ``side``^3 matrix product in ``dtype`` on this CPU (the best of
+    ``repeats``): the roofline that any convolution kernel of the step runs under."""
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * side ** 3 / best / 1e9
 
 
 def layer_table(size: int, batch: int, project: Runtime, seconds: float = 1.0) -> list[dict]:
@@ -237,7 +263,8 @@ class KerasPeer:
     """benchmarks/speed/keras_peer.py --serve run by ``python``: timing windows of the Keras/TensorFlow
     step on request, between the PyTorch ones."""
 
-    def __init__(self, python: str, batch: int, threads: int):
+    def __init__(self, python: str, batch: int, threads: int, configs: list[str]):
+        self.configs = configs
         script = Path(__file__).with_name("keras_peer.py")
         self.process = subprocess.Popen(
             [python, str(script), "--serve", "--batch", str(batch), "--threads", str(threads)],
@@ -271,6 +298,9 @@ def main() -> None:
     parser.add_argument("--peer-python", default=None,
                         help="a Python with TensorFlow for the Keras peer (default: this one, "
                              "where it has TensorFlow)")
+    parser.add_argument("--peer-configs", nargs="+",
+                        default=["fp32", "mixed_bfloat16", "fp32_xla", "mixed_bfloat16_xla"],
+                        help="the Keras configurations to time (keras_peer.py CONFIGS)")
     parser.add_argument("--tag", default="", help="suffix of the result file")
     args = parser.parse_args()
     peer_python = args.peer_python
@@ -284,35 +314,56 @@ def main() -> None:
     baseline = Runtime(torch.device(args.device), bf16=False, channels_last=False)
     project = select_runtime(args.device, "auto", True, args.threads)
     precision = "bf16" if project.bf16 else "fp32"
-    peer = KerasPeer(peer_python, args.batch, args.threads) if peer_python else None
+    peer = (KerasPeer(peer_python, args.batch, args.threads, args.peer_configs)
+            if peer_python else None)
     rows = []
     for size in args.sizes:
         setups = compare(size, args.batch, baseline, project, args.seconds, args.rounds,
                          args.ablation, args.profile, peer)
+        peak = setups.pop("matmul_peak_gflop_per_s")
+        unavailable = setups.pop("keras_unavailable")
         base, ours = setups["baseline"], setups["project"]
         row = {"size": size, "baseline_stock_fp32_nchw": base,
                "project": {**ours, "precision": precision,
                            "channels_last": project.channels_last},
                "ratio": ours["images_per_s"] / base["images_per_s"],
+               "matmul_peak_gflop_per_s": peak, "keras_unavailable": unavailable,
+               "project_share_of_peak": ours["gflop_per_s"] / peak,
                **{name: value for name, value in setups.items()
                   if name not in ("baseline", "project")}}
         print(f"{size} px, batch {args.batch}: stock fp32 NCHW {base['images_per_s']:.1f} img/s "
               f"({base['gflop_per_s']:.0f} GFLOP/s) | project ({precision}) "
               f"{ours['images_per_s']:.1f} img/s ({ours['gflop_per_s']:.0f} GFLOP/s) | ratio "
-              f"{row['ratio']:.2f}x | {ours['gflop_per_image']:.2f} GFLOP per image per step",
+              f"{row['ratio']:.2f}x | {ours['gflop_per_image']:.2f} GFLOP per image per step | "
+              f"{precision} matmul peak {peak:.0f} GFLOP/s, project at {row['project_share_of_peak']:.0%}",
               flush=True)
         for name in setups:
             if name.startswith("project_"):
                 print(f"    {name}: {setups[name]['images_per_s']:.1f} img/s", flush=True)
         if peer is not None:
-            keras = setups["keras_tensorflow_fp32"]
-            keras["tensorflow"] = peer.ask(prepare=size)["tensorflow"]
-            row["project_over_keras"] = ours["images_per_s"] / keras["images_per_s"]
-            paired = [a / b for a, b in zip(ours["rounds"], keras["rounds"])]
-            row["project_over_keras_per_round"] = [round(r, 3) for r in paired]
-            print(f"    Keras/TensorFlow {keras['tensorflow']} fp32 {keras['images_per_s']:.1f} "
-                  f"img/s | project / Keras {row['project_over_keras']:.2f}x (per round "
-                  f"{min(paired):.2f}-{max(paired):.2f}x)", flush=True)
+            ran = [config for config in peer.configs if config not in unavailable]
+            version = peer.ask(prepare=size, config=ran[0])["tensorflow"]
+            for config in ran:
+                keras = setups[f"keras_tensorflow_{config}"]
+                keras["tensorflow"] = version
+                paired = [a / b for a, b in zip(ours["rounds"], keras["rounds"])]
+                keras["project_over"] = ours["images_per_s"] / keras["images_per_s"]
+                keras["project_over_per_round"] = [round(r, 3) for r in paired]
+                print(f"    Keras/TensorFlow {version} {config} {keras['images_per_s']:.1f} "
+                      f"img/s | project / it {keras['project_over']:.2f}x (per round "
+                      f"{min(paired):.2f}-{max(paired):.2f}x)", flush=True)
+            best = max(ran,
+                       key=lambda c: setups[f"keras_tensorflow_{c}"]["images_per_s"])
+            keras = setups[f"keras_tensorflow_{best}"]
+            row["best_keras"] = best
+            row["project_over_keras"] = keras["project_over"]
+            row["project_over_keras_per_round"] = keras["project_over_per_round"]
+            row["best_keras_share_of_peak"] = keras["gflop_per_s"] / peak
+            row["share_of_peak_for_1_3x"] = 1.3 * keras["gflop_per_s"] / peak
+            row["share_of_peak_for_1_5x"] = 1.5 * keras["gflop_per_s"] / peak
+            print(f"    best Keras: {best}, at {row['best_keras_share_of_peak']:.0%} of the peak; "
+                  f"1.3x / 1.5x it need {row['share_of_peak_for_1_3x']:.0%} / "
+                  f"{row['share_of_peak_for_1_5x']:.0%} of the peak", flush=True)
         if args.layers:
             row["layers_ms"] = layer_table(size, args.batch, project)
             if peer is not None:

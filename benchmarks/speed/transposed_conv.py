@@ -8,10 +8,17 @@ and forward + backward, interleaved (rounds of every variant in turn; the minimu
 - subpixel: four ordinary convolutions with the 1x1, 1x2, 2x1 and 2x2 sub-kernels of the same
   weights, one per output phase, interleaved (a pixel shuffle): no multiplications by the zeros
   a deconvolution inserts;
+- subpixel_fused: the four sub-kernels zero-padded to 2x2 and stacked as one ordinary 2x2
+  convolution with 4x the output channels, then a pixel shuffle: one large kernel call instead
+  of four small ones, at 16/9 of the multiplications;
 - gemm_col2im: one matrix product (weights^T x input) and ``F.fold`` (col2im), as TensorFlow
   computes it.
 
-    python benchmarks/speed/transposed_conv.py [--batch 32] [--rounds 5]
+    python benchmarks/speed/transposed_conv.py [--batch 32] [--rounds 5] [--bf16]
+        [--channels-last] [--tag _bf16_cl]
+
+--bf16 times every variant in bfloat16 (the project's precision on a CPU with AVX512-BF16),
+--channels-last in the project's memory layout.
 """
 
 from __future__ import annotations
@@ -57,6 +64,24 @@ def subpixel(x, w, b):
     return torch.stack((top, bottom), 3).reshape(n, k.shape[0], 2 * h, 2 * width)
 
 
+# output phase (0: even, 1: odd rows or columns) -> (input offset, kernel index) pairs of a
+# stride-2 3x3 transposed convolution with padding 1 and output padding 1
+PHASE_TAPS = {0: ((0, 1),), 1: ((0, 2), (1, 0))}
+
+
+def subpixel_fused(x, w, b):
+    c, oc = w.shape[:2]
+    kernel = w.new_zeros(oc, 2, 2, c, 2, 2)
+    for row_phase, row_taps in PHASE_TAPS.items():
+        for col_phase, col_taps in PHASE_TAPS.items():
+            for di, ki in row_taps:
+                for dj, kj in col_taps:
+                    kernel[:, row_phase, col_phase, :, di, dj] = w[:, :, ki, kj].t()
+    y = F.conv2d(F.pad(x, (0, 1, 0, 1)), kernel.reshape(4 * oc, c, 2, 2),
+                 None if b is None else b.repeat_interleave(4))
+    return F.pixel_shuffle(y, 2)
+
+
 def gemm_col2im(x, w, b):
     n, c, h, width = x.shape
     cols = torch.matmul(w.reshape(c, -1).t(), x.reshape(n, c, h * width))
@@ -64,7 +89,8 @@ def gemm_col2im(x, w, b):
     return y if b is None else y + b.view(1, -1, 1, 1)
 
 
-VARIANTS = {"stock": stock, "project": project, "subpixel": subpixel, "gemm_col2im": gemm_col2im}
+VARIANTS = {"stock": stock, "project": project, "subpixel": subpixel,
+            "subpixel_fused": subpixel_fused, "gemm_col2im": gemm_col2im}
 
 
 def check_equal() -> float:
@@ -105,16 +131,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--bf16", action="store_true", help="time in bfloat16")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last tensors")
+    parser.add_argument("--tag", default="", help="suffix of the result file")
     args = parser.parse_args()
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     worst = check_equal()
     print(f"largest difference from stock (float64, values and gradients): {worst:.2e}")
     torch.manual_seed(0)
     rows = []
     for size in args.sizes:
         for c, oc, h in LAYERS[size]:
-            x = torch.randn(args.batch, c, h, h)
-            w = torch.randn(c, oc, 3, 3) * 0.05
-            b = torch.randn(oc)
+            x = torch.randn(args.batch, c, h, h).to(dtype).contiguous(memory_format=layout)
+            w = (torch.randn(c, oc, 3, 3) * 0.05).to(dtype).contiguous(memory_format=layout)
+            b = torch.randn(oc).to(dtype)
             for backward in (False, True):
                 for f in VARIANTS.values():  # warm-up
                     timed(f, x, w, b, backward, 1)
@@ -130,8 +161,10 @@ def main() -> None:
                 print(f"{size:4d} px {c:3d}->{oc:3d} at {h:3d}^2 {row['pass']:16s} " +
                       "  ".join(f"{name} {t:7.1f} ms ({row['over_stock'][name]:.2f}x)"
                                 for name, t in best.items()))
-    save("transposed_conv", {"batch": args.batch, "rounds": args.rounds,
-                             "max_difference_float64": worst, "rows": rows})
+    save("transposed_conv" + args.tag, {"batch": args.batch, "rounds": args.rounds,
+                                        "dtype": str(dtype).removeprefix("torch."),
+                                        "channels_last": args.channels_last,
+                                        "max_difference_float64": worst, "rows": rows})
 
 
 if __name__ == "__main__":

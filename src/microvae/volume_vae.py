@@ -41,6 +41,7 @@ from .diffusion import (
 from .errors import MicrovaeError
 from .field import FieldPrior, fit_field, sample_field
 from .model import ConvVAE3d, initialize, vae_loss
+from .sample import TARGET_CALIBRATION_STEPS, calibrated_condition
 
 CUBE_AUGMENTS = ("cube", "flips", "none")
 # Latent cells on each side of a decoded slab: the decoder's output depends on the latent
@@ -360,19 +361,62 @@ def reconstruction_iou(model: ConvVAE3d, volume: np.ndarray) -> float:
 def generate_volumes(model: ConvVAE3d, prior: FieldPrior | DiffusionPrior | None, n: int,
                      shape: tuple[int, int, int], generator: torch.Generator,
                      periodic: bool = False, slab_cells: int = 4,
-                     phase_fraction: float | None = None) -> list[np.ndarray]:
+                     condition: float | None = None) -> list[np.ndarray]:
     """``n`` binary volumes of ``shape`` (multiples of 8): latent grids from the ``diffusion``
-    prior (a :class:`DiffusionPrior`, asked for ``phase_fraction`` where given), the ``field``
-    prior (a :class:`FieldPrior`) or N(0, I) (``prior`` None), decoded in slabs and cut at 0.5
-    (no threshold that forces the phase fraction)."""
+    prior (a :class:`DiffusionPrior`, conditioned on the phase fraction ``condition`` where
+    given: a target as it is, or the calibrated condition of :func:`target_condition`), the
+    ``field`` prior (a :class:`FieldPrior`) or N(0, I) (``prior`` None), decoded in slabs and
+    cut at 0.5 (no threshold that forces the phase fraction)."""
     grid = model.latent_shape(*shape)
-    if phase_fraction is not None and not isinstance(prior, DiffusionPrior):
+    if condition is not None and not isinstance(prior, DiffusionPrior):
         raise MicrovaeError("a target phase fraction needs the diffusion prior")
     if prior is None:
         z = torch.randn((n, *grid), generator=generator)
     elif isinstance(prior, DiffusionPrior):
-        z = sample_volume_grids(prior, n, grid[1:], generator, periodic, phase_fraction)
+        z = sample_volume_grids(prior, n, grid[1:], generator, periodic, condition)
     else:
         z = sample_field(prior, n, *grid[1:], generator=generator, periodic=periodic)
     return [(decode_volume(model, z[i], periodic, slab_cells) > 0.5).astype(np.uint8)
             for i in range(n)]
+
+
+# A target's calibration draws volumes of at most this side (voxels; a 256^3 one would double
+# the time of the volume asked for) ...
+CALIBRATION_SIDE = 128
+# ... holding this many voxels in all: 8 volumes of 128^3. The fraction of one periodic 128^3
+# volume of the default's conv3d model spreads by about +-0.01 around its mean (the 2-D
+# calibration's 32 images of 256 px hold as many voxels as one such volume, but a 3-D structure
+# of the same correlation length holds fewer independent pieces per voxel), so one volume left
+# the calibrated condition off by up to 0.026 (benchmarks/results/volumes_targets.json, first run).
+TARGET_CALIBRATION_VOXELS = 8 * 128**3
+
+
+def calibration_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The shape of the volumes that calibrate a target for volumes of ``shape``: each side
+    capped at :data:`CALIBRATION_SIDE` (a multiple of 32: still a valid periodic draw)."""
+    return tuple(min(int(side), CALIBRATION_SIDE) for side in shape)
+
+
+def target_condition(model: ConvVAE3d, prior: DiffusionPrior, target: float,
+                     shape: tuple[int, int, int], generator: torch.Generator,
+                     periodic: bool = False, slab_cells: int = 4,
+                     steps: int = TARGET_CALIBRATION_STEPS) -> float:
+    """The condition that meets the phase fraction ``target`` in volumes of ``shape``, by the
+    2-D feedback (:func:`microvae.sample.calibrated_condition`): volumes of
+    :func:`calibration_shape` (as many as hold :data:`TARGET_CALIBRATION_VOXELS`) drawn
+    with ``generator`` at the condition and cut at 0.5 give the achieved fraction, and the
+    condition moves by the error ``steps`` times. No threshold is tuned: the volumes asked for
+    are cut at 0.5 like any other."""
+    if not isinstance(prior, DiffusionPrior):
+        raise MicrovaeError("a target phase fraction needs the diffusion prior")
+    if not 0.0 < float(target) < 1.0:
+        raise MicrovaeError(f"target phase fraction {target} is not between 0 and 1")
+    small = calibration_shape(shape)
+    count = max(1, -(-TARGET_CALIBRATION_VOXELS // int(np.prod(small))))
+
+    def draw(n, generator, size, periodic, condition):
+        return np.stack(generate_volumes(model, prior, n, size, generator, periodic,
+                                         slab_cells, condition)), None
+
+    return calibrated_condition(draw, float(target), small, periodic, lambda v: v, generator,
+                                count, steps)

@@ -255,17 +255,20 @@ def generate_volume(out: str | os.PathLike, model_path: str | os.PathLike,
                     shape: tuple[int, int, int], mode: str = "diffusion", seed: int = 0,
                     periodic: bool = True, phase_fraction: float | None = None,
                     pixel_size: float = 1.0, pixel_unit: str = "px", slab_cells: int = 4,
-                    report: str | os.PathLike | None = None) -> dict[str, Any]:
+                    report: str | os.PathLike | None = None,
+                    calibrate: bool = True) -> dict[str, Any]:
     """One volume of ``shape`` (multiples of 8; of 32 and at least 64 for a periodic diffusion
     draw: the library's checks say so) from a conv3d model (``microvae train-volume``) and one
     of its priors (``mode``), periodic unless asked otherwise, decoded in slabs of
-    ``slab_cells`` latent cells, cut at 0.5; written as ``.vti`` or ``.npy`` with a report."""
+    ``slab_cells`` latent cells, cut at 0.5; written as ``.vti`` or ``.npy`` with a report. A
+    target ``phase_fraction`` is met by the calibrated condition (``calibrate``; draws of a
+    generator of their own, seeded ``seed + 1``), else asked for as it is."""
     import torch
 
     from ..diffusion import DiffusionPrior
     from ..field import FieldPrior
     from ..modelfile import load_model
-    from ..volume_vae import generate_volumes
+    from ..volume_vae import generate_volumes, target_condition
     from ..volumes import volume_descriptors
 
     out = Path(out)
@@ -288,12 +291,20 @@ def generate_volume(out: str | os.PathLike, model_path: str | os.PathLike,
              "field": lambda: FieldPrior.from_state(extra["field"]),
              "prior": lambda: None}[mode]()
     start = time.perf_counter()
-    volume = generate_volumes(model.float(), prior, 1, tuple(shape),
-                              torch.Generator().manual_seed(seed), periodic, slab_cells,
-                              phase_fraction)[0]
+    model = model.float()
+    condition = phase_fraction
+    if phase_fraction is not None and calibrate:
+        condition = target_condition(model, prior, phase_fraction, tuple(shape),
+                                     torch.Generator().manual_seed(seed + 1), periodic,
+                                     slab_cells)
+        log.info("target phase fraction %.4f: condition %.4f (calibrated)", phase_fraction,
+                 condition)
+    volume = generate_volumes(model, prior, 1, tuple(shape), torch.Generator().manual_seed(seed),
+                              periodic, slab_cells, condition)[0]
     seconds = time.perf_counter() - start
     result = {"out": str(out), "model": str(model_path), "mode": mode, "shape": list(shape),
               "seed": seed, "periodic": periodic, "phase_fraction_asked": phase_fraction,
+              "condition": condition, "calibrated": phase_fraction is not None and calibrate,
               "training_phase_fraction": extra.get("phase_fraction"),
               "phase_fraction": float(volume.mean()), "seconds": round(seconds, 1),
               "pixel_size": pixel_size, "pixel_unit": pixel_unit,
