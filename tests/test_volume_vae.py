@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG, build_tiny_dataset
-from microvae import cli, volume_vae
+from microvae import cli, diffusion, volume_vae
 from microvae.device import select_runtime
 from microvae.diffusion import DiffusionPrior
 from microvae.errors import MicrovaeError
@@ -31,6 +31,7 @@ from microvae.volume_vae import (
     fit_volume_field,
     generate_volumes,
     train_volume_vae,
+    volume_crop_sides,
 )
 from microvae.vti import read_vti
 
@@ -208,6 +209,8 @@ def test_volume_from_a_model_loads_in_damask(trained_files, mode, shape, periodi
       "{tmp}/out.vti"], "needs --mode diffusion"),
     (["volume", "--model", "{model}", "--shape", "16", "16", "16", "--out", "{tmp}/out.vti"],
      "multiples of 32"),
+    (["volume", "--model", "{model}", "--no-calibrate", "--out", "{tmp}/out.vti"],
+     "--no-calibrate needs --phase-fraction"),
     (["volume", "--model", "{model}", "--images", "{tmp}/image.npy", "--out", "{tmp}/out.vti"],
      "not both"),
     (["volume", "--model", "{tmp}/conv2d.pt", "--out", "{tmp}/out.vti"],
@@ -297,3 +300,31 @@ def test_calibration_volumes_are_capped_at_128_voxels_a_side():
     sides are kept."""
     assert calibration_shape((256, 256, 256)) == (128, 128, 128)
     assert calibration_shape((64, 512, 96)) == (64, 128, 96)
+
+
+def test_the_3d_prior_crops_thin_volumes_along_their_thin_axis_only(monkeypatch):
+    """Blocks of 48 x 256 x 256 voxels (the default's volumes: 6 x 32 x 32 cells) train the
+    prior on crops of 4 x 8 x 8 cells, not cubes of 4 (which left its volumes at 0.36 against
+    0.24); an axis thinner than 4 cells is refused by name; the crops drawn have those sides."""
+    assert volume_crop_sides((6, 32, 32), 8) == (4, 8, 8)
+    assert volume_crop_sides((16, 16, 16), 8) == (8, 8, 8)
+    assert volume_crop_sides((9, 12, 40), 8) == (8, 8, 8)
+    with pytest.raises(MicrovaeError, match="too thin for the diffusion prior"):
+        volume_crop_sides((3, 32, 32), 8)
+    seen = []
+    original = diffusion._train_denoiser
+
+    def spy(denoiser, batch, *args):
+        seen.append(tuple(batch()[0].shape[2:]))
+        return original(denoiser, batch, *args)
+
+    monkeypatch.setattr(diffusion, "_train_denoiser", spy)
+    grids = torch.randn(3, 2, 6, 16, 16)
+    prior = diffusion.fit_diffusion(grids, torch.rand(3, 6, 16, 16),
+                                    diffusion.DiffusionConfig(width=8, max_steps=2,
+                                                              max_minutes=None, crop_cells=8),
+                                    0.3, crop_sides=(4, 8, 8))
+    assert seen == [(4, 8, 8)] and prior.crop_cells == 4
+    with pytest.raises(MicrovaeError, match="do not fit"):
+        diffusion.fit_diffusion(grids, torch.rand(3, 6, 16, 16),
+                                diffusion.DiffusionConfig(width=8, max_steps=2, crop_cells=8), 0.3)

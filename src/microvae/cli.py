@@ -595,6 +595,9 @@ def run_volume(args: argparse.Namespace) -> None:
     from .errors import MicrovaeError
     from .stages.export import generate_volume, reconstruct_from_sections
 
+    if args.no_calibrate and args.phase_fraction is None:
+        raise MicrovaeError("--no-calibrate needs --phase-fraction (it asks the prior for that "
+                            "target as it is)")
     if args.model is not None:
         others = [name for name in ("images", "xy", "xz", "yz", "dataset")
                   if getattr(args, name) is not None]

@@ -379,10 +379,12 @@ def training_crop_cells(crop_cells: int | None, window_px: int) -> int:
 
 def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionConfig,
                   training_phase_fraction: float, active: torch.Tensor | None = None,
-                  log_every: int = 200, log=None, device: str | None = None) -> DiffusionPrior:
+                  log_every: int = 200, log=None, device: str | None = None,
+                  crop_sides: tuple[int, ...] | None = None) -> DiffusionPrior:
     """Train the denoiser on latent grids (N, C, h, w), or (N, C, d, h, w) of a conv3d model,
     with their condition maps (N, h, w) or (N, d, h, w): random crops of ``cfg.crop_cells``
-    cells per side, one noise level per example; stops after ``cfg.max_steps`` steps or
+    cells per side (``crop_sides``: one side per axis instead, for grids thinner along some
+    axis), one noise level per example; stops after ``cfg.max_steps`` steps or
     ``cfg.max_minutes``; on CUDA where present (``device`` None).
     ``active`` (C,) bool: the channels to model (the others, which the encoder leaves at its
     prior, are drawn i.i.d. from their own mean and spread); None = all. All randomness from
@@ -394,9 +396,11 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
     n, channels, *sides = grids.shape
     spatial = tuple(range(2, grids.dim()))
     crop = cfg.crop_cells or DEFAULT_CROP_CELLS
-    if min(sides) < crop:
-        raise MicrovaeError(f"diffusion.crop_cells: {crop} cells do not fit in the encoded "
-                            f"training windows ({'x'.join(map(str, sides))} cells); lower it")
+    crops = tuple(int(c) for c in crop_sides) if crop_sides is not None else (crop,) * len(sides)
+    if len(crops) != len(sides) or any(s < c for s, c in zip(sides, crops)):
+        raise MicrovaeError(f"diffusion.crop_cells: {'x'.join(map(str, crops))} cells do not fit "
+                            f"in the encoded training windows ({'x'.join(map(str, sides))} "
+                            "cells); lower it")
     if tuple(conditions.shape) != (n, *sides):
         raise MicrovaeError(f"condition maps {tuple(conditions.shape)} do not match the grids "
                             f"{tuple(grids.shape)}")
@@ -412,9 +416,11 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
 
     def batch():
         index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
-        starts = torch.stack([torch.randint(0, side - crop + 1, (cfg.batch_size,),
-                                            generator=generator) for side in sides], 1)
-        windows = [tuple(slice(int(s), int(s) + crop) for s in start) for start in starts]
+        starts = torch.stack([torch.randint(0, side - c + 1, (cfg.batch_size,),
+                                            generator=generator)
+                              for side, c in zip(sides, crops)], 1)
+        windows = [tuple(slice(int(s), int(s) + c) for s, c in zip(start, crops))
+                   for start in starts]
         x0 = torch.stack([data[(int(i), slice(None)) + w] for i, w in zip(index, windows)])
         cond = torch.stack([conditions[(int(i),) + w] for i, w in zip(index, windows)])[:, None]
         return x0, cond
@@ -423,7 +429,7 @@ def fit_diffusion(grids: torch.Tensor, conditions: torch.Tensor, cfg: DiffusionC
                                    cfg, generator, log_every, log, device)
     low, high = np.quantile(conditions.numpy(), [0.01, 0.99])
     return DiffusionPrior(ema, mean, std, history, float(training_phase_fraction),
-                          (float(low), float(high)), active, crop)
+                          (float(low), float(high)), active, min(crops))
 
 
 def fit_vector_diffusion(z_mean: torch.Tensor, z_log_var: torch.Tensor,
