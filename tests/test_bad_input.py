@@ -43,6 +43,7 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 25 | pack | split fractions that do not sum to 1 (CLI) | 'sum to 1' |
 | 26 | evaluate | samples file missing | 'file not found' |
 | 27 | config | volume.shape not a multiple of 32, volume.crop_size not of 8 | the key, 'multiple of' |
+| 27b | config | volume.phase_fractions outside (0, 1), or without the diffusion prior | the key |
 | 28 | train-volume, volume | a 2-D image as a volume, two sources, ... (test_volume_vae.py) | the file |
 RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_tiff).
 """
@@ -366,6 +367,9 @@ def config_with(**changes):
     ({"volume": {"enabled": True, "shape": [64, 64, 48]}},
      ["volume.shape[2]", "multiple of 32"]),
     ({"volume": {"crop_size": 20}}, ["volume.crop_size", "multiple of 8"]),
+    ({"volume": {"phase_fractions": [0.3, 1.0]}}, ["volume.phase_fractions[1]"]),
+    ({"volume": {"phase_fractions": [0.3], "diffusion": False}},
+     ["volume.phase_fractions", "need volume.diffusion: true"]),
 ])
 def test_bad_config(tmp_path, changes, messages):
     write_config(tmp_path, config_with(**changes))

@@ -378,9 +378,9 @@ def test_conv_model_end_to_end_with_large_images_and_export(tmp_path):
 
 def test_volumes_end_to_end_train_generate_judge(tmp_path):
     """volume.enabled: the conv3d model trains on the train split's volumes (sections stacked
-    back), generates periodic .vti volumes from both priors, and the judge scores them per
-    axis against the test volumes beside blurred noise; a generation setting re-generates
-    without re-training."""
+    back), generates periodic .vti volumes from both priors and at a target phase fraction
+    (calibrated), and the judge scores them per axis against the test volumes beside blurred
+    noise; a generation setting re-generates without re-training."""
     import copy
 
     from microvae.vti import read_vti
@@ -390,9 +390,9 @@ def test_volumes_end_to_end_train_generate_judge(tmp_path):
     config["sources"][0]["pixel_size"] = 0.5
     config["volume"] = {"enabled": True, "crop_size": 16, "latent_channels": 2, "steps": 6,
                         "batch_size": 2, "diffusion_steps": 4, "shape": [64, 64, 64], "n": 1,
-                        "threads": 1}
+                        "phase_fractions": [0.3], "threads": 1}
     write_config(tmp_path, config)
-    snakemake(tmp_path, "results/evaluation/volumes.json")
+    snakemake(tmp_path, "results/evaluation/volumes.json", "results/volumes/target_0.3_0.vti")
     results = tmp_path / "results"
     training = json.loads((results / "models/volume/training.json").read_text())
     assert training["steps"] == 6 and training["diffusion"]["steps"] == 4
@@ -404,6 +404,10 @@ def test_volumes_end_to_end_train_generate_judge(tmp_path):
     assert {"diffusion", "field", "blurred_noise"} <= set(metrics["by_axis"]["0"])
     assert metrics["by_axis"]["0"]["blurred_noise"]["n_judged"] > 0
     assert (results / "evaluation/volumes.png").stat().st_size > 1000
+    target = json.loads((results / "volumes/target_0.3_0.json").read_text())
+    assert target["phase_fraction_asked"] == 0.3 and target["calibrated"]
+    assert read_vti(results / "volumes/target_0.3_0.vti")[0].mean() == pytest.approx(
+        target["phase_fraction"])
     config["volume"]["shape"] = [64, 64, 96]
     write_config(tmp_path, config)
     planned = snakemake(tmp_path, "results/evaluation/volumes.json", "-n").stdout

@@ -37,7 +37,7 @@ WORKFLOW_KEYS = {
     "model": ("latent_sizes",),
     "diffusion": ("enabled",),
     "volume": ("enabled", "diffusion", "diffusion_steps", "shape", "modes", "n", "periodic",
-               "seed", "threads"),
+               "phase_fractions", "seed", "threads"),
 }
 # The model section's training keys go to TrainConfig beside the train section's.
 TRAINING_SECTIONS = ("train", "model")
@@ -228,6 +228,10 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         errors.append("config key sample.graded: a graded map goes through the diffusion prior "
                       "of a conv model: it needs model.architecture: conv and "
                       "diffusion.enabled: true")
+    volume = config.get("volume", {})
+    if volume.get("phase_fractions") and not volume.get("diffusion", True):
+        errors.append("config key volume.phase_fractions: volumes at a target phase fraction "
+                      "are drawn from the 3-D diffusion prior: they need volume.diffusion: true")
     split = config.get("split", {})
     if all(k in split for k in ("train", "val", "test")):
         total = split["train"] + split["val"] + split["test"]

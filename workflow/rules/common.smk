@@ -59,7 +59,14 @@ DIFFUSION = config["diffusion"]["enabled"]
 # 3-D: a conv3d model on the data set's volumes, generated volumes judged against real ones.
 VOLUME = config["volume"]["enabled"]
 # The volume section's keys that only the generation reads (a change re-generates, no retraining).
-VOLUME_GENERATION_KEYS = ("shape", "modes", "n", "periodic", "threads")
+VOLUME_GENERATION_KEYS = (
+    "shape",
+    "modes",
+    "n",
+    "periodic",
+    "phase_fractions",
+    "threads",
+)
 
 
 wildcard_constraints:
@@ -218,6 +225,15 @@ def generated_volumes():
     )
 
 
+def target_volumes():
+    """The volumes at each target phase fraction of volume.phase_fractions."""
+    return expand(
+        "results/volumes/target_{fraction}_{index}.vti",
+        fraction=[f"{f:g}" for f in config["volume"]["phase_fractions"]],
+        index=range(config["volume"]["n"]),
+    )
+
+
 def large_metrics():
     return (
         expand("results/evaluation/latent_{latent}/large.json", latent=LATENTS)
@@ -244,7 +260,7 @@ def all_targets():
             if LARGE_SIZES
             else []
         ),
-        *(["results/evaluation/volumes.json"] if VOLUME else []),
+        *(["results/evaluation/volumes.json", *target_volumes()] if VOLUME else []),
     ]
 
 

@@ -49,3 +49,32 @@ rule generate_volume:
         "python -m microvae volume --model {input:q} --mode {wildcards.mode}"
         " --shape {params.shape} --seed {params.seed} {params.periodic} {params.pixel}"
         " --out {output.volume:q} --report {output.report:q} > {log:q} 2>&1"
+
+
+rule generate_volume_at_target:
+    input:
+        "results/models/volume/model.pt",
+    output:
+        volume="results/volumes/target_{fraction}_{index}.vti",
+        report="results/volumes/target_{fraction}_{index}.json",
+    log:
+        "results/logs/generate_volume/target_{fraction}_{index}.log",
+    benchmark:
+        "results/benchmarks/generate_volume/target_{fraction}_{index}.tsv"
+    wildcard_constraints:
+        fraction=r"0\.\d+",
+    conda:
+        "../envs/model.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        shape=" ".join(map(str, config["volume"]["shape"])),
+        seed=lambda wildcards: config["volume"]["seed"] + int(wildcards.index),
+        periodic="" if config["volume"]["periodic"] else "--no-periodic",
+        pixel=volume_pixel_options(),
+    shell:
+        "python -m microvae volume --model {input:q} --mode diffusion"
+        " --phase-fraction {wildcards.fraction} --shape {params.shape} --seed {params.seed}"
+        " {params.periodic} {params.pixel} --out {output.volume:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
