@@ -225,6 +225,16 @@ def generated_volumes():
     )
 
 
+def volume_mode_options(wildcards):
+    """--mode (and --phase-fraction) of a generated volume set: a prior's name, or
+    target_{fraction} (the diffusion prior at that phase fraction)."""
+    if wildcards.set.startswith("target_"):
+        return (
+            f"--mode diffusion --phase-fraction {wildcards.set.removeprefix('target_')}"
+        )
+    return f"--mode {wildcards.set}"
+
+
 def target_volumes():
     """The volumes at each target phase fraction of volume.phase_fractions."""
     return expand(

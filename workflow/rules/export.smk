@@ -21,60 +21,33 @@ rule export:
         " --params {params.options:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
-# 3-D (volume.enabled): volumes of volume.shape from the conv3d model's priors, as .vti for
+# 3-D (volume.enabled): volumes of volume.shape from the conv3d model's priors (set = a mode) or
+# from its diffusion prior at a target phase fraction (set = target_{fraction}), as .vti for
 # DAMASK and ParaView (voxel size of the first source with a pixel_size).
 rule generate_volume:
     input:
         "results/models/volume/model.pt",
     output:
-        volume="results/volumes/{mode}_{index}.vti",
-        report="results/volumes/{mode}_{index}.json",
+        volume="results/volumes/{set}_{index}.vti",
+        report="results/volumes/{set}_{index}.json",
     log:
-        "results/logs/generate_volume/{mode}_{index}.log",
+        "results/logs/generate_volume/{set}_{index}.log",
     benchmark:
-        "results/benchmarks/generate_volume/{mode}_{index}.tsv"
+        "results/benchmarks/generate_volume/{set}_{index}.tsv"
     wildcard_constraints:
-        mode="diffusion|field|prior",
+        set=r"diffusion|field|prior|target_0\.\d+",
     conda:
         "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=4000,
     params:
+        mode=volume_mode_options,
         shape=" ".join(map(str, config["volume"]["shape"])),
         seed=lambda wildcards: config["volume"]["seed"] + int(wildcards.index),
         periodic="" if config["volume"]["periodic"] else "--no-periodic",
         pixel=volume_pixel_options(),
     shell:
-        "python -m microvae volume --model {input:q} --mode {wildcards.mode}"
+        "python -m microvae volume --model {input:q} {params.mode}"
         " --shape {params.shape} --seed {params.seed} {params.periodic} {params.pixel}"
         " --out {output.volume:q} --report {output.report:q} > {log:q} 2>&1"
-
-
-rule generate_volume_at_target:
-    input:
-        "results/models/volume/model.pt",
-    output:
-        volume="results/volumes/target_{fraction}_{index}.vti",
-        report="results/volumes/target_{fraction}_{index}.json",
-    log:
-        "results/logs/generate_volume/target_{fraction}_{index}.log",
-    benchmark:
-        "results/benchmarks/generate_volume/target_{fraction}_{index}.tsv"
-    wildcard_constraints:
-        fraction=r"0\.\d+",
-    conda:
-        "../envs/model.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-    params:
-        shape=" ".join(map(str, config["volume"]["shape"])),
-        seed=lambda wildcards: config["volume"]["seed"] + int(wildcards.index),
-        periodic="" if config["volume"]["periodic"] else "--no-periodic",
-        pixel=volume_pixel_options(),
-    shell:
-        "python -m microvae volume --model {input:q} --mode diffusion"
-        " --phase-fraction {wildcards.fraction} --shape {params.shape} --seed {params.seed}"
-        " {params.periodic} {params.pixel} --out {output.volume:q}"
-        " --report {output.report:q} > {log:q} 2>&1"
