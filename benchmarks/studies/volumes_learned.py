@@ -182,8 +182,16 @@ def main() -> None:
                            "source": "openpnm 3.6.4 sdist, tests/fixtures/berea_100_to_300.npz "
                                      "(MIT), octants of 100^3; generated volumes of 96^3",
                            **study(real, 96, args.seeds, "berea", 48, 12)}
-    result["settings"] = asdict(SETTINGS)
-    result["diffusion_settings"] = asdict(volume_diffusion_config())
+    # settings per part: a part run again with other defaults leaves the other part's own
+    for part in ("synthetic", "berea"):
+        if part in result and "settings" not in result[part] and "settings" in result:
+            result[part]["settings"] = result["settings"]
+            result[part]["diffusion_settings"] = result["diffusion_settings"]
+    result.pop("settings", None)
+    result.pop("diffusion_settings", None)
+    part = result["synthetic" if args.real_volume is None else "berea"]
+    part["settings"] = asdict(SETTINGS)
+    part["diffusion_settings"] = asdict(volume_diffusion_config())
     save("volumes_learned", result)
 
 

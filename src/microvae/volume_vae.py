@@ -138,7 +138,7 @@ class VolumeTrainSettings:
     batch_size: int = 8
     steps: int = 2000
     learning_rate: float = 1e-3
-    kl_weight: float = 1.0
+    kl_weight: float = 0.1
     augment: str = "cube"
     max_minutes: float | None = None  # stops earlier on a slow machine (the report says so)
 
