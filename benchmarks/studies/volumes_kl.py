@@ -21,9 +21,7 @@ Writes benchmarks/results/volumes_kl.json; keeps models and volumes under runs/v
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,20 +32,12 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from volumes_from_sections import SEEDS, SPACING, WINDOW, judged_by_axis
+from volumes_learned import diffusion_prior, trained
 
 from machine import REPO, save
-from microvae.device import select_runtime
 from microvae.model import ConvVAE3d
-from microvae.modelfile import load_prior, save_prior
 from microvae.synthetic import SteelParameters, synthesize_volume
-from microvae.volume_vae import (
-    VolumeTrainSettings,
-    decode_volume,
-    fit_volume_diffusion,
-    sample_volume_grids,
-    train_volume_vae,
-    volume_diffusion_config,
-)
+from microvae.volume_vae import VolumeTrainSettings, decode_volume, sample_volume_grids
 
 SIDE = 128
 VAL_SEEDS = {"val_floor": range(3300, 3308), "val_heldout": range(3400, 3402)}
@@ -62,35 +52,13 @@ def volumes(seeds) -> list[np.ndarray]:
 
 
 def model_at(weight: float, train: list[np.ndarray]) -> tuple[ConvVAE3d, dict]:
-    settings = replace(VolumeTrainSettings(), kl_weight=weight)
-    path = OUT / f"kl{weight:g}_seed{SEED}.pt"
-    record_path = path.with_suffix(".json")
-    if path.exists() and record_path.exists():
-        model = ConvVAE3d(settings.crop_size, settings.latent_channels)
-        model.load_state_dict(torch.load(path))
-        return model.eval(), json.loads(record_path.read_text())
-    runtime = select_runtime()
-    training = train_volume_vae(train, settings, torch.Generator().manual_seed(SEED), runtime,
-                                log_every=250, on_log=lambda row: print(weight, row, flush=True))
-    record = {"seconds": round(training.seconds, 1), "steps": training.steps,
-              "bf16": runtime.bf16, "history": training.history}
-    torch.save(training.model.state_dict(), path)
-    record_path.write_text(json.dumps(record) + "\n")
-    return training.model, record
+    return trained(train, SEED, settings=replace(VolumeTrainSettings(), kl_weight=weight),
+                   path=OUT / f"kl{weight:g}_seed{SEED}.pt")
 
 
 def prior_at(weight: float, model: ConvVAE3d, train: list[np.ndarray], record: dict):
-    path = OUT / f"kl{weight:g}_seed{SEED}_diffusion.pt"
-    if path.exists():
-        prior, payload = load_prior(path)
-        record["diffusion"] = payload["extra"]
-        return prior
-    start = time.perf_counter()
-    prior = fit_volume_diffusion(model, train, torch.Generator().manual_seed(2000 + SEED),
-                                 volume_diffusion_config(seed=SEED), log=print)
-    record["diffusion"] = {"seconds": round(time.perf_counter() - start, 1), **prior.describe()}
-    save_prior(prior, path, record["diffusion"])
-    return prior
+    return diffusion_prior(model, train, SEED, record,
+                           path=OUT / f"kl{weight:g}_seed{SEED}_diffusion.pt")
 
 
 @torch.no_grad()

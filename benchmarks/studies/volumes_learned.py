@@ -71,15 +71,19 @@ SETTINGS = VolumeTrainSettings()
 OUT = REPO / "runs" / "volumes_learned"
 
 
-def trained(train: list[np.ndarray], seed: int, prefix: str = "") -> tuple[ConvVAE3d, dict]:
-    path = OUT / f"{prefix}conv3d_seed{seed}.pt"
+def trained(train: list[np.ndarray], seed: int, prefix: str = "",
+            settings: VolumeTrainSettings = SETTINGS, path: Path | None = None
+            ) -> tuple[ConvVAE3d, dict]:
+    """The conv3d model of ``seed`` (kept at ``path``, by default under runs/volumes_learned/;
+    reused where it exists) and its training record."""
+    path = path or OUT / f"{prefix}conv3d_seed{seed}.pt"
     record_path = path.with_suffix(".json")
     if path.exists() and record_path.exists():
-        model = ConvVAE3d(SETTINGS.crop_size, SETTINGS.latent_channels)
+        model = ConvVAE3d(settings.crop_size, settings.latent_channels)
         model.load_state_dict(torch.load(path))
         return model.eval(), json.loads(record_path.read_text())
     runtime = select_runtime()
-    training = train_volume_vae(train, SETTINGS, torch.Generator().manual_seed(seed), runtime,
+    training = train_volume_vae(train, settings, torch.Generator().manual_seed(seed), runtime,
                                 log_every=250, on_log=lambda row: print(seed, row, flush=True))
     record = {"seconds": round(training.seconds, 1), "steps": training.steps,
               "stop_reason": training.stop_reason, "bf16": runtime.bf16,
@@ -90,8 +94,10 @@ def trained(train: list[np.ndarray], seed: int, prefix: str = "") -> tuple[ConvV
 
 
 def diffusion_prior(model: ConvVAE3d, train: list[np.ndarray], seed: int, record: dict,
-                    prefix: str = ""):
-    path = OUT / f"{prefix}conv3d_seed{seed}_diffusion.pt"
+                    prefix: str = "", path: Path | None = None):
+    """The diffusion prior of ``model`` (kept at ``path``; reused where it exists); its
+    training record goes to ``record["diffusion"]``."""
+    path = path or OUT / f"{prefix}conv3d_seed{seed}_diffusion.pt"
     if path.exists():
         prior, payload = load_prior(path)
         record["diffusion"] = payload["extra"]
