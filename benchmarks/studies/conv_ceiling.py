@@ -11,19 +11,20 @@ segmentation morphology (what the finishing of generated sets adds, without its 
 threshold), beside the 64 real windows themselves. Islands of at most 10 px per window say
 what a cut drops.
 
-    python benchmarks/studies/conv_ceiling.py [--weights 1 0.1] [--priors]
+    python benchmarks/studies/conv_ceiling.py [--weights 1 0.1] [--priors] [--seed 0]
 
 With ``--priors`` each model's diffusion prior is trained too (the workflow up to rule
 ``train_prior``) and 64 of its images of 256 px (finished as the workflow finishes them) are
 judged on the same floor: whether a sharper decoder helps the generated images.
 
-Runs the workflow up to rule ``train`` in runs/conv_ceiling_kl{w}/ (reused where finished);
-writes benchmarks/results/conv_ceiling.json.
+Runs the workflow up to rule ``train`` in runs/conv_ceiling_kl{w}_seed{seed}/ (reused where
+finished); adds the seed's part to benchmarks/results/conv_ceiling.json (``runs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -46,15 +47,15 @@ from microvae.sample import Finishing, encode, reconstruct
 from microvae.stages import real_test_windows, segmentation_morphology
 from microvae.stages.evaluate import evaluate_large
 
-N_IMAGES, SIZE, SEED, FRACTION = 64, 256, 0, 0.25
+N_IMAGES, SIZE, FRACTION = 64, 256, 0.25
 
 
-def trained(weight: float, until: str = "train") -> Path:
-    directory = REPO / "runs" / f"conv_ceiling_kl{weight:g}"
+def trained(weight: float, seed: int, until: str = "train") -> Path:
+    directory = REPO / "runs" / f"conv_ceiling_kl{weight:g}_seed{seed}"
     model = directory / "results" / "models" / "latent_8" / "model.pt"
     config = yaml.safe_load((REPO / "config" / "conv.yaml").read_text())
     config["model"]["kl_weight"] = weight
-    config["train"]["seed"] = SEED
+    config["train"]["seed"] = seed
     (directory / "config").mkdir(parents=True, exist_ok=True)
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
@@ -88,6 +89,7 @@ def small_islands(maps: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.1])
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--priors", action="store_true",
                         help="also train each model's diffusion prior and judge 64 of its "
                              "images of 256 px on the same floor")
@@ -103,7 +105,7 @@ def main() -> None:
     sets = {"real_train_64": real}
     training = {}
     for weight in args.weights:
-        model_path = trained(weight, "train_prior" if args.priors else "train")
+        model_path = trained(weight, args.seed, "train_prior" if args.priors else "train")
         model, _ = load_model(model_path)
         if args.priors:
             with h5py.File(drawn(model_path)) as h5:
@@ -119,7 +121,7 @@ def main() -> None:
         training[f"{weight:g}"] = {"last_row": history[-1], "header": history[0],
                                    "iou_train_windows": float(
                                        (cut & real).sum() / max((cut | real).sum(), 1))}
-    samples = REPO / "runs" / "conv_ceiling_sets.h5"
+    samples = REPO / "runs" / f"conv_ceiling_sets_seed{args.seed}.h5"
     with h5py.File(samples, "w") as h5:
         h5.attrs.update({"split": "val", "periodic": False, "latent_size": 8})
         for name, maps in sets.items():
@@ -129,13 +131,19 @@ def main() -> None:
     for name, values in out.items():
         print(f"{name}: {values['verdict']}; failed {values['failed']}; " + ", ".join(
             f"{k} {m:.2f}" for k, m in values["floor_multiple"].items()), flush=True)
-    save("conv_ceiling", {
+    path = REPO / "benchmarks" / "results" / "conv_ceiling.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.pop("machine", None)
+    result.update({"reference_fraction": FRACTION, "n_images": N_IMAGES, "size": SIZE,
+                   "floor": "the firm reference's 8 val volumes"})
+    result.setdefault("runs", {})[str(args.seed)] = {
         "command": "python benchmarks/studies/conv_ceiling.py --weights "
-                   + " ".join(f"{w:g}" for w in args.weights) + (" --priors" if args.priors else ""),
-        "seed": SEED, "reference_fraction": FRACTION, "n_images": N_IMAGES, "size": SIZE,
-        "floor": "the firm reference's 8 val volumes", "training": training, "sets": out,
+                   + " ".join(f"{w:g}" for w in args.weights)
+                   + (" --priors" if args.priors else "") + f" --seed {args.seed}",
+        "training": training, "sets": out,
         "islands": {name: small_islands(maps) for name, maps in sets.items()},
-        "reference": metrics["reference"]})
+        "reference": metrics["reference"]}
+    save("conv_ceiling", result)
 
 
 if __name__ == "__main__":
