@@ -95,22 +95,29 @@ def sampled_at(run: Path, target: float, reference: Path) -> Path:
     return samples
 
 
+def spaced_windows(dataset: Path, split: str, n: int = N_IMAGES, size: int = 256) -> np.ndarray:
+    """``n`` real windows of ``size`` px of a split, as many per volume, evenly spaced from
+    its first section to its last."""
+    _, windows, placement = real_test_windows(dataset, size, split)
+    groups = placement["group"]
+    picked = np.concatenate([np.flatnonzero(groups == g)[np.linspace(
+        0, np.count_nonzero(groups == g) - 1, n // len(np.unique(groups))).astype(int)]
+        for g in np.unique(groups)])
+    return windows[picked]
+
+
 def with_real_control(samples: Path, reference: Path, model_path: Path | None = None) -> Path:
     """A copy of a judged file with 64 real val windows added as one more large set, and (given
     the model) their reconstructions from the posterior mean, cut at 0.5: what the decoder
     makes of real images, a ceiling for any prior of its latent grid."""
-    _, windows, placement = real_test_windows(reference, 256, "val")
-    groups = placement["group"]
-    picked = np.concatenate([np.flatnonzero(groups == g)[np.linspace(
-        0, np.count_nonzero(groups == g) - 1, N_IMAGES // len(np.unique(groups))).astype(int)]
-        for g in np.unique(groups)])
+    real = spaced_windows(reference, "val")
     out = samples.with_name(f"{samples.stem}_with_real.h5")
     shutil.copy(samples, out)
     with h5py.File(out, "a") as h5:
-        h5["large/real_val_64_256"] = windows[picked]
+        h5["large/real_val_64_256"] = real
         if model_path is not None:
             model, _ = load_model(model_path)
-            images = windows[picked].astype(np.float32)
+            images = real.astype(np.float32)
             with torch.no_grad():
                 z_mean, _ = encode(model, images)
                 h5["large/reconstructed_val_64_256"] = reconstruct(model, images, z_mean)[0]

@@ -39,12 +39,13 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conditioning import reference_dataset
+from conditioning_floor import spaced_windows
 
 from machine import REPO, judged, save
 from microvae import cli
 from microvae.modelfile import load_model
 from microvae.sample import Finishing, encode, reconstruct
-from microvae.stages import real_test_windows, segmentation_morphology
+from microvae.stages import segmentation_morphology
 from microvae.stages.evaluate import evaluate_large
 
 N_IMAGES, SIZE, FRACTION = 64, 256, 0.25
@@ -95,12 +96,7 @@ def main() -> None:
                              "images of 256 px on the same floor")
     args = parser.parse_args()
     reference = reference_dataset(FRACTION, {})
-    _, windows, placement = real_test_windows(reference, SIZE, "train")
-    groups = placement["group"]
-    picked = np.concatenate([np.flatnonzero(groups == g)[np.linspace(
-        0, np.count_nonzero(groups == g) - 1, N_IMAGES // len(np.unique(groups))).astype(int)]
-        for g in np.unique(groups)])
-    real = windows[picked].astype(np.uint8)
+    real = spaced_windows(reference, "train", N_IMAGES, SIZE).astype(np.uint8)
     morphology = segmentation_morphology(reference)
     sets = {"real_train_64": real}
     training = {}
