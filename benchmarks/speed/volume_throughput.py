@@ -7,7 +7,8 @@ kernels (the slower CPU kind, emulated: ``machine.AVX2_ONLY``). Weights are untr
 work does not depend on their values. Every measurement runs in a fresh process (its own peak
 resident memory, its own instruction set); the rounds interleave the variants.
 
-    python benchmarks/speed/volume_throughput.py [--rounds 2] [--threads 2]
+    python benchmarks/speed/volume_throughput.py [--rounds 2] [--threads 2] [--only VARIANT ...]
+        [--tag _NAME]
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None,
                         help="run only these variants (ISA/TASK/CHANNELS/PRECISION); the result "
                              "goes to volume_throughput_only.json")
+    parser.add_argument("--tag", default="", help="result file volume_throughput[_only]TAG.json")
     parser.add_argument("--child", nargs=5, metavar=("TASK", "CHANNELS", "PRECISION", "SIDE",
                                                      "SLAB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,9 +155,11 @@ def main() -> None:
         summary[key] = {name: statistics.median(row[name] for row in rows)
                         for name in rows[0] if isinstance(rows[0][name], (int, float))}
     only = f" --only {' '.join(args.only)}" if args.only else ""
-    save("volume_throughput_only" if args.only else "volume_throughput", {
+    tag = f" --tag {args.tag}" if args.tag else ""
+    name = ("volume_throughput_only" if args.only else "volume_throughput") + args.tag
+    save(name, {
         "command": f"python benchmarks/speed/volume_throughput.py --rounds {args.rounds} "
-                   f"--threads {args.threads}{only}",
+                   f"--threads {args.threads}{only}{tag}",
         "side": args.side, "slab_cells": args.slab, "threads": args.threads,
         "median": summary, "samples": samples})
 
