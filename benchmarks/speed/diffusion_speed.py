@@ -4,7 +4,7 @@
 interleaved repeats; peak memory of the process.
 
     python benchmarks/speed/diffusion_speed.py --run runs/large_diffusion_0 [--sizes 256 512]
-        [--n 64] [--repeats 2] [--threads 2]
+        [--n 64] [--repeats 2] [--threads 2] [--tag _NAME]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default: the prior's settings, diffusion.sampling_steps)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", default="", help="result file diffusion_speedTAG.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = args.run / "results" / "models" / f"latent_{args.latent}"
@@ -60,7 +61,8 @@ def main() -> None:
                 started = time.perf_counter()
                 draw()
                 timings.setdefault(f"{name}_{size}", []).append(time.perf_counter() - started)
-    result = {"n_images": args.n, "sizes": args.sizes, "ddim_steps": steps,
+    result = {"command": "python benchmarks/speed/diffusion_speed.py " + " ".join(sys.argv[1:]),
+              "n_images": args.n, "sizes": args.sizes, "ddim_steps": steps,
               "threads": args.threads, "repeats": args.repeats,
               "field_fit_seconds": field_fit_seconds,
               "diffusion_training_minutes": prior.describe()["minutes"],
@@ -71,7 +73,7 @@ def main() -> None:
     for key, value in result["seconds_median"].items():
         print(f"{args.n} images {key}: {value:.1f} s (median of {args.repeats})")
     print(f"peak memory {result['peak_memory_mb']:.0f} MB")
-    save("diffusion_speed", result)
+    save("diffusion_speed" + args.tag, result)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ config/conv.yaml otherwise), asked for 0.20 and 0.30, judged against real synthe
 at 0.20 and 0.30 (their own data sets: floor, real held-out windows) beside the unconditional
 diffusion and field images of the same model; and a graded map (0.15 -> 0.35).
 
-    python benchmarks/studies/conditioning.py [--seeds 0] [--avx2]
+    python benchmarks/studies/conditioning.py [--seeds 0] [--avx2] [--tag _NAME]
 
-Writes benchmarks/results/conditioning.json; runs in runs/conditioning_{seed}/ and
+Writes benchmarks/results/conditioning[TAG].json; runs in runs/conditioning[TAG]_{seed}/ and
 runs/conditioning_reference_{fraction}/.
 """
 
@@ -110,11 +110,15 @@ def figure(samples: Path, metrics: dict, out: Path) -> None:
 def merged_with_earlier_seeds(runs: dict, args: argparse.Namespace) -> dict:
     """The result file with these seeds' runs added to (or replacing) those of earlier runs of
     the study, each seed with the machine and command that made it."""
-    path = REPO / "benchmarks" / "results" / "conditioning.json"
+    path = REPO / "benchmarks" / "results" / f"conditioning{args.tag}.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
     command = "python benchmarks/studies/conditioning.py " + " ".join(sys.argv[1:])
-    result = {"trained_fractions": TRAINED, "targets": TARGETS,
-              "config": mix_config(args.seeds[0], args.avx2),
+    # each seed keeps the config it was trained with (config/conv.yaml changes between stops)
+    configs = {seed: earlier["config"] for seed in earlier.get("runs", {})
+               if "config" in earlier}
+    configs.update(earlier.get("configs", {}))
+    configs.update({s: mix_config(int(s), args.avx2) for s in runs})
+    result = {"trained_fractions": TRAINED, "targets": TARGETS, "configs": configs,
               "runs": {**earlier.get("runs", {}), **runs},
               "machines": {**earlier.get("machines", {}), **{s: machine() for s in runs}},
               "commands": {**earlier.get("commands", {}), **{s: command for s in runs}},
@@ -129,12 +133,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--avx2", action="store_true", help="AVX2 kernels only, fp32")
+    parser.add_argument("--tag", default="",
+                        help="runs in runs/conditioningTAG_{seed}/, conditioningTAG.json")
     args = parser.parse_args()
     env = AVX2_ONLY if args.avx2 else {}
     references = {target: reference_dataset(target, env) for target in TARGETS}
     runs = {}
     for seed in args.seeds:
-        directory = REPO / "runs" / f"conditioning_{seed}"
+        directory = REPO / "runs" / f"conditioning{args.tag}_{seed}"
         run_workflow(directory, mix_config(seed, args.avx2), 2, env)
         samples = directory / "results" / "samples" / "latent_8" / "samples.h5"
         run = {"conditioning": conditioned_sets(samples), "against_real": {}}
@@ -143,7 +149,8 @@ def main() -> None:
                 samples, target, reference, directory / f"against_{target:g}.h5")
         runs[str(seed)] = run
         if seed == args.seeds[0]:
-            figure(samples, run["conditioning"], REPO / "docs" / "figures" / "conditioning.png")
+            figure(samples, run["conditioning"],
+                   REPO / "docs" / "figures" / f"conditioning{args.tag}.png")
         for name, values in run["conditioning"].items():
             print(f"seed {seed} {name}: target {values['target']:.3f}, achieved "
                   f"{values['phase_fraction_mean']:.3f} (at 0.5: "
@@ -154,7 +161,7 @@ def main() -> None:
             for name, values in sets.items():
                 print(f"  real at {target}: {name}: {values['verdict']}; phase fraction "
                       f"{values['phase_fraction']:.3f} (real {values['real_phase_fraction']:.3f})")
-    save("conditioning", merged_with_earlier_seeds(runs, args))
+    save(f"conditioning{args.tag}", merged_with_earlier_seeds(runs, args))
     print(json.dumps({s: r["conditioning"] for s, r in runs.items()}, indent=1)[:2000])
 
 
