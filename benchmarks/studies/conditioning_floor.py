@@ -21,13 +21,20 @@ this floor at all.
         runs/large_firmfloor_1 runs/large_firmfloor_2
     python benchmarks/studies/conditioning_floor.py --texture-runs runs/conditioning_1 \
         runs/conditioning_2
+    python benchmarks/studies/conditioning_floor.py --sweep-runs runs/conditioning_kl0.1_2 \
+        runs/conditioning_kl0.1_0 [--weights 0.5 0.75 1.25] [--sweep-tag kl0.1]
 
 The second judges the default model's (config/conv.yaml) unconditional sets at 256 and 512 px
 against the 20 fresh volumes of its own recipe (0.25) in the same way (large512_0: seed 0 of
 large_sizes.py; the others: ``large.py --seeds 1 2 --sizes 256 --tag firmfloor``). The third
 chooses ``diffusion.target_texture`` (a constant condition map, or the local pattern of free
 draws moved to the target) at the trained fraction 0.25 on this floor, the most descriptors
-within it, and reports the held-out targets with the choice once.
+within it, and reports the held-out targets with the choice once. The fourth chooses the
+guidance weight and the texture together on val: every pair asked for each trained fraction
+(0.15, 0.25, 0.35: the whole span of the training mix), each against 20 fresh volumes made at
+that fraction; the pair with the most descriptors within the floor summed over the trained
+fractions and the runs (ties: the smallest median multiple) is taken and reported once at the
+held-out targets (section ``sweep``, keyed by ``--sweep-tag``).
 
 Writes benchmarks/results/conditioning_floor.json.
 """
@@ -56,6 +63,7 @@ from microvae.stages import real_test_windows
 from microvae.stages.evaluate import evaluate_large
 
 TRAINED_CONTROL = 0.25
+TRAINED = (0.15, 0.25, 0.35)
 N_IMAGES = 64
 # the sets of the workflow run (calibration of the first design) and of target_calibration.py's
 # default (one feedback step)
@@ -163,13 +171,18 @@ def guided(run: Path, target: float, weight: float, reference: Path,
     sample_run(run, samples, target, "--mode", "diffusion", "--guidance", f"{weight:g}",
                "--target-texture" if texture else "--no-target-texture")
     judged_file = run / f"guided_{tag}_judged.h5"
-    with h5py.File(samples) as h5, h5py.File(judged_file, "w") as dst:
-        dst.attrs.update({"split": "test", "periodic": False, "latent_size": 8})
-        name = f"conditioned_{target:g}_256"
-        dst[f"large/{name}"] = h5[f"conditioned/diffusion_{target:g}_256"][()]
-        dst[f"finished/large/{name}"] = h5[f"finished/conditioned/diffusion_{target:g}_256"][()]
-    metrics = evaluate_large(with_real_control(judged_file, reference, model_of(run)), reference,
-                             judged_file.with_suffix(".json"))
+    verdict = judged_file.with_suffix(".json")
+    if verdict.exists() and verdict.stat().st_mtime > samples.stat().st_mtime:
+        metrics = json.loads(verdict.read_text())  # judged by an earlier, interrupted call
+    else:
+        with h5py.File(samples) as h5, h5py.File(judged_file, "w") as dst:
+            dst.attrs.update({"split": "test", "periodic": False, "latent_size": 8})
+            name = f"conditioned_{target:g}_256"
+            dst[f"large/{name}"] = h5[f"conditioned/diffusion_{target:g}_256"][()]
+            dst[f"finished/large/{name}"] = h5[
+                f"finished/conditioned/diffusion_{target:g}_256"][()]
+        metrics = evaluate_large(with_real_control(judged_file, reference, model_of(run)),
+                                 reference, verdict)
     out = {name: {**judged(values), "real_phase_fraction": values["real_phase_fraction"]}
            for name, values in metrics["sets"].items()}
     print(f"{run.name} w {weight:g} at {target:g}: "
@@ -222,9 +235,19 @@ def main() -> None:
                              "held-out targets)")
     parser.add_argument("--default-runs", type=Path, nargs="*", default=[],
                         help="runs of config/conv.yaml's model with large sets")
+    parser.add_argument("--sweep-runs", type=Path, nargs="*", default=[],
+                        help="runs of conditioning.py on which the guidance weight and "
+                             "diffusion.target_texture are chosen together at the trained "
+                             "fractions (then reported at the held-out targets)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.75, 1.25],
+                        help="guidance weights of the sweep")
+    parser.add_argument("--sweep-tag", default="default",
+                        help="the sweep's key in the result's section 'sweep'")
     args = parser.parse_args()
     references = {target: reference_dataset(target, {})
                   for target in (*TARGETS, TRAINED_CONTROL)}
+    if args.sweep_runs:
+        references.update({t: reference_dataset(t, {}) for t in TRAINED})
     for run in args.runs:
         sampled_at(run, TRAINED_CONTROL, references[TRAINED_CONTROL])
     command = "python benchmarks/studies/conditioning_floor.py " + " ".join(sys.argv[1:])
@@ -255,6 +278,50 @@ def main() -> None:
                 f"{t:g}": guided(run, t, weight, references[t], variants[texture["chosen"]])
                 for t in TARGETS}
             saved(command, fractions, texture=texture)
+    if args.sweep_runs:
+        sweep = swept(args.sweep_runs, args.weights, references,
+                      lambda entry: saved(command, fractions, sweep={args.sweep_tag: entry}))
+        saved(command, fractions, sweep={args.sweep_tag: sweep})
+
+
+def pair_name(weight: float, texture: bool) -> str:
+    return f"w{weight:g}_" + ("texture" if texture else "constant")
+
+
+def sweep_score(sets_by_run_and_fraction: list[dict], name: str) -> tuple[int, float]:
+    """Descriptors within the floor summed over runs and trained fractions (negated, to be
+    minimised) and the median multiple of the floor over all judged descriptors."""
+    within, multiples = 0, []
+    for sets in sets_by_run_and_fraction:
+        values = sets[name]
+        within += values["n_within"]
+        multiples += [m for k, m in values["floor_multiple"].items() if k != "phase_fraction"]
+    return -within, float(np.median(multiples))
+
+
+def swept(runs: list[Path], weights: list[float], references: dict, checkpoint) -> dict:
+    """Each (guidance weight, texture) pair at each trained fraction on each run; the pair with
+    the best ``sweep_score`` reported at the held-out targets."""
+    pairs = {pair_name(w, t): (w, t) for w in weights for t in (True, False)}
+    entry: dict = {"weights": weights, "val_fractions": TRAINED, "at_trained": {}}
+    for run in runs:
+        entry["at_trained"][run.name] = {
+            f"{f:g}": {name: guided(run, f, w, references[f], t)[f"conditioned_{f:g}_256"]
+                       for name, (w, t) in pairs.items()} for f in TRAINED}
+        checkpoint(entry)
+    scores = {name: sweep_score([sets for run in entry["at_trained"].values()
+                                 for sets in run.values()], name) for name in pairs}
+    entry["val_score"] = {name: {"n_within": -s[0], "median_multiple": s[1]}
+                          for name, s in scores.items()}
+    entry["chosen"] = min(scores, key=scores.get)
+    weight, texture = pairs[entry["chosen"]]
+    print(f"chosen on val: {entry['chosen']} ({entry['val_score'][entry['chosen']]})", flush=True)
+    entry["held_out"] = {}
+    for run in runs:
+        entry["held_out"][run.name] = {f"{t:g}": guided(run, t, weight, references[t], texture)
+                                       for t in TARGETS}
+        checkpoint(entry)
+    return entry
 
 
 def saved(command: str, fractions: dict, **sections: dict) -> None:
