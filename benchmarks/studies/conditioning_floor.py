@@ -197,10 +197,14 @@ def chosen_variant(by_weight: dict, target: float) -> str:
     the smallest median multiple of the floor over the judged descriptors."""
     def score(item):
         values = item[1][f"conditioned_{target:g}_256"]
-        judged_multiples = [m for k, m in values["floor_multiple"].items()
-                            if k != "phase_fraction"]
-        return (-values["n_within"], float(np.median(judged_multiples)))
+        return (-values["n_within"], float(np.median(judged_multiples(values))))
     return min(by_weight.items(), key=score)[0]
+
+
+def judged_multiples(values: dict) -> list[float]:
+    """A set's multiples of the floor on the judged descriptors (the phase fraction, met by
+    the calibration of targets, left out)."""
+    return [m for k, m in values["floor_multiple"].items() if k != "phase_fraction"]
 
 
 def model_of(run: Path) -> Path:
@@ -279,9 +283,8 @@ def main() -> None:
                 for t in TARGETS}
             saved(command, fractions, texture=texture)
     if args.sweep_runs:
-        sweep = swept(args.sweep_runs, args.weights, references,
-                      lambda entry: saved(command, fractions, sweep={args.sweep_tag: entry}))
-        saved(command, fractions, sweep={args.sweep_tag: sweep})
+        swept(args.sweep_runs, args.weights, references,  # saved as it goes
+              lambda entry: saved(command, fractions, sweep={args.sweep_tag: entry}))
 
 
 def pair_name(weight: float, texture: bool) -> str:
@@ -295,7 +298,7 @@ def sweep_score(sets_by_run_and_fraction: list[dict], name: str) -> tuple[int, f
     for sets in sets_by_run_and_fraction:
         values = sets[name]
         within += values["n_within"]
-        multiples += [m for k, m in values["floor_multiple"].items() if k != "phase_fraction"]
+        multiples += judged_multiples(values)
     return -within, float(np.median(multiples))
 
 
