@@ -23,6 +23,8 @@ this floor at all.
         runs/conditioning_2
     python benchmarks/studies/conditioning_floor.py --sweep-runs runs/conditioning_kl0.1_2 \
         runs/conditioning_kl0.1_0 [--weights 0.5 0.75 1.25] [--sweep-tag kl0.1]
+    python benchmarks/studies/conditioning_floor.py --schedule-runs runs/conditioning_kl0.1_bf16_0 \
+        runs/conditioning_kl0.1_bf16_1 runs/conditioning_kl0.1_bf16_2 [--schedule-from kl0.1]
 
 The second judges the default model's (config/conv.yaml) unconditional sets at 256 and 512 px
 against the 20 fresh volumes of its own recipe (0.25) in the same way (large512_0: seed 0 of
@@ -34,7 +36,12 @@ guidance weight and the texture together on val: every pair asked for each train
 (0.15, 0.25, 0.35: the whole span of the training mix), each against 20 fresh volumes made at
 that fraction; the pair with the most descriptors within the floor summed over the trained
 fractions and the runs (ties: the smallest median multiple) is taken and reported once at the
-held-out targets (section ``sweep``, keyed by ``--sweep-tag``).
+held-out targets (section ``sweep``, keyed by ``--sweep-tag``). The fifth tries a guidance
+weight that rises with the target, fixed on val before any held-out draw: at each trained
+fraction the weight that passed most descriptors there in the saved sweep ``--schedule-from``
+(texture on, summed over its runs; ties: the smallest median multiple), linear in between; each
+run asked for each held-out target with the scheduled weight and with the chosen constant one
+(section ``schedule``, keyed by the sweep's tag).
 
 Writes benchmarks/results/conditioning_floor.json.
 """
@@ -54,7 +61,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/machine.py
 from conditioning import TARGETS, judged_against, reference_dataset
 
-from machine import REPO, judged, save
+from machine import REPO, judged, machine, save
 from microvae import cli
 from microvae.diffusion import DiffusionConfig
 from microvae.modelfile import load_model
@@ -247,9 +254,15 @@ def main() -> None:
                         help="guidance weights of the sweep")
     parser.add_argument("--sweep-tag", default="default",
                         help="the sweep's key in the result's section 'sweep'")
+    parser.add_argument("--schedule-runs", type=Path, nargs="*", default=[],
+                        help="runs of conditioning.py asked for the held-out targets with the "
+                             "weight schedule of the saved sweep --schedule-from")
+    parser.add_argument("--schedule-from", default="kl0.1",
+                        help="the saved sweep (its tag) whose val sets fix the schedule")
     args = parser.parse_args()
-    references = {target: reference_dataset(target, {})
-                  for target in (*TARGETS, TRAINED_CONTROL)}
+    controls = args.runs or args.texture_runs or args.default_runs or args.sweep_runs
+    references = {target: reference_dataset(target, {})  # the schedule needs the targets only
+                  for target in (*TARGETS, *((TRAINED_CONTROL,) if controls else ()))}
     if args.sweep_runs:
         references.update({t: reference_dataset(t, {}) for t in TRAINED})
     for run in args.runs:
@@ -285,6 +298,11 @@ def main() -> None:
     if args.sweep_runs:
         swept(args.sweep_runs, args.weights, references,  # saved as it goes
               lambda entry: saved(command, fractions, sweep={args.sweep_tag: entry}))
+    if args.schedule_runs:
+        path = REPO / "benchmarks" / "results" / "conditioning_floor.json"
+        sweep = json.loads(path.read_text())["sweep"][args.schedule_from]
+        scheduled(args.schedule_runs, sweep, references,  # saved as it goes
+                  lambda entry: saved(command, fractions, schedule={args.schedule_from: entry}))
 
 
 def pair_name(weight: float, texture: bool) -> str:
@@ -323,6 +341,46 @@ def swept(runs: list[Path], weights: list[float], references: dict, checkpoint) 
     for run in runs:
         entry["held_out"][run.name] = {f"{t:g}": guided(run, t, weight, references[t], texture)
                                        for t in TARGETS}
+        checkpoint(entry)
+    return entry
+
+
+def weight_schedule(sweep: dict) -> dict[str, float]:
+    """The guidance weight at each trained fraction of a saved sweep: the weight (texture on)
+    whose sets there pass most descriptors summed over the sweep's runs, ties broken by the
+    smallest median multiple."""
+    schedule = {}
+    for fraction in (f"{f:g}" for f in sweep["val_fractions"]):
+        sets = [run[fraction] for run in sweep["at_trained"].values()]
+        scores = {w: sweep_score(sets, pair_name(w, True)) for w in sweep["weights"]}
+        schedule[fraction] = float(min(scores, key=scores.get))
+    return schedule
+
+
+def scheduled_weight(schedule: dict[str, float], target: float) -> float:
+    """The schedule's weight at ``target``: linear between trained fractions, constant
+    beyond them."""
+    fractions = sorted(schedule, key=float)
+    return float(np.interp(target, [float(f) for f in fractions],
+                           [schedule[f] for f in fractions]))
+
+
+def scheduled(runs: list[Path], sweep: dict, references: dict, checkpoint) -> dict:
+    """Each run asked for each held-out target with the schedule's weight and with the sweep's
+    chosen constant weight (texture on for both), judged against the volumes made there."""
+    schedule = weight_schedule(sweep)
+    constant = float(sweep["chosen"].removeprefix("w").split("_")[0])
+    entry: dict = {"weights_at_trained": schedule, "constant": constant,
+                   "weights_at_targets": {f"{t:g}": scheduled_weight(schedule, t)
+                                          for t in TARGETS}, "held_out": {},
+                    "machine": machine()}  # the file's own "machine" is its last writer's
+    print(f"schedule {schedule}: at the targets {entry['weights_at_targets']}", flush=True)
+    for run in runs:
+        entry["held_out"][run.name] = {f"{t:g}": {
+            name: guided(run, t, weight, references[t], True)
+            for name, weight in (("constant", constant),
+                                 ("scheduled", scheduled_weight(schedule, t)))}
+            for t in TARGETS}
         checkpoint(entry)
     return entry
 
