@@ -33,7 +33,8 @@ def test_stack_equals_one_by_one():
     together = two_point_correlation(stack, batch_size=2)
     for i, image in enumerate(stack):
         alone = two_point_correlation(image[None])
-        np.testing.assert_allclose(together.radial[i], alone.radial[0], atol=1e-9)
+        # float32 FFTs of different batch sizes may take different SIMD paths: equal to rounding
+        np.testing.assert_allclose(together.radial[i], alone.radial[0], atol=1e-6, rtol=0)
 
 
 def test_s2_of_zero_is_phase_fraction():

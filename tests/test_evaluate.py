@@ -44,7 +44,8 @@ def test_weighted_sums_are_the_descriptors_of_the_subset_and_of_repeats():
     weighted, layout = descriptors_of(images, weights)
     repeated, _ = descriptors_of(np.repeat(images, weights.astype(int), axis=0))
     for key in weighted:
-        np.testing.assert_allclose(weighted[key], repeated[key], rtol=1e-9, atol=1e-12,
+        # S2 comes from float32 FFTs whose rounding may depend on the batch size
+        np.testing.assert_allclose(weighted[key], repeated[key], rtol=1e-6, atol=1e-9,
                                    err_msg=key)
 
 
