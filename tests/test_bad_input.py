@@ -44,6 +44,7 @@ or config key, a non-zero exit status, and leave no output file behind.
 | 26 | evaluate | samples file missing | 'file not found' |
 | 27 | config | volume.shape not a multiple of 32, volume.crop_size not of 8 | the key, 'multiple of' |
 | 27b | config | volume.phase_fractions outside (0, 1), or without the diffusion prior | the key |
+| 27c | config | diffusion.guidance_schedule not pairs, fractions that do not rise | the key |
 | 28 | train-volume, volume | a 2-D image as a volume, two sources, ... (test_volume_vae.py) | the file |
 RGBA and 16-bit images must work (tests/test_ingest.py::test_png_rgba_and_16bit_tiff).
 """
@@ -370,6 +371,10 @@ def config_with(**changes):
     ({"volume": {"phase_fractions": [0.3, 1.0]}}, ["volume.phase_fractions[1]"]),
     ({"volume": {"phase_fractions": [0.3], "diffusion": False}},
      ["volume.phase_fractions", "need volume.diffusion: true"]),
+    ({"diffusion": {"guidance_schedule": [[0.3, 1.0, 2.0]]}},
+     ["diffusion.guidance_schedule[0]", "is too long"]),
+    ({"diffusion": {"guidance_schedule": [[0.3, 1.0], [0.2, 1.0]]}},
+     ["diffusion.guidance_schedule", "must lie between 0 and 1 and rise"]),
 ])
 def test_bad_config(tmp_path, changes, messages):
     write_config(tmp_path, config_with(**changes))

@@ -159,6 +159,11 @@ def test_source_options_of_the_workflow_build_source_options():
      "sample.sizes: images larger than the training tiles need model.architecture: conv"),
     (lambda c: c["model"].update(architecture="auto") or c["train"].update(crop_size=64),
      "train.crop_size: model.architecture auto chooses the crop size"),
+    (lambda c: c["diffusion"].update(guidance_schedule=[[0.3, 1.0], [0.2, 0.5]]),
+     "diffusion.guidance_schedule: the phase fractions [0.3, 0.2] must lie between 0 and 1 "
+     "and rise"),
+    (lambda c: c["diffusion"].update(guidance_schedule=[[0.2, 1.0], [1.5, 0.5]]),
+     "diffusion.guidance_schedule"),
 ])
 def test_cross_field_rules(change, message):
     config = filled(TINY_CONFIG)

@@ -12,10 +12,12 @@ from microvae.diffusion import (
     Denoiser,
     DiffusionConfig,
     as_condition_map,
+    check_schedule,
     condition_maps,
     ddim,
     fit_diffusion,
     fit_vector_diffusion,
+    guidance_weight,
     linear_gradient,
     noise_levels,
     sample_grids,
@@ -98,6 +100,55 @@ def test_condition_targets_number_map_and_bad_values():
         as_condition_map(np.zeros((4, 4)), 4, 4)
     with pytest.raises(MicrovaeError, match="graded"):
         linear_gradient(0.0, 0.5, 4, 4)
+
+
+def test_guidance_weight_follows_its_schedule():
+    schedule = [[0.2, 0.5], [0.3, 1.5]]
+    assert guidance_weight(0.75, 0.3) == 0.75 and guidance_weight(0.75, None) == 0.75
+    assert guidance_weight(schedule, 0.25) == pytest.approx(1.0)  # linear between the pairs
+    assert guidance_weight(schedule, 0.1) == 0.5 and guidance_weight(schedule, 0.4) == 1.5
+    assert guidance_weight(schedule, None) == 1.0
+    weights = guidance_weight(schedule, linear_gradient(0.15, 0.35, 2, 5))  # 0.15 .. 0.35
+    assert weights.shape == (2, 5) and weights.dtype == np.float32
+    np.testing.assert_allclose(weights[1], [0.5, 0.5, 1.0, 1.5, 1.5], atol=1e-6)
+    assert DiffusionConfig(guidance_schedule=schedule).guidance_weights == schedule
+    assert DiffusionConfig(guidance=0.6).guidance_weights == 0.6
+    for bad, message in (([[0.3, 1.0], [0.2, 1.0]], "rise"), ([[0.0, 1.0]], "between 0 and 1"),
+                         ([[0.2, -1.0]], ">= 0"), ([[0.2, 1.0, 3.0]], "pairs"), ([], "pairs")):
+        with pytest.raises(MicrovaeError, match=f"diffusion.guidance_schedule: .*{message}"):
+            check_schedule(bad)
+    with pytest.raises(MicrovaeError, match="diffusion.guidance_schedule"):
+        DiffusionConfig.from_options({"guidance_schedule": [[0.3, 1.0], [0.2, 1.0]]})
+
+
+def test_a_guidance_weight_per_cell():
+    """A map of equal weights is the constant weight; a map of two weights is neither."""
+    denoiser = _randomised(Denoiser(2, 8))
+    noise = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, mask = torch.full((2, 1, 8, 8), 0.3), torch.ones(2, 1, 8, 8)
+    constant = ddim(denoiser, noise, cond, mask, 4, guidance=1.5)
+    per_cell = ddim(denoiser, noise, cond, mask, 4, guidance=torch.full((2, 1, 8, 8), 1.5))
+    torch.testing.assert_close(per_cell, constant)
+    halves = torch.full((2, 1, 8, 8), 1.5)
+    halves[..., :4] = 0.5
+    mixed = ddim(denoiser, noise, cond, mask, 4, guidance=halves)
+    assert not torch.allclose(mixed, constant, atol=1e-4)
+    assert not torch.allclose(mixed, ddim(denoiser, noise, cond, mask, 4, guidance=0.5),
+                              atol=1e-4)
+
+
+def test_sample_grids_takes_a_weight_map_with_its_phase_fraction_map(quick):
+    graded = linear_gradient(0.2, 0.4, 8, 8)
+
+    def draw(weights):
+        return sample_grids(quick, 2, 8, 8, torch.Generator().manual_seed(3),
+                            phase_fraction=graded, steps=3, guidance=weights)
+
+    torch.testing.assert_close(draw(np.full((8, 8), 1.5, np.float32)), draw(1.5))
+    assert draw(guidance_weight([[0.2, 0.5], [0.4, 1.5]], graded)).shape == (2, 2, 8, 8)
+    with pytest.raises(MicrovaeError, match="needs a phase-fraction map of that shape"):
+        sample_grids(quick, 2, 8, 8, torch.Generator(), phase_fraction=0.3, steps=2,
+                     guidance=np.ones((8, 8)))
 
 
 def test_one_condition_map_per_grid():
@@ -251,6 +302,10 @@ def test_generate_draws_diffusion_sets_and_finishes_targets_with_the_uncondition
     assert float(out["targets/conditioned/diffusion_0.3_64"]) == pytest.approx(0.3)
     assert out["targets/graded/diffusion_64"].shape == (8, 8)
     assert out["diffusion_fit/active_channels"] == 3
+    scheduled = generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25,
+                         diffusion_prior=prior, sampling_steps=2,
+                         guidance=[[0.2, 0.5], [0.4, 1.5]])  # a weight per cell of the map
+    assert scheduled["graded/diffusion_64"].shape == (2, 64, 64)
     with pytest.raises(MicrovaeError, match="needs its trained prior"):
         generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25)
     with pytest.raises(MicrovaeError, match="need mode diffusion"):

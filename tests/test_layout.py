@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "microvae"
 SCIENCE = ("synthetic", "ingest", "segment", "dataset", "crops", "descriptors", "model", "field",
            "diffusion", "device", "train", "sample", "evaluate", "novelty", "baselines", "volumes",
-           "reconstruct3d", "volume_vae")
+           "reconstruct3d", "volume_vae", "slice_generator")
 FOUNDATION = ("errors", "atomic", "h5io", "tables", "config", "modelfile", "vti", "logs", "modes",
               "memory", "samplesfile")
 UPPER = ("stages", "plots", "cli")

@@ -276,6 +276,13 @@ def test_cli_params_json_and_flags_merge_and_bad_keys_are_named():
                                       "5", "--n-draws", "2"])
     assert section_options(args, "sample", extra) == {"n_prior": 7, "seed": 5, "n_draws": 2,
                                                       "guidance": 1.5}
+    args = build_parser().parse_args(["sample", "--model", "m", "--out", "o",
+                                      "--guidance-schedule", "0.2:0.5", "0.3:1.5"])
+    assert section_options(args, "sample", extra) == {"guidance_schedule": [[0.2, 0.5],
+                                                                            [0.3, 1.5]]}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample", "--model", "m", "--out", "o",
+                                   "--guidance-schedule", "0.2"])
     args = build_parser().parse_args(["sample", "--model", "m", "--out", "o", "--params",
                                       '{"n_priors": 7}'])
     with pytest.raises(MicrovaeError, match="n_priors"):

@@ -368,7 +368,7 @@ def test_conv_model_end_to_end_with_large_images_and_export(tmp_path):
     assert np.array_equal(phase[0], np.load(results / "export/latent_3/field_64_000.npy"))
     assert (results / "evaluation/latent_3/large.png").stat().st_size > 1000
     # a sampling setting of the prior re-samples without re-training anything
-    config["diffusion"]["guidance"] = 1.5
+    config["diffusion"]["guidance_schedule"] = [[0.2, 0.5], [0.4, 1.5]]
     write_config(tmp_path, config)
     planned = snakemake(tmp_path, "-n").stdout
     assert "rule sample:" in planned or "\nsample " in planned

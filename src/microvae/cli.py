@@ -48,9 +48,20 @@ def _figures(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
     return {name: path for name, path in given.items() if path}
 
 
-def _schema_type(spec: dict) -> type:
+def _pair(text: str) -> list[float]:
+    """A pair of numbers given as ``A:B`` (an item of a schema key that holds pairs)."""
+    try:
+        first, second = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers as A:B, got {text!r}") from None
+    return [first, second]
+
+
+def _schema_type(spec: dict):
     kinds = spec.get("type")
     kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "array" in kinds:
+        return _pair
     return int if "integer" in kinds else float if "number" in kinds else str
 
 

@@ -228,6 +228,13 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
         errors.append("config key sample.graded: a graded map goes through the diffusion prior "
                       "of a conv model: it needs model.architecture: conv and "
                       "diffusion.enabled: true")
+    schedule = config.get("diffusion", {}).get("guidance_schedule")
+    if schedule:
+        fractions = [pair[0] for pair in schedule]
+        if not all(0 < f < 1 for f in fractions) or \
+                any(b <= a for a, b in zip(fractions, fractions[1:])):
+            errors.append(f"config key diffusion.guidance_schedule: the phase fractions "
+                          f"{fractions} must lie between 0 and 1 and rise from pair to pair")
     volume = config.get("volume", {})
     if volume.get("phase_fractions") and not volume.get("diffusion", True):
         errors.append("config key volume.phase_fractions: volumes at a target phase fraction "

@@ -95,15 +95,63 @@ class DiffusionConfig:
     condition_dropout: float = 0.2
     sampling_steps: int = 25
     guidance: float = 0.75
+    guidance_schedule: list[list[float]] | None = None
     target_texture: bool = True
     seed: int = 0
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> DiffusionConfig:
-        return parse_options(cls, options, "diffusion")
+        cfg = parse_options(cls, options, "diffusion")
+        if cfg.guidance_schedule is not None:
+            check_schedule(cfg.guidance_schedule)
+        return cfg
 
     def check(self) -> None:
         check_parameters(self, "diffusion")
+        if self.guidance_schedule is not None:
+            check_schedule(self.guidance_schedule)
+
+    @property
+    def guidance_weights(self) -> float | list[list[float]]:
+        """What the samplers take as ``guidance``: the schedule where one is given, else the
+        constant weight."""
+        return self.guidance if self.guidance_schedule is None else self.guidance_schedule
+
+
+def check_schedule(schedule) -> None:
+    """A guidance schedule is (fraction, weight) pairs, fractions in (0, 1) and rising,
+    weights >= 0."""
+    key = "diffusion.guidance_schedule"
+    pairs = np.asarray(schedule, dtype=float) if len(schedule) else np.zeros((0, 2))
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise MicrovaeError(f"{key}: expected [phase fraction, weight] pairs, got {schedule!r}")
+    fractions, weights = pairs.T
+    if not ((fractions > 0) & (fractions < 1)).all():
+        raise MicrovaeError(f"{key}: phase fractions {fractions.tolist()} must lie between 0 "
+                            "and 1")
+    if (np.diff(fractions) <= 0).any():
+        raise MicrovaeError(f"{key}: phase fractions {fractions.tolist()} must rise from pair "
+                            "to pair")
+    if (weights < 0).any():
+        raise MicrovaeError(f"{key}: weights {weights.tolist()} must be >= 0")
+
+
+def guidance_weight(guidance, target):
+    """The classifier-free guidance weight for ``target`` (None, a number, or a map of target
+    fractions): ``guidance`` itself where it is a number; for a schedule ((phase fraction,
+    weight) pairs, fractions rising: :attr:`DiffusionConfig.guidance_schedule`) the weight at
+    the target, linear between the pairs and constant beyond them: a number for a number, a
+    map of weights (float32, the target's shape) for a map. No target: 1 (the conditional
+    model alone is the unconditional one)."""
+    if np.ndim(guidance) == 0:
+        return float(guidance)
+    check_schedule(guidance)
+    if target is None:
+        return 1.0
+    fractions, weights = np.asarray(guidance, dtype=float).T
+    values = target.numpy() if torch.is_tensor(target) else np.asarray(target, dtype=float)
+    weight = np.interp(values, fractions, weights)
+    return float(weight) if np.ndim(weight) == 0 else weight.astype(np.float32)
 
 
 def noise_levels(timesteps: int = TIMESTEPS) -> torch.Tensor:
@@ -552,6 +600,15 @@ def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | 
     return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
 
 
+def as_weight_map(weights, height: int, width: int) -> torch.Tensor:
+    """A map of guidance weights (2-D, or one per image) on the grid's cells, resampled as
+    :func:`as_condition_map` resamples the phase-fraction map it belongs to."""
+    target = torch.as_tensor(np.asarray(weights, np.float32))
+    stack = target[:, None] if target.dim() == 3 else target[None, None]
+    resampled = F.interpolate(stack, size=(height, width), mode="bilinear", align_corners=False)
+    return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
+
+
 def drawn_whole(prior: DiffusionPrior, height: int, width: int, periodic: bool) -> bool:
     """Whether a grid of ``height`` x ``width`` cells is drawn whole (periodic, or large enough)
     rather than cut from a canvas of the training crops' size (:func:`sample_grids`)."""
@@ -561,12 +618,14 @@ def drawn_whole(prior: DiffusionPrior, height: int, width: int, periodic: bool) 
 @torch.no_grad()
 def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
                  generator: torch.Generator, periodic: bool = False, phase_fraction=None,
-                 steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance,
+                 steps: int = DiffusionConfig.sampling_steps, guidance=DiffusionConfig.guidance,
                  batch_size: int = 64, eta: float = 0.0) -> torch.Tensor:
     """``n`` latent grids (n, C, height, width) by DDIM (eta = 0) over ``steps`` noise levels;
     ``phase_fraction``: None, a number, a map or one map per grid (see
     :func:`as_condition_map`; a map covers the output grid); ``guidance`` w: v = uncond + w
-    (cond - uncond), w = 1 the conditional model alone."""
+    (cond - uncond), w = 1 the conditional model alone: a number, or a map of weights of the
+    phase-fraction map's shape (one weight per cell, resampled as the map is; see
+    :func:`guidance_weight`)."""
     if prior.kind != "grid":
         raise MicrovaeError("a prior of latent vectors (table1 models) samples vectors, not "
                             "grids")
@@ -575,6 +634,9 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
     if periodic and (height % GRID_MULTIPLE or width % GRID_MULTIPLE):
         raise MicrovaeError(f"a periodic diffusion sample needs a size that is a multiple of "
                             f"{CELL * GRID_MULTIPLE} px, got {CELL * height}x{CELL * width} px")
+    if np.ndim(guidance) != 0 and np.shape(guidance) != np.shape(phase_fraction):
+        raise MicrovaeError(f"a map of guidance weights of shape {np.shape(guidance)} needs a "
+                            f"phase-fraction map of that shape, got {np.shape(phase_fraction)}")
     if not periodic and np.ndim(phase_fraction) == 0 and \
             not drawn_whole(prior, height, width, periodic):
         return _windows_of_canvases(prior, n, height, width, generator, phase_fraction, steps,
@@ -591,15 +653,23 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
         cond[:, 0] = F.pad(maps[:, None], (0, big_w - width, 0, big_h - height),
                            mode="replicate")[:, 0]
         mask[:] = 1.0
+    weights = 1.0 if condition is None else guidance
+    if np.ndim(weights) == 0:
+        weights = float(weights)
+    else:  # one weight per cell, onto the grid as its phase-fraction map
+        weight_maps = as_weight_map(weights, height, width)
+        weights = F.pad((weight_maps if per_grid else weight_maps[None])[:, None],
+                        (0, big_w - width, 0, big_h - height), mode="replicate")
     active = prior.active_channels
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x = torch.randn((m, prior.channels, big_h, big_w), generator=generator)
         batch_cond = cond[start:start + m] if per_grid else cond.expand(m, -1, -1, -1)
+        batch_weights = weights if np.ndim(weights) == 0 else \
+            weights[start:start + m] if per_grid else weights.expand(m, -1, -1, -1)
         x[:, active] = ddim(prior.denoiser, x[:, active], batch_cond,
-                            mask.expand(m, -1, -1, -1), steps,
-                            guidance if condition is not None else 1.0, periodic, eta,
+                            mask.expand(m, -1, -1, -1), steps, batch_weights, periodic, eta,
                             generator)
         out.append(x[:, :, :height, :width])
     grids = torch.cat(out) if out else torch.zeros((0, prior.channels, height, width))
@@ -695,13 +765,14 @@ def sample_vectors(prior: DiffusionPrior, n: int, generator: torch.Generator,
 
 @torch.no_grad()
 def ddim(denoiser: Denoiser, noise: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor,
-         steps: int, guidance: float = 1.0, periodic: bool = False, eta: float = 0.0,
-         generator: torch.Generator | None = None) -> torch.Tensor:
+         steps: int, guidance: float | torch.Tensor = 1.0, periodic: bool = False,
+         eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """DDIM from ``noise`` (normalised grids at the last noise level) down to a clean grid in
-    ``steps`` evenly spaced noise levels; ``eta`` 0 is deterministic, 1 adds fresh noise at each
-    step as ancestral DDPM sampling does (from ``generator``). Every update is per cell, so with
-    ``periodic`` the whole map from noise to grid commutes with circular shifts (of multiples
-    of :data:`GRID_MULTIPLE` cells)."""
+    ``steps`` evenly spaced noise levels, with the guidance weight ``guidance`` (a number, or a
+    tensor of one weight per cell, shaped as ``condition``); ``eta`` 0 is deterministic, 1 adds
+    fresh noise at each step as ancestral DDPM sampling does (from ``generator``). Every
+    update is per cell, so with ``periodic`` the whole map from noise to grid commutes with
+    circular shifts (of multiples of :data:`GRID_MULTIPLE` cells)."""
     if steps < 1 or steps > TIMESTEPS:
         raise MicrovaeError(f"sampling steps {steps} must be between 1 and {TIMESTEPS}")
     alpha_bar = noise_levels()
@@ -713,7 +784,7 @@ def ddim(denoiser: Denoiser, noise: torch.Tensor, condition: torch.Tensor, mask:
         for i, t in enumerate(levels):
             tt = torch.full((len(x),), int(t), dtype=torch.long)
             v = denoiser(x, tt, condition, mask)
-            if guidance != 1.0:
+            if torch.is_tensor(guidance) or guidance != 1.0:
                 v_free = denoiser(x, tt, condition, unconditional)
                 v = v_free + guidance * (v - v_free)
             a = alpha_bar[t].float()

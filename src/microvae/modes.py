@@ -73,7 +73,7 @@ TRAINED_PRIOR_MODES = tuple(mode.name for mode in REGISTRY if mode.trained_prior
 DATA_MODES = tuple(mode.name for mode in REGISTRY if mode.needs)
 # Keys of the config's diffusion section that the sample rule reads (a change re-samples and
 # does not re-train the prior).
-DIFFUSION_SAMPLING_KEYS = ("sampling_steps", "guidance", "target_texture")
+DIFFUSION_SAMPLING_KEYS = ("sampling_steps", "guidance", "guidance_schedule", "target_texture")
 # The sample stage's figures, with the modes each can show (latent_map: the encoded test
 # images, which every seeded mode encodes).
 SAMPLE_FIGURES = {**{mode.figure: tuple(m.name for m in REGISTRY if m.figure == mode.figure)

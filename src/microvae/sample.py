@@ -47,6 +47,7 @@ from .diffusion import (
     DiffusionPrior,
     condition_maps,
     drawn_whole,
+    guidance_weight,
     linear_gradient,
     sample_grids,
     sample_vectors,
@@ -246,17 +247,21 @@ def field(model: VAE, prior_fit: FieldPrior, n: int, generator: torch.Generator,
 
 def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Generator,
               size: int | None = None, periodic: bool = False, phase_fraction=None,
-              steps: int = DiffusionConfig.sampling_steps, guidance: float = DiffusionConfig.guidance,
+              steps: int = DiffusionConfig.sampling_steps, guidance=DiffusionConfig.guidance,
               texture: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
     grids; for a Table 1 model, from latent vectors (at its one size, a number as target).
-    ``texture``: a number is asked for as :func:`textured_conditions` (grids drawn whole)."""
+    ``guidance``: a weight, or a schedule of weights over target fractions
+    (:func:`guidance_weight`: a number gets the weight at the number, a map one weight per
+    cell). ``texture``: a number is asked for as :func:`textured_conditions` (grids drawn
+    whole), with the weight at the number."""
     kind = "grid" if model.spatial else "vector"
     if prior_fit.kind != kind or prior_fit.channels != model.latent_size:
         raise MicrovaeError(f"the diffusion prior models {prior_fit.kind}s of "
                             f"{prior_fit.channels} channels, the model's latent is a {kind} of "
                             f"{model.latent_size}: the prior of another model")
+    guidance = guidance_weight(guidance, phase_fraction)
     if not model.spatial:
         z = sample_vectors(prior_fit, n, generator, phase_fraction, steps, guidance)
         return decode(model, z), z
@@ -507,7 +512,7 @@ class Generation:
     regions: tuple[np.ndarray, np.ndarray] | None = None
     diffusion_prior: DiffusionPrior | None = None
     sampling_steps: int = DiffusionConfig.sampling_steps
-    guidance: float = DiffusionConfig.guidance
+    guidance: float | list[list[float]] = DiffusionConfig.guidance  # a weight or a schedule
     target_texture: bool = DiffusionConfig.target_texture
     _codes: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -706,7 +711,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              morphology: SegmentationParameters | None = None,
              diffusion_prior: DiffusionPrior | None = None,
              sampling_steps: int = DiffusionConfig.sampling_steps,
-             guidance: float = DiffusionConfig.guidance,
+             guidance: float | list[list[float]] = DiffusionConfig.guidance,
              target_texture: bool = DiffusionConfig.target_texture) -> dict[str, np.ndarray]:
     """All requested modes, each by its registered sampler, in the registry's order; arrays
     keyed by their HDF5 names (probabilities in float32).
@@ -721,7 +726,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     its segmentation, None for none) into ``finished/{key}``: each unseeded mode by a
     threshold calibrated on :data:`CALIBRATION_DRAWS` of its own images, the encoded modes by
     one calibrated on posterior draws of the ``fit_images``; ``finish/{calibration}/*``
-    records each. ``diffusion`` samples ``diffusion_prior`` with ``sampling_steps`` DDIM steps;
+    records each. ``diffusion`` samples ``diffusion_prior`` with ``sampling_steps`` DDIM steps
+    and ``guidance`` (a weight or a schedule, :func:`guidance_weight`);
     ``cfg.phase_fractions`` and ``cfg.graded`` add its conditioned sets
     (``conditioned/diffusion_{target}_{size}``, ``graded/diffusion_{size}``, with their
     targets under ``targets/`` and the conditions they were drawn with under ``conditions/``:

@@ -5,6 +5,7 @@ exported images.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -138,7 +139,8 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
     The aggregate mode is fitted to at most ``max_fit_images`` evenly spaced training images.
     ``modes`` None: every mode of the model's architecture (and ``diffusion`` with
     ``diffusion_path``, the trained prior, sampled with ``diffusion_options``: the config's
-    ``diffusion.sampling_steps`` and ``guidance``, the schema's defaults where not given).
+    ``diffusion.sampling_steps``, ``guidance`` and ``guidance_schedule``, the schema's defaults
+    where not given).
     """
     figures = figures or {}
     model, payload = load_model(model_path)
@@ -191,7 +193,7 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
                                 f"{' '.join(m for m in modes if 'regions' in needs_of([m]))}")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
-                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance,
+                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance_weights,
                       diffusion_cfg.target_texture)
     for key, condition in conditions_of(arrays).items():
         target = arrays[target_key(key)]
@@ -216,6 +218,7 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
         "n_steps": cfg.n_steps, "sizes": list(cfg.sizes), "periodic": cfg.periodic,
         "diffusion": str(diffusion_path or ""), "diffusion_sampling_steps":
             diffusion_cfg.sampling_steps, "diffusion_guidance": diffusion_cfg.guidance,
+        "diffusion_guidance_schedule": json.dumps(diffusion_cfg.guidance_schedule),
         "diffusion_target_texture": diffusion_cfg.target_texture,
         "phase_fractions": list(cfg.phase_fractions), "graded": list(cfg.graded or []),
         "calibrate_targets": cfg.calibrate_targets,
