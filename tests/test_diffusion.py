@@ -3,6 +3,9 @@ phase fraction, training that learns a known conditional law, the saved file."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -111,8 +114,6 @@ def test_guidance_weight_follows_its_schedule():
     weights = guidance_weight(schedule, linear_gradient(0.15, 0.35, 2, 5))  # 0.15 .. 0.35
     assert weights.shape == (2, 5) and weights.dtype == np.float32
     np.testing.assert_allclose(weights[1], [0.5, 0.5, 1.0, 1.5, 1.5], atol=1e-6)
-    assert DiffusionConfig(guidance_schedule=schedule).guidance_weights == schedule
-    assert DiffusionConfig(guidance=0.6).guidance_weights == 0.6
     for bad, message in (([[0.3, 1.0], [0.2, 1.0]], "rise"), ([[0.0, 1.0]], "between 0 and 1"),
                          ([[0.2, -1.0]], ">= 0"), ([[0.2, 1.0, 3.0]], "pairs"), ([], "pairs")):
         with pytest.raises(MicrovaeError, match=f"diffusion.guidance_schedule: .*{message}"):
@@ -302,10 +303,24 @@ def test_generate_draws_diffusion_sets_and_finishes_targets_with_the_uncondition
     assert float(out["targets/conditioned/diffusion_0.3_64"]) == pytest.approx(0.3)
     assert out["targets/graded/diffusion_64"].shape == (8, 8)
     assert out["diffusion_fit/active_channels"] == 3
-    scheduled = generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25,
-                         diffusion_prior=prior, sampling_steps=2,
-                         guidance=[[0.2, 0.5], [0.4, 1.5]])  # a weight per cell of the map
-    assert scheduled["graded/diffusion_64"].shape == (2, 64, 64)
+    # a schedule: a number gets the weight at the number (0.3 -> 1.25), a map the constant one
+    # (a denoiser with weights everywhere, so that the guidance weight shows)
+    sharp = copy.deepcopy(prior)
+    _randomised(sharp.denoiser)
+    light = replace(cfg, n_prior=1, sizes=[64], n_large=1)
+
+    def drawn(**guidance):
+        return generate(model, images, light, ("prior", "diffusion"),
+                        training_phase_fraction=0.25, diffusion_prior=sharp, sampling_steps=2,
+                        **guidance)
+
+    scheduled = drawn(guidance=0.75, guidance_schedule=[[0.3, 1.25], [0.4, 2.0]])
+    at_one, constant = drawn(guidance=1.25), drawn(guidance=0.75)
+    np.testing.assert_allclose(scheduled["conditioned/diffusion_0.3_64"],
+                               at_one["conditioned/diffusion_0.3_64"], atol=1e-4)
+    np.testing.assert_allclose(scheduled["graded/diffusion_64"], constant["graded/diffusion_64"],
+                               atol=1e-4)
+    assert np.abs(at_one["graded/diffusion_64"] - constant["graded/diffusion_64"]).max() > 1e-3
     with pytest.raises(MicrovaeError, match="needs its trained prior"):
         generate(model, images, cfg, ("prior", "diffusion"), training_phase_fraction=0.25)
     with pytest.raises(MicrovaeError, match="need mode diffusion"):

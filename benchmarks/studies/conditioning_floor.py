@@ -25,7 +25,6 @@ this floor at all.
         runs/conditioning_kl0.1_0 [--weights 0.5 0.75 1.25] [--sweep-tag kl0.1]
     python benchmarks/studies/conditioning_floor.py --schedule-runs runs/conditioning_kl0.1_bf16_0 \
         runs/conditioning_kl0.1_bf16_1 runs/conditioning_kl0.1_bf16_2 [--schedule-from kl0.1]
-    python benchmarks/studies/conditioning_floor.py --graded-runs runs/conditioning_kl0.1_bf16_2
 
 The second judges the default model's (config/conv.yaml) unconditional sets at 256 and 512 px
 against the 20 fresh volumes of its own recipe (0.25) in the same way (large512_0: seed 0 of
@@ -42,9 +41,10 @@ weight that rises with the target, fixed on val before any held-out draw: at eac
 fraction the weight that passed most descriptors there in the saved sweep ``--schedule-from``
 (texture on, summed over its runs; ties: the smallest median multiple), linear in between; each
 run asked for each held-out target with the scheduled weight and with the chosen constant one
-(section ``schedule``, keyed by the sweep's tag). The sixth asks for the graded map 0.15 -> 0.35
-with that schedule as ``diffusion.guidance_schedule`` (each cell the weight at its own target)
-and with the constant weight: the worst column band's error (section ``graded_schedule``).
+(section ``schedule``, keyed by the sweep's tag). Section ``graded_schedule``: the graded map
+0.15 -> 0.35 drawn with that schedule as one weight per cell and with the constant weight, made
+by ``--graded-runs`` at commit 094192e (a weight per cell met the map worse, so the workflow
+keeps the constant weight for maps and the option was taken out).
 
 Writes benchmarks/results/conditioning_floor.json.
 """
@@ -70,7 +70,7 @@ from microvae.diffusion import DiffusionConfig
 from microvae.modelfile import load_model
 from microvae.sample import encode, reconstruct
 from microvae.stages import real_test_windows
-from microvae.stages.evaluate import conditioned_sets, evaluate_large
+from microvae.stages.evaluate import evaluate_large
 
 TRAINED_CONTROL = 0.25
 TRAINED = (0.15, 0.25, 0.35)
@@ -91,18 +91,16 @@ def volume_fractions(dataset: Path) -> dict:
     return out
 
 
-def sample_run(run: Path, out: Path, target: float | None, *options: str) -> None:
-    """The run's model and prior asked for ``target`` (None: no number, e.g. a graded map in
-    ``options``): 64 images of 256 px into ``out`` (kept: a later call reuses it), with
-    ``options`` of ``microvae sample``."""
+def sample_run(run: Path, out: Path, target: float, *options: str) -> None:
+    """The run's model and prior asked for ``target``: 64 images of 256 px into ``out`` (kept:
+    a later call reuses it), with ``options`` of ``microvae sample``."""
     if out.exists():
         return
     code = cli.main(["sample", "--model", str(model_of(run)), "--diffusion",
                      str(model_of(run).with_name("diffusion.pt")), "--dataset",
                      str(run / "results" / "dataset" / "dataset.h5"), "--sizes", "256",
-                     "--n-large", str(N_IMAGES),
-                     *(("--phase-fractions", f"{target:g}") if target is not None else ()),
-                     *options, "--out", str(out)])
+                     "--n-large", str(N_IMAGES), "--phase-fractions", f"{target:g}", *options,
+                     "--out", str(out)])
     if code:
         raise SystemExit(code)
 
@@ -264,10 +262,6 @@ def main() -> None:
                              "weight schedule of the saved sweep --schedule-from")
     parser.add_argument("--schedule-from", default="kl0.1",
                         help="the saved sweep (its tag) whose val sets fix the schedule")
-    parser.add_argument("--graded-runs", type=Path, nargs="*", default=[],
-                        help="runs of conditioning.py asked for the graded map 0.15 -> 0.35 "
-                             "with the constant weight and with the schedule of --schedule-from "
-                             "as diffusion.guidance_schedule (a weight per cell)")
     args = parser.parse_args()
     controls = args.runs or args.texture_runs or args.default_runs or args.sweep_runs
     references = {target: reference_dataset(target, {})  # the schedule needs the targets only
@@ -312,11 +306,6 @@ def main() -> None:
         sweep = json.loads(path.read_text())["sweep"][args.schedule_from]
         scheduled(args.schedule_runs, sweep, references,  # saved as it goes
                   lambda entry: saved(command, fractions, schedule={args.schedule_from: entry}))
-    if args.graded_runs:
-        path = REPO / "benchmarks" / "results" / "conditioning_floor.json"
-        sweep = json.loads(path.read_text())["sweep"][args.schedule_from]
-        graded_scheduled(args.graded_runs, sweep, lambda entry: saved(
-            command, fractions, graded_schedule={args.schedule_from: entry}))
 
 
 def pair_name(weight: float, texture: bool) -> str:
@@ -395,36 +384,6 @@ def scheduled(runs: list[Path], sweep: dict, references: dict, checkpoint) -> di
             for name, weight in (("constant", constant),
                                  ("scheduled", scheduled_weight(schedule, t)))}
             for t in TARGETS}
-        checkpoint(entry)
-    return entry
-
-
-GRADED = (0.15, 0.35)
-
-
-def graded_scheduled(runs: list[Path], sweep: dict, checkpoint) -> dict:
-    """Each run asked for the graded map ``GRADED`` (left to right) with the sweep's constant
-    weight and with its schedule as ``diffusion.guidance_schedule`` (each cell the weight at its
-    own target): how closely each meets the map per column band."""
-    schedule = weight_schedule(sweep)
-    constant = float(sweep["chosen"].removeprefix("w").split("_")[0])
-    pairs = [f"{f}:{schedule[f]:g}" for f in sorted(schedule, key=float)]
-    variants = {"constant": ("--guidance", f"{constant:g}"),
-                "scheduled": ("--guidance-schedule", *pairs)}
-    entry: dict = {"map": GRADED, "constant": constant, "schedule": pairs, "runs": {},
-                   "machine": machine()}
-    for run in runs:
-        entry["runs"][run.name] = {}
-        for name, options in variants.items():
-            samples = run / f"graded_{name}.h5"
-            sample_run(run, samples, None, "--mode", "diffusion", "--graded",
-                       *(f"{g:g}" for g in GRADED), *options)
-            metrics = next(v for k, v in conditioned_sets(samples).items()
-                           if k.startswith("graded"))
-            entry["runs"][run.name][name] = metrics
-            print(f"{run.name} graded {name}: worst band "
-                  f"{metrics['max_band_error']:.4f}, mean {metrics['phase_fraction_mean']:.4f}",
-                  flush=True)
         checkpoint(entry)
     return entry
 

@@ -111,12 +111,6 @@ class DiffusionConfig:
         if self.guidance_schedule is not None:
             check_schedule(self.guidance_schedule)
 
-    @property
-    def guidance_weights(self) -> float | list[list[float]]:
-        """What the samplers take as ``guidance``: the schedule where one is given, else the
-        constant weight."""
-        return self.guidance if self.guidance_schedule is None else self.guidance_schedule
-
 
 def check_schedule(schedule) -> None:
     """A guidance schedule is (fraction, weight) pairs, fractions in (0, 1) and rising,

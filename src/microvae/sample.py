@@ -252,16 +252,14 @@ def diffusion(model: VAE, prior_fit: DiffusionPrior, n: int, generator: torch.Ge
     """``n`` images decoded from latent grids of the diffusion prior (``size`` px; default the
     training size), optionally at a target ``phase_fraction`` (a number or a map), and their
     grids; for a Table 1 model, from latent vectors (at its one size, a number as target).
-    ``guidance``: a weight, or a schedule of weights over target fractions
-    (:func:`guidance_weight`: a number gets the weight at the number, a map one weight per
-    cell). ``texture``: a number is asked for as :func:`textured_conditions` (grids drawn
-    whole), with the weight at the number."""
+    ``guidance``: the weight of a target (conv models: also a map of one weight per cell of a
+    map target). ``texture``: a number is asked for as :func:`textured_conditions` (grids
+    drawn whole)."""
     kind = "grid" if model.spatial else "vector"
     if prior_fit.kind != kind or prior_fit.channels != model.latent_size:
         raise MicrovaeError(f"the diffusion prior models {prior_fit.kind}s of "
                             f"{prior_fit.channels} channels, the model's latent is a {kind} of "
                             f"{model.latent_size}: the prior of another model")
-    guidance = guidance_weight(guidance, phase_fraction)
     if not model.spatial:
         z = sample_vectors(prior_fit, n, generator, phase_fraction, steps, guidance)
         return decode(model, z), z
@@ -512,7 +510,8 @@ class Generation:
     regions: tuple[np.ndarray, np.ndarray] | None = None
     diffusion_prior: DiffusionPrior | None = None
     sampling_steps: int = DiffusionConfig.sampling_steps
-    guidance: float | list[list[float]] = DiffusionConfig.guidance  # a weight or a schedule
+    guidance: float = DiffusionConfig.guidance
+    guidance_schedule: list[list[float]] | None = DiffusionConfig.guidance_schedule
     target_texture: bool = DiffusionConfig.target_texture
     _codes: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -580,9 +579,9 @@ def _field_sampler(g: Generation):
 def _diffusion_sampler(g: Generation):
     for key, value in g.diffusion_prior.describe().items():
         g.out[fit_key("diffusion", key)] = np.array(value)
-    return lambda n, generator, size=g.tile, periodic=False, target=None: diffusion(
-        g.model, g.diffusion_prior, n, generator, size, periodic, target, g.sampling_steps,
-        g.guidance, g.target_texture)
+    return lambda n, generator, size=g.tile, periodic=False, target=None, guidance=g.guidance: \
+        diffusion(g.model, g.diffusion_prior, n, generator, size, periodic, target,
+                  g.sampling_steps, guidance, g.target_texture)
 
 
 @unseeded_sampler("aggregate")
@@ -711,8 +710,10 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
              morphology: SegmentationParameters | None = None,
              diffusion_prior: DiffusionPrior | None = None,
              sampling_steps: int = DiffusionConfig.sampling_steps,
-             guidance: float | list[list[float]] = DiffusionConfig.guidance,
-             target_texture: bool = DiffusionConfig.target_texture) -> dict[str, np.ndarray]:
+             guidance: float = DiffusionConfig.guidance,
+             target_texture: bool = DiffusionConfig.target_texture,
+             guidance_schedule: list[list[float]] | None = DiffusionConfig.guidance_schedule
+             ) -> dict[str, np.ndarray]:
     """All requested modes, each by its registered sampler, in the registry's order; arrays
     keyed by their HDF5 names (probabilities in float32).
 
@@ -727,7 +728,8 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     threshold calibrated on :data:`CALIBRATION_DRAWS` of its own images, the encoded modes by
     one calibrated on posterior draws of the ``fit_images``; ``finish/{calibration}/*``
     records each. ``diffusion`` samples ``diffusion_prior`` with ``sampling_steps`` DDIM steps
-    and ``guidance`` (a weight or a schedule, :func:`guidance_weight`);
+    and ``guidance`` (a target number: the weight at the number where ``guidance_schedule``
+    is given, :func:`conditioned_sets`);
     ``cfg.phase_fractions`` and ``cfg.graded`` add its conditioned sets
     (``conditioned/diffusion_{target}_{size}``, ``graded/diffusion_{size}``, with their
     targets under ``targets/`` and the conditions they were drawn with under ``conditions/``:
@@ -753,7 +755,7 @@ def generate(model: VAE, test_images: np.ndarray | None, cfg: SampleConfig,
     tile = test_images.shape[-1] if model.spatial and test_images is not None else None
     g = Generation(model, cfg, torch.Generator().manual_seed(cfg.seed), out, tile, fit_images,
                    val_images, regions, diffusion_prior, sampling_steps, guidance,
-                   target_texture)
+                   guidance_schedule, target_texture)
     samplers = {name: UNSEEDED_SAMPLERS[name](g) for name in MODES
                 if name in modes and name not in ENCODED_MODES}
     if cfg.match_training and encoded:  # their finishing is calibrated on the train codes
@@ -788,7 +790,11 @@ def conditioned_sets(g: Generation, draw, finishing: Finishing | None, tile: int
     """The diffusion prior's sets at each target phase fraction and the graded map, at each
     size of ``sample.sizes`` (or the tile size), with their targets and the conditions they
     were drawn with (calibrated with ``sample.calibrate_targets``: draws of a generator of
-    their own, finished by the unconditional prior's ``finishing``, or cut at 0.5)."""
+    their own, finished by the unconditional prior's ``finishing``, or cut at 0.5). A target
+    number is drawn, calibration included, with the guidance weight of
+    ``g.guidance_schedule`` at the number where one is given; a map keeps ``g.guidance`` (a
+    weight per cell met a graded map worse: worst column band 0.038 against 0.019,
+    docs/diffusion.md)."""
     cfg = g.cfg
     calibration = torch.Generator().manual_seed(cfg.seed + 104729)
 
@@ -803,11 +809,17 @@ def conditioned_sets(g: Generation, draw, finishing: Finishing | None, tile: int
         if cfg.graded:
             targets[graded_key(size)] = linear_gradient(*cfg.graded, size // 8, size // 8)
         for key, target in targets.items():
+            weight = g.guidance if g.guidance_schedule is None or np.ndim(target) else \
+                guidance_weight(g.guidance_schedule, target)
+
+            def draw_at(*args, weight=weight):
+                return draw(*args, guidance=weight)
+
             condition = calibrated_condition(
-                draw, target, size, cfg.periodic, finish, calibration,
+                draw_at, target, size, cfg.periodic, finish, calibration,
                 steps=TARGET_CALIBRATION_STEPS) if cfg.calibrate_targets else \
                 condition_of_target(target, cfg.periodic)
-            g.out[key], _ = draw(cfg.n_large, g.generator, size, cfg.periodic, condition)
+            g.out[key], _ = draw_at(cfg.n_large, g.generator, size, cfg.periodic, condition)
             g.out[target_key(key)] = np.asarray(target, np.float32 if np.ndim(target) else None)
             g.out[condition_key(key)] = np.asarray(condition, np.float32)
 

@@ -193,8 +193,8 @@ def sample_model(model_path: str | os.PathLike, out: str | os.PathLike,
                                 f"{' '.join(m for m in modes if 'regions' in needs_of([m]))}")
     arrays = generate(model, test_images, cfg, modes, fit_images, val_images, regions,
                       training_phase_fraction, morphology, diffusion_prior,
-                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance_weights,
-                      diffusion_cfg.target_texture)
+                      diffusion_cfg.sampling_steps, diffusion_cfg.guidance,
+                      diffusion_cfg.target_texture, diffusion_cfg.guidance_schedule)
     for key, condition in conditions_of(arrays).items():
         target = arrays[target_key(key)]
         log.info("%s drawn with the condition %s for the target %s%s", key,
