@@ -106,15 +106,17 @@ def test_sections_follow_the_planes():
 
 @pytest.mark.slow
 def test_training_brings_the_sections_towards_the_micrographs():
+    """From its start (a random net, centred on the micrographs' fraction) training lowers
+    the sections' statistics loss, and its volumes hold about the micrographs' fraction."""
     micrographs = blobs(8, 64, 3)
     target = plane_statistics(micrographs, r_max=8, lags=(1, 2, 4, 8))
-    settings = SliceGeneratorSettings(steps=60, max_minutes=None, crop=32, width=4, levels=2,
+    settings = SliceGeneratorSettings(steps=80, max_minutes=None, crop=32, width=4, levels=2,
                                       noise_channels=4, sections_per_axis=4,
-                                      feature_channels=8, learning_rate=5e-3)
+                                      feature_channels=8, learning_rate=5e-4)
     trained = train_slice_generator(target, micrographs, settings)
-    first = np.mean([h["statistics"] for h in trained.history[:5]])
-    last = np.mean([h["statistics"] for h in trained.history[-5:]])
-    assert last < 0.5 * first
+    start = trained.history[0]["statistics"]
+    last = np.mean([h["statistics"] for h in trained.history[-10:]])
+    assert last < 0.6 * start
     assert trained.history[-1]["gram"] >= 0
     volume = generate_sliced_volume(trained.model, (32, 32, 32), torch.Generator().manual_seed(0))
     assert abs(volume.mean() - micrographs.mean()) < 0.1
