@@ -124,6 +124,17 @@ def test_training_brings_the_sections_towards_the_micrographs():
     assert again.history[-1]["loss"] == trained.history[-1]["loss"]
 
 
+def test_three_orthogonal_micrographs_train_one_target_per_plane():
+    """An orthotropic structure: one stack of micrographs and one statistics per plane."""
+    stacks = {axis: blobs(2, 64, axis, sigma=1.5 + axis) for axis in range(3)}
+    targets = {axis: plane_statistics(images, r_max=8, lags=(1, 2, 4, 8))
+               for axis, images in stacks.items()}
+    settings = SliceGeneratorSettings(steps=2, max_minutes=None, crop=32, width=2, levels=2,
+                                      noise_channels=2, sections_per_axis=2, feature_channels=4)
+    trained = train_slice_generator(targets, stacks, settings)
+    assert len(trained.history) == 2 and np.isfinite(trained.history[-1]["loss"])
+
+
 def test_refusals():
     micrographs = blobs(2, 64, 0)
     target = plane_statistics(micrographs, r_max=8, lags=(1, 2, 4, 8))
