@@ -180,6 +180,28 @@ def synthetic_options(source: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in source["synthetic"].items() if k not in WORKFLOW_KEYS["synthetic"]}
 
 
+def schedule_errors(schedule) -> list[str]:
+    """What is wrong with a guidance schedule (``diffusion.guidance_schedule``): it must be
+    [phase fraction, weight] pairs, the fractions inside (0, 1) and rising, the weights >= 0."""
+    key = "diffusion.guidance_schedule"
+    try:
+        pairs = [(float(fraction), float(weight)) for fraction, weight in schedule]
+    except (TypeError, ValueError):
+        pairs = []
+    if not pairs:
+        return [f"{key}: expected [phase fraction, weight] pairs, got {schedule!r}"]
+    fractions = [fraction for fraction, _ in pairs]
+    weights = [weight for _, weight in pairs]
+    errors = []
+    if not all(0 < f < 1 for f in fractions) or \
+            any(b <= a for a, b in zip(fractions, fractions[1:])):
+        errors.append(f"{key}: the phase fractions {fractions} must lie between 0 and 1 and "
+                      "rise from pair to pair")
+    if any(w < 0 for w in weights):
+        errors.append(f"{key}: weights {weights} must be >= 0")
+    return errors
+
+
 def cross_field_errors(config: dict[str, Any]) -> list[str]:
     """Rules across keys that a JSON schema does not express well (on a config that passed
     the schema, with its defaults filled in)."""
@@ -229,12 +251,8 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
                       "of a conv model: it needs model.architecture: conv and "
                       "diffusion.enabled: true")
     schedule = config.get("diffusion", {}).get("guidance_schedule")
-    if schedule:
-        fractions = [pair[0] for pair in schedule]
-        if not all(0 < f < 1 for f in fractions) or \
-                any(b <= a for a, b in zip(fractions, fractions[1:])):
-            errors.append(f"config key diffusion.guidance_schedule: the phase fractions "
-                          f"{fractions} must lie between 0 and 1 and rise from pair to pair")
+    if schedule is not None:
+        errors += [f"config key {error}" for error in schedule_errors(schedule)]
     volume = config.get("volume", {})
     if volume.get("phase_fractions") and not volume.get("diffusion", True):
         errors.append("config key volume.phase_fractions: volumes at a target phase fraction "

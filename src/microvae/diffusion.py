@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import check_parameters, parse_options
+from .config import check_parameters, parse_options, schedule_errors
 from .errors import MicrovaeError
 
 TIMESTEPS = 1000
@@ -102,32 +102,20 @@ class DiffusionConfig:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> DiffusionConfig:
         cfg = parse_options(cls, options, "diffusion")
-        if cfg.guidance_schedule is not None:
-            check_schedule(cfg.guidance_schedule)
+        check_schedule(cfg.guidance_schedule)
         return cfg
 
     def check(self) -> None:
         check_parameters(self, "diffusion")
-        if self.guidance_schedule is not None:
-            check_schedule(self.guidance_schedule)
+        check_schedule(self.guidance_schedule)
 
 
 def check_schedule(schedule) -> None:
-    """A guidance schedule is (fraction, weight) pairs, fractions in (0, 1) and rising,
-    weights >= 0."""
-    key = "diffusion.guidance_schedule"
-    pairs = np.asarray(schedule, dtype=float) if len(schedule) else np.zeros((0, 2))
-    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
-        raise MicrovaeError(f"{key}: expected [phase fraction, weight] pairs, got {schedule!r}")
-    fractions, weights = pairs.T
-    if not ((fractions > 0) & (fractions < 1)).all():
-        raise MicrovaeError(f"{key}: phase fractions {fractions.tolist()} must lie between 0 "
-                            "and 1")
-    if (np.diff(fractions) <= 0).any():
-        raise MicrovaeError(f"{key}: phase fractions {fractions.tolist()} must rise from pair "
-                            "to pair")
-    if (weights < 0).any():
-        raise MicrovaeError(f"{key}: weights {weights.tolist()} must be >= 0")
+    """Refuse a guidance schedule that :func:`~microvae.config.schedule_errors` finds wrong
+    (None: no schedule)."""
+    errors = [] if schedule is None else schedule_errors(schedule)
+    if errors:
+        raise MicrovaeError("; ".join(errors))
 
 
 def guidance_weight(guidance, target):
@@ -572,6 +560,14 @@ def _train_denoiser(denoiser: nn.Module, batch, cfg: DiffusionConfig,
     return ema.cpu().eval(), history
 
 
+def _onto_grid(target: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A map (2-D) or one map per image (3-D) resampled bilinearly onto height x width
+    cells."""
+    stack = target[:, None] if target.dim() == 3 else target[None, None]
+    resampled = F.interpolate(stack, size=(height, width), mode="bilinear", align_corners=False)
+    return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
+
+
 def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | None:
     """The condition (height, width) cells for a target: None, a number (constant), a map
     (any 2-D array, resampled bilinearly onto the grid), or one map per image (N, h, w) ->
@@ -589,18 +585,7 @@ def as_condition_map(phase_fraction, height: int, width: int) -> torch.Tensor | 
                             f"{tuple(target.shape)}")
     if not ((target > 0) & (target < 1)).all():
         raise MicrovaeError("a phase-fraction map holds values outside (0, 1)")
-    stack = target[:, None] if target.dim() == 3 else target[None, None]
-    resampled = F.interpolate(stack, size=(height, width), mode="bilinear", align_corners=False)
-    return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
-
-
-def as_weight_map(weights, height: int, width: int) -> torch.Tensor:
-    """A map of guidance weights (2-D, or one per image) on the grid's cells, resampled as
-    :func:`as_condition_map` resamples the phase-fraction map it belongs to."""
-    target = torch.as_tensor(np.asarray(weights, np.float32))
-    stack = target[:, None] if target.dim() == 3 else target[None, None]
-    resampled = F.interpolate(stack, size=(height, width), mode="bilinear", align_corners=False)
-    return resampled[:, 0] if target.dim() == 3 else resampled[0, 0]
+    return _onto_grid(target, height, width)
 
 
 def drawn_whole(prior: DiffusionPrior, height: int, width: int, periodic: bool) -> bool:
@@ -651,7 +636,8 @@ def sample_grids(prior: DiffusionPrior, n: int, height: int, width: int,
     if np.ndim(weights) == 0:
         weights = float(weights)
     else:  # one weight per cell, onto the grid as its phase-fraction map
-        weight_maps = as_weight_map(weights, height, width)
+        weight_maps = _onto_grid(torch.as_tensor(np.asarray(weights, np.float32)), height,
+                                 width)
         weights = F.pad((weight_maps if per_grid else weight_maps[None])[:, None],
                         (0, big_w - width, 0, big_h - height), mode="replicate")
     active = prior.active_channels
